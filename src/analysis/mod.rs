@@ -1,0 +1,5 @@
+//! Pure analysis: distances, layer selection, heat maps, statistics. No file I/O here.
+pub mod distance;
+pub mod heatmap;
+pub mod layers;
+pub mod selection;

@@ -1,0 +1,178 @@
+//! `mode layers`: target-layer selection with feature models.
+//!
+//! For the input (flattened pixels) and each hidden layer, a fresh softmax head is fitted on
+//! the layer's *train* activations and predicts *test*; the output layer is the model itself.
+//! Writes `layers.parquet` and one `heads/<layer>.parquet` per fitted head.
+
+use crate::analysis::layers::{self as sel, Direction, SoftmaxHead};
+use crate::artifacts::{self, Activations, Head, LayerRow, Samples, Table};
+use crate::config::{Pipeline, derive_seed};
+use anyhow::{Result, bail};
+use ndarray::{Array2, Axis};
+use rand::{SeedableRng, seq::index::sample};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "output";
+
+/// `<dir>/heads/<layer>.parquet`
+pub fn head_path(dir: &Path, layer: &str) -> PathBuf {
+    dir.join("heads").join(format!("{layer}.parquet"))
+}
+
+fn to_head(layer: &str, h: SoftmaxHead) -> Head {
+    Head {
+        layer: layer.into(),
+        weights: h.weights,
+        intercept: h.intercept,
+    }
+}
+
+pub fn from_head(h: &Head) -> SoftmaxHead {
+    SoftmaxHead {
+        weights: h.weights.clone(),
+        intercept: h.intercept.clone(),
+    }
+}
+
+/// Rows used to fit heads: all, or a seeded subset of `max` rows.
+fn fit_rows(n: usize, max: usize, seed: u64) -> Option<Vec<usize>> {
+    if max == 0 || n <= max {
+        return None;
+    }
+    let mut idx = sample(&mut ChaCha8Rng::seed_from_u64(seed), n, max).into_vec();
+    idx.sort_unstable();
+    Some(idx)
+}
+
+fn fit(
+    p: &Pipeline,
+    x: &Array2<f32>,
+    y: &[u16],
+    classes: usize,
+    layer: &str,
+) -> Result<SoftmaxHead> {
+    let seed = derive_seed(p.seed, "feature-model-rows");
+    match fit_rows(x.nrows(), p.layers.max_train_samples, seed) {
+        Some(idx) => {
+            let xs = x.select(Axis(0), &idx);
+            let ys: Vec<u16> = idx.iter().map(|&i| y[i]).collect();
+            sel::fit_head(xs.view(), &ys, classes, &p.layers)
+        }
+        None => sel::fit_head(x.view(), y, classes, &p.layers),
+    }
+    .map_err(|e| e.context(format!("layer {layer}")))
+}
+
+/// Fit (or load from `cache`) the head on the input pixels. It depends only on the train split.
+pub fn input_head(p: &Pipeline, train: &Samples, cache: Option<&Path>) -> Result<SoftmaxHead> {
+    if let Some(c) = cache
+        && c.exists()
+    {
+        let h = Head::read(c)?;
+        if h.weights.ncols() == train.pixels.ncols() && h.weights.nrows() == train.meta.classes {
+            return Ok(from_head(&h));
+        }
+        tracing::warn!(
+            "{}: cached input head does not fit this data; refitting",
+            c.display()
+        );
+    }
+    let h = fit(p, &train.pixels, &train.labels, train.meta.classes, INPUT)?;
+    if let Some(c) = cache {
+        to_head(INPUT, h.clone()).write(c)?;
+    }
+    Ok(h)
+}
+
+pub struct LayersReport {
+    pub rows: Vec<LayerRow>,
+    pub forward_target: String,
+    pub backward_target: String,
+}
+
+/// Run layer selection for the iteration folder `dir` (which holds `activations/`).
+pub fn run(
+    p: &Pipeline,
+    dir: &Path,
+    splits_dir: &Path,
+    input_cache: Option<&Path>,
+) -> Result<LayersReport> {
+    let train_acts = Activations::read(&artifacts::activations_path(dir, "train"))?;
+    let test_acts = Activations::read(&artifacts::activations_path(dir, "test"))?;
+    let out_probs = test_acts.layer(OUTPUT)?;
+    let classes = out_probs.ncols();
+    let mut rows = Vec::new();
+    if !p.layers.enabled {
+        let acc = sel::accuracy(out_probs.view(), &test_acts.labels);
+        for dir_ in [Direction::Forward, Direction::Backward] {
+            rows.push(LayerRow {
+                layer: OUTPUT.into(),
+                position: 0,
+                width: classes as u32,
+                probe_accuracy: acc,
+                bhattacharyya: None,
+                is_target: true,
+                direction: dir_.as_str().into(),
+            });
+        }
+        LayerRow::write(&dir.join(artifacts::LAYERS), &rows)?;
+        return Ok(LayersReport {
+            rows,
+            forward_target: OUTPUT.into(),
+            backward_target: OUTPUT.into(),
+        });
+    }
+    let train = Samples::read(&splits_dir.join("train.parquet"))?;
+    let test = Samples::read(&splits_dir.join("test.parquet"))?;
+    if train.ids != train_acts.ids || test.ids != test_acts.ids {
+        bail!(
+            "{}: activations do not match the splits in {} (re-run `mode probe`)",
+            dir.display(),
+            splits_dir.display()
+        );
+    }
+    // (name, width, test probabilities)
+    let mut layers: Vec<(String, usize, Array2<f32>)> = Vec::new();
+    let ih = input_head(p, &train, input_cache)?;
+    layers.push((
+        INPUT.into(),
+        train.pixels.ncols(),
+        ih.probs(test.pixels.view()),
+    ));
+    to_head(INPUT, ih).write(&head_path(dir, INPUT))?;
+    for (name, acts) in &train_acts.layers {
+        if name == OUTPUT {
+            continue;
+        }
+        let h = fit(p, acts, &train_acts.labels, classes, name)?;
+        let probs = h.probs(test_acts.layer(name)?.view());
+        layers.push((name.clone(), acts.ncols(), probs));
+        to_head(name, h).write(&head_path(dir, name))?;
+    }
+    layers.push((OUTPUT.into(), classes, out_probs.clone()));
+    let views: Vec<_> = layers.iter().map(|(_, _, m)| m.view()).collect();
+    let mut targets = Vec::new();
+    for d in [Direction::Forward, Direction::Backward] {
+        let (dist, target) = sel::select_target(&views, p.layers.threshold, d);
+        targets.push(layers[target].0.clone());
+        for (i, (name, width, probs)) in layers.iter().enumerate() {
+            rows.push(LayerRow {
+                layer: name.clone(),
+                position: i as u32,
+                width: *width as u32,
+                probe_accuracy: sel::accuracy(probs.view(), &test.labels),
+                bhattacharyya: Some(dist[i]),
+                is_target: i == target,
+                direction: d.as_str().into(),
+            });
+        }
+    }
+    LayerRow::write(&dir.join(artifacts::LAYERS), &rows)?;
+    Ok(LayersReport {
+        rows,
+        forward_target: targets[0].clone(),
+        backward_target: targets[1].clone(),
+    })
+}

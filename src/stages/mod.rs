@@ -1,0 +1,10 @@
+//! One module per stage, each with one `run`.
+pub mod evaluate;
+pub mod heatmap;
+pub mod layers;
+pub mod probe;
+pub mod retrain;
+pub mod select;
+pub mod split;
+pub mod summary;
+pub mod train;

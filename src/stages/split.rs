@@ -1,0 +1,321 @@
+//! `mode split`: idx files → `splits/{train,pool,test}.parquet`, with optional fault injection.
+//!
+//! Ids: the i-th image of the training file has id `i`; the j-th image of the test file has
+//! id `N + j`, where N is the number of images in the training file (60 000 for MNIST).
+//! Ids are unique across the three files and never change in later artifacts.
+
+use crate::artifacts::{DatasetMeta, Samples};
+use crate::config::{Pipeline, SplitConfig};
+use crate::idx::{self, IdxImages};
+use anyhow::{Result, bail};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which source rows go where, and the (possibly flipped) train labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitPlan {
+    /// Indices into the training file, sorted.
+    pub train: Vec<usize>,
+    /// The label each train row gets (differs from the source under label noise).
+    pub train_labels: Vec<u16>,
+    /// Indices into the training file, sorted.
+    pub pool: Vec<usize>,
+    /// Indices into the test file, sorted.
+    pub test: Vec<usize>,
+    /// How many train samples were moved to the pool by label skew, by the cap, and flipped.
+    pub skew_moved: usize,
+    pub cap_moved: usize,
+    pub flipped: usize,
+}
+
+/// Plan a split from the source labels. Pure: the same inputs and seed give the same plan.
+pub fn plan(
+    train_labels: &[u8],
+    n_test: usize,
+    classes: usize,
+    cfg: &SplitConfig,
+    seed: u64,
+) -> Result<SplitPlan> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..train_labels.len()).collect();
+    order.shuffle(&mut rng);
+    if cfg.train_limit > 0 {
+        order.truncate(cfg.train_limit);
+    }
+    let n_pool = (order.len() as f64 * cfg.pool_fraction).round() as usize;
+    let pool_part = order.split_off(order.len() - n_pool);
+    let mut pool = pool_part;
+    let mut train = order;
+
+    // Label skew: keep only a fraction of each chosen label in train; the rest goes to the pool.
+    let mut skew_moved = 0;
+    for &label in &cfg.skew_labels {
+        if label as usize >= classes {
+            bail!(
+                "split.skew_labels: label {label} does not exist (the data has {classes} classes)"
+            );
+        }
+        let of_label: Vec<usize> = train
+            .iter()
+            .copied()
+            .filter(|&i| train_labels[i] as u16 == label)
+            .collect();
+        let keep = (of_label.len() as f64 * cfg.skew_keep).round() as usize;
+        let moved: std::collections::HashSet<usize> = of_label[keep..].iter().copied().collect();
+        skew_moved += moved.len();
+        train.retain(|i| !moved.contains(i));
+        pool.extend(moved);
+    }
+
+    // Cap on the train size.
+    let mut cap_moved = 0;
+    if cfg.max_train > 0 && train.len() > cfg.max_train {
+        let surplus = train.split_off(cfg.max_train);
+        cap_moved = surplus.len();
+        pool.extend(surplus);
+    }
+
+    train.sort_unstable();
+    pool.sort_unstable();
+
+    // Label noise on train: flip a rate of labels to another random label.
+    let mut labels: Vec<u16> = train.iter().map(|&i| train_labels[i] as u16).collect();
+    let n_flip = (train.len() as f64 * cfg.noise_rate).round() as usize;
+    if n_flip > 0 && classes < 2 {
+        bail!("split.noise_rate needs at least two classes");
+    }
+    let mut positions: Vec<usize> = (0..train.len()).collect();
+    positions.shuffle(&mut rng);
+    for &p in &positions[..n_flip] {
+        let orig = labels[p];
+        let mut new = rng.random_range(0..classes as u16 - 1);
+        if new >= orig {
+            new += 1;
+        }
+        labels[p] = new;
+    }
+
+    let mut test: Vec<usize> = (0..n_test).collect();
+    if cfg.test_limit > 0 && cfg.test_limit < n_test {
+        test.shuffle(&mut rng);
+        test.truncate(cfg.test_limit);
+        test.sort_unstable();
+    }
+
+    Ok(SplitPlan {
+        train,
+        train_labels: labels,
+        pool,
+        test,
+        skew_moved,
+        cap_moved,
+        flipped: n_flip,
+    })
+}
+
+fn samples(
+    meta: &DatasetMeta,
+    src: &IdxImages,
+    idx: &[usize],
+    id_offset: u32,
+    labels: Option<&[u16]>,
+) -> Samples {
+    let d = meta.features();
+    let mut pixels = Array2::<f32>::zeros((idx.len(), d));
+    for (row, &i) in idx.iter().enumerate() {
+        let src_row = &src.pixels[i * d..(i + 1) * d];
+        for (o, &p) in pixels.row_mut(row).iter_mut().zip(src_row) {
+            *o = p as f32 / 255.0;
+        }
+    }
+    let true_labels: Vec<u16> = idx.iter().map(|&i| src.labels[i] as u16).collect();
+    Samples {
+        meta: meta.clone(),
+        ids: idx.iter().map(|&i| i as u32 + id_offset).collect(),
+        labels: labels
+            .map(|l| l.to_vec())
+            .unwrap_or_else(|| true_labels.clone()),
+        true_labels,
+        pixels,
+    }
+}
+
+/// Counts reported by the split.
+pub struct SplitReport {
+    pub train: usize,
+    pub pool: usize,
+    pub test: usize,
+    pub plan: SplitPlan,
+}
+
+/// Read the idx folder, plan the split and write the three files into `out_dir`.
+pub fn run(p: &Pipeline, idx_dir: Option<&Path>, out_dir: &Path) -> Result<SplitReport> {
+    let dir: PathBuf = idx_dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| p.data.idx_dir.clone());
+    let (train_src, test_src) = idx::load_dir(&dir)?;
+    if (train_src.height, train_src.width) != (test_src.height, test_src.width) {
+        bail!(
+            "{}: train images are {}×{} but test images are {}×{}",
+            dir.display(),
+            train_src.height,
+            train_src.width,
+            test_src.height,
+            test_src.width
+        );
+    }
+    let mut classes = train_src.classes().max(test_src.classes());
+    if !p.data.class_names.is_empty() {
+        if p.data.class_names.len() < classes {
+            bail!(
+                "data.class_names has {} names but the data has {classes} classes",
+                p.data.class_names.len()
+            );
+        }
+        classes = p.data.class_names.len();
+    }
+    if train_src.len() > u32::MAX as usize / 2 {
+        bail!("{}: too many images for 32-bit ids", dir.display());
+    }
+    let meta = DatasetMeta {
+        dataset: p.data.dataset.clone(),
+        height: train_src.height,
+        width: train_src.width,
+        classes,
+        class_names: p.data.class_names.clone(),
+    };
+    let seed = p.split_seed();
+    let plan = plan(&train_src.labels, test_src.len(), classes, &p.split, seed)?;
+    let test_offset = train_src.len() as u32;
+    let mut extra = BTreeMap::new();
+    extra.insert("mode.split_seed".to_string(), seed.to_string());
+    extra.insert("mode.source".to_string(), dir.display().to_string());
+    extra.insert(
+        "mode.id_mapping".to_string(),
+        format!("id < {test_offset}: index in the training idx file; id >= {test_offset}: {test_offset} + index in the test idx file"),
+    );
+    let train = samples(&meta, &train_src, &plan.train, 0, Some(&plan.train_labels));
+    let pool = samples(&meta, &train_src, &plan.pool, 0, None);
+    let test = samples(&meta, &test_src, &plan.test, test_offset, None);
+    let files = [("train", &train), ("pool", &pool), ("test", &test)];
+    // Write all three to temporary names first, then rename, so no partial split is left.
+    let mut written = Vec::new();
+    for (name, s) in files {
+        let mut kv = extra.clone();
+        kv.insert("mode.split".into(), name.into());
+        let staged = out_dir.join(format!(".staged-{name}.parquet"));
+        if let Err(e) = s.write(&staged, &kv) {
+            for f in &written {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e);
+        }
+        written.push(staged);
+    }
+    for (name, _) in files {
+        std::fs::rename(
+            out_dir.join(format!(".staged-{name}.parquet")),
+            out_dir.join(format!("{name}.parquet")),
+        )?;
+    }
+    Ok(SplitReport {
+        train: train.len(),
+        pool: pool.len(),
+        test: test.len(),
+        plan,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 10) as u8).collect()
+    }
+
+    #[test]
+    fn deterministic_and_disjoint() {
+        let cfg = SplitConfig::default();
+        let a = plan(&labels(1000), 100, 10, &cfg, 7).unwrap();
+        let b = plan(&labels(1000), 100, 10, &cfg, 7).unwrap();
+        let c = plan(&labels(1000), 100, 10, &cfg, 8).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.train, c.train);
+        assert_eq!((a.train.len(), a.pool.len(), a.test.len()), (500, 500, 100));
+        let mut all: Vec<usize> = a.train.iter().chain(&a.pool).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            1000,
+            "train and pool are disjoint and cover the source"
+        );
+    }
+
+    #[test]
+    fn label_skew_moves_to_pool() {
+        let cfg = SplitConfig {
+            skew_labels: vec![3, 5],
+            skew_keep: 0.1,
+            ..Default::default()
+        };
+        let base = plan(&labels(2000), 0, 10, &SplitConfig::default(), 1).unwrap();
+        let p = plan(&labels(2000), 0, 10, &cfg, 1).unwrap();
+        let src = labels(2000);
+        for l in [3u8, 5] {
+            let before = base.train.iter().filter(|&&i| src[i] == l).count();
+            let after = p.train.iter().filter(|&&i| src[i] == l).count();
+            assert_eq!(after, (before as f64 * 0.1).round() as usize);
+        }
+        assert_eq!(p.train.len() + p.pool.len(), 2000);
+        assert_eq!(p.skew_moved, base.train.len() - p.train.len());
+    }
+
+    #[test]
+    fn label_noise_flips_exact_count() {
+        let cfg = SplitConfig {
+            noise_rate: 0.2,
+            ..Default::default()
+        };
+        let p = plan(&labels(1000), 0, 10, &cfg, 3).unwrap();
+        let src = labels(1000);
+        let flipped = p
+            .train
+            .iter()
+            .zip(&p.train_labels)
+            .filter(|(i, l)| src[**i] as u16 != **l)
+            .count();
+        assert_eq!(flipped, 100);
+        assert_eq!(p.flipped, 100);
+        assert!(p.train_labels.iter().all(|&l| l < 10));
+    }
+
+    #[test]
+    fn cap_and_limits() {
+        let cfg = SplitConfig {
+            max_train: 100,
+            train_limit: 600,
+            test_limit: 50,
+            ..Default::default()
+        };
+        let p = plan(&labels(1000), 200, 10, &cfg, 3).unwrap();
+        assert_eq!(p.train.len(), 100);
+        assert_eq!(p.pool.len(), 500);
+        assert_eq!(p.cap_moved, 200);
+        assert_eq!(p.test.len(), 50);
+    }
+
+    #[test]
+    fn skew_of_unknown_label_is_an_error() {
+        let cfg = SplitConfig {
+            skew_labels: vec![12],
+            skew_keep: 0.5,
+            ..Default::default()
+        };
+        assert!(plan(&labels(100), 0, 10, &cfg, 3).is_err());
+    }
+}
