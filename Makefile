@@ -23,13 +23,15 @@ ITERS    := $(shell seq 1 $(MAX_ITER))
 MODE_ARM := mode-$(METRIC)
 ARM      ?= $(MODE_ARM)
 ARMS     ?= $(MODE_ARM) random
+# Independent stages (arms, the input feature model) run in parallel.
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all build test clean summary probe layers heatmap select retrain evaluate bench
 .DELETE_ON_ERROR:
 
 all: build
 	@t0=$$(date +%s%N); \
-	$(MAKE) --no-print-directory summary && \
+	$(MAKE) --no-print-directory -j$(JOBS) summary && \
 	t1=$$(date +%s%N) && echo "make all ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms"
 
 build:
@@ -67,7 +69,7 @@ $(OUT)/input_head.parquet: $(SPLITS)/train.parquet
 
 define iter_rules
 $(OUT)/runs/$(1)/iter-$(2)/activations/train.parquet: $(3)/model.safetensors $(SPLITS)/train.parquet
-	$(MODE) $(6) probe --model $(3)/model.safetensors --out $(OUT)/runs/$(1)/iter-$(2)
+	$(MODE) $(6) probe --model $(3)/model.safetensors --out $(OUT)/runs/$(1)/iter-$(2) $(if $(filter uncertainty,$(5)),--pool)
 
 $(OUT)/runs/$(1)/iter-$(2)/layers.parquet: $(OUT)/runs/$(1)/iter-$(2)/activations/train.parquet $(OUT)/input_head.parquet
 	$(MODE) $(6) layers --dir $(OUT)/runs/$(1)/iter-$(2) --input-head $(OUT)/input_head.parquet

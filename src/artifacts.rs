@@ -211,6 +211,17 @@ pub fn write_tensors(
     cols: Vec<Col>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
+    write_tensors_with(path, cols, metadata, false)
+}
+
+/// As [`write_tensors`]; `dictionary` turns on Parquet dictionary encoding, which suits
+/// columns of few distinct values (8-bit pixels) and slows down everything else.
+pub fn write_tensors_with(
+    path: &Path,
+    cols: Vec<Col>,
+    metadata: &BTreeMap<String, String>,
+    dictionary: bool,
+) -> Result<()> {
     let fields: Vec<Field> = cols
         .iter()
         .map(|c| Field::new(&c.name, c.array.data_type().clone(), c.nullable))
@@ -225,6 +236,7 @@ pub fn write_tensors(
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(16_384))
+        .set_dictionary_enabled(dictionary)
         .set_key_value_metadata(Some(kv))
         .build();
     write_atomic(path, |file| {
@@ -243,6 +255,7 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
+    /// Read a whole file; row groups are decoded in parallel.
     pub fn read(path: &Path) -> Result<TensorFile> {
         let file = open(path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -258,11 +271,26 @@ impl TensorFile {
             })
             .unwrap_or_default();
         let schema = builder.schema().clone();
-        let reader = builder.with_batch_size(65_536).build()?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("reading {}", path.display()))?;
-        let batch = arrow::compute::concat_batches(&schema, &batches)?;
+        let groups = builder.metadata().num_row_groups();
+        let read_group = |g: usize| -> Result<Vec<RecordBatch>> {
+            let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)?;
+            let reader = b
+                .with_row_groups(vec![g])
+                .with_batch_size(1 << 20)
+                .build()?;
+            Ok(reader.collect::<Result<Vec<_>, _>>()?)
+        };
+        use rayon::prelude::*;
+        let parts: Vec<Result<Vec<RecordBatch>>> =
+            (0..groups).into_par_iter().map(read_group).collect();
+        let mut batches = Vec::new();
+        for p in parts {
+            batches.extend(p.with_context(|| format!("reading {}", path.display()))?);
+        }
+        let batch = match batches.len() {
+            1 => batches.pop().expect("one batch"),
+            _ => arrow::compute::concat_batches(&schema, &batches)?,
+        };
         Ok(TensorFile {
             path: path.into(),
             batch,
@@ -483,7 +511,7 @@ impl Samples {
     pub fn write(&self, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
         let mut kv = self.meta.to_kv();
         kv.extend(extra.clone());
-        write_tensors(
+        write_tensors_with(
             path,
             vec![
                 Col::u32("id", self.ids.clone()),
@@ -492,6 +520,7 @@ impl Samples {
                 Col::tensor("pixels", self.pixels.clone()),
             ],
             &kv,
+            true,
         )
     }
 

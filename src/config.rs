@@ -205,8 +205,8 @@ impl Default for LayersConfig {
         Self {
             enabled: true,
             threshold: 0.01,
-            max_iterations: 100,
-            l2: 1.0,
+            max_iterations: 15,
+            l2: 100.0,
             max_train_samples: 0,
         }
     }

@@ -83,9 +83,13 @@ enum Command {
         /// Model file.
         #[arg(long)]
         model: PathBuf,
-        /// Split files to probe (repeatable) [default: the train, test and pool splits].
+        /// Split files to probe (repeatable) [default: the train and test splits, and the pool
+        /// when heat maps are in feature space or --pool is given].
         #[arg(long)]
         data: Vec<PathBuf>,
+        /// Probe the pool split too (uncertainty sampling and feature-space selection need it).
+        #[arg(long)]
+        pool: bool,
         /// Iteration folder: writes <out>/activations/<split>.parquet.
         #[arg(long)]
         out: PathBuf,
@@ -242,9 +246,18 @@ fn run(cli: Cli) -> Result<()> {
             );
             "evaluate"
         }
-        Command::Probe { model, data, out } => {
+        Command::Probe {
+            model,
+            data,
+            out,
+            pool,
+        } => {
             let data = if data.is_empty() {
-                ["train", "test", "pool"].map(|s| layout.split(s)).to_vec()
+                let mut d = vec![layout.split("train"), layout.split("test")];
+                if pool || p.heatmap.space == mode::config::Space::Feature {
+                    d.push(layout.split("pool"));
+                }
+                d
             } else {
                 data
             };

@@ -123,10 +123,40 @@ pub fn fit_head(
             intercept,
         });
     }
-    let records = x.mapv(|v| v as f64);
+    // Fit on standardised features (L-BFGS converges in far fewer iterations), then fold the
+    // scaling back into the weights so the head applies to the raw states.
+    let n = x.nrows() as f64;
+    let mean: Vec<f64> = x
+        .columns()
+        .into_iter()
+        .map(|c| c.iter().map(|&v| v as f64).sum::<f64>() / n)
+        .collect();
+    let sd: Vec<f64> = x
+        .columns()
+        .into_iter()
+        .zip(&mean)
+        .map(|(c, m)| (c.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n).sqrt())
+        .collect();
+    // Rarely-active features (border pixels, dead-ish neurons) have tiny deviations; dividing
+    // by them would blow those features up and wreck the conditioning, so the scale is floored
+    // at a tenth of the mean deviation.
+    let live: Vec<f64> = sd.iter().copied().filter(|&v| v > 1e-8).collect();
+    let floor = if live.is_empty() {
+        1.0
+    } else {
+        0.1 * live.iter().sum::<f64>() / live.len() as f64
+    };
+    let scale: Vec<f64> = sd.iter().map(|&v| v.max(floor)).collect();
+    let mut xs = x.mapv(|v| v as f64);
+    for mut row in xs.rows_mut() {
+        for ((v, m), s) in row.iter_mut().zip(&mean).zip(&scale) {
+            *v = (*v - m) / s;
+        }
+    }
     let targets = Array1::from_iter(y.iter().map(|&l| l as usize));
-    let dataset = DatasetBase::new(records, targets);
-    let fitted = MultiLogisticRegression::default()
+    // f64: linfa's L-BFGS line search stalls at the first step in f32.
+    let dataset = DatasetBase::new(xs, targets);
+    let fitted = MultiLogisticRegression::<f64>::default()
         .alpha(cfg.l2)
         .max_iterations(cfg.max_iterations)
         .fit(&dataset)
@@ -136,10 +166,13 @@ pub fn fit_head(
     let mut weights = Array2::<f32>::zeros((classes, width));
     let mut intercept = vec![-30.0f32; classes];
     for (k, &c) in fitted.classes().iter().enumerate() {
-        weights
-            .row_mut(c)
-            .assign(&params.index_axis(Axis(1), k).mapv(|v| v as f32));
-        intercept[c] = icpt[k] as f32;
+        let w = params.index_axis(Axis(1), k);
+        let mut b = icpt[k];
+        for j in 0..width {
+            weights[[c, j]] = (w[j] / scale[j]) as f32;
+            b -= w[j] * mean[j] / scale[j];
+        }
+        intercept[c] = b as f32;
     }
     Ok(SoftmaxHead { weights, intercept })
 }

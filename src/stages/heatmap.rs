@@ -66,14 +66,17 @@ pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<HeatmapReport>
     let train_acts = Activations::read(&artifacts::activations_path(dir, "train"))?;
     let test_acts = Activations::read(&artifacts::activations_path(dir, "test"))?;
     let classes = test_acts.layer(OUTPUT)?.ncols();
-    let need_pixels = fwd == INPUT || bwd == INPUT || p.heatmap.space == Space::Input;
-    let (train, test) = if need_pixels {
-        (
-            Samples::read(&splits_dir.join("train.parquet"))?,
-            Samples::read(&splits_dir.join("test.parquet"))?,
-        )
+    // Pixels are read only where needed: test for input-space maps or an input target,
+    // train only for an input target's train predictions.
+    let test = if fwd == INPUT || bwd == INPUT || p.heatmap.space == Space::Input {
+        Samples::read(&splits_dir.join("test.parquet"))?
     } else {
-        (empty_like(&train_acts), empty_like(&test_acts))
+        empty_like(&test_acts)
+    };
+    let train = if fwd == INPUT {
+        Samples::read(&splits_dir.join("train.parquet"))?
+    } else {
+        empty_like(&train_acts)
     };
     let train_pred = predictions_at(dir, &fwd, &train_acts, &train)?;
     let test_pred = predictions_at(dir, &fwd, &test_acts, &test)?;

@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use ndarray::{Array2, Axis};
 use rand::{SeedableRng, seq::index::sample};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 pub const INPUT: &str = "input";
@@ -63,6 +64,20 @@ fn fit(
         None => sel::fit_head(x.view(), y, classes, &p.layers),
     }
     .map_err(|e| e.context(format!("layer {layer}")))
+}
+
+/// The cached input head, if it fits the data's width and classes.
+fn input_head_cached(cache: &Path, data: &Samples) -> Result<Option<SoftmaxHead>> {
+    let h = Head::read(cache)?;
+    if h.weights.ncols() == data.pixels.ncols() && h.weights.nrows() == data.meta.classes {
+        Ok(Some(from_head(&h)))
+    } else {
+        tracing::warn!(
+            "{}: cached input head does not fit this data; refitting",
+            cache.display()
+        );
+        Ok(None)
+    }
 }
 
 /// Fit (or load from `cache`) the head on the input pixels. It depends only on the train split.
@@ -124,32 +139,53 @@ pub fn run(
             backward_target: OUTPUT.into(),
         });
     }
-    let train = Samples::read(&splits_dir.join("train.parquet"))?;
+    // The input layer's states are the test pixels; its head depends only on the train split
+    // and is cached, so the train split is read only when the head must be fitted.
     let test = Samples::read(&splits_dir.join("test.parquet"))?;
-    if train.ids != train_acts.ids || test.ids != test_acts.ids {
+    if test.ids != test_acts.ids {
         bail!(
-            "{}: activations do not match the splits in {} (re-run `mode probe`)",
+            "{}: activations do not match the test split in {} (re-run `mode probe`)",
             dir.display(),
             splits_dir.display()
         );
     }
-    // (name, width, test probabilities)
+    let ih = match input_cache.filter(|c| c.exists()) {
+        Some(c) => input_head_cached(c, &test)?,
+        None => None,
+    };
+    let ih = match ih {
+        Some(h) => h,
+        None => input_head(
+            p,
+            &Samples::read(&splits_dir.join("train.parquet"))?,
+            input_cache,
+        )?,
+    };
     let mut layers: Vec<(String, usize, Array2<f32>)> = Vec::new();
-    let ih = input_head(p, &train, input_cache)?;
     layers.push((
         INPUT.into(),
-        train.pixels.ncols(),
+        test.pixels.ncols(),
         ih.probs(test.pixels.view()),
     ));
     to_head(INPUT, ih).write(&head_path(dir, INPUT))?;
-    for (name, acts) in &train_acts.layers {
-        if name == OUTPUT {
-            continue;
-        }
-        let h = fit(p, acts, &train_acts.labels, classes, name)?;
-        let probs = h.probs(test_acts.layer(name)?.view());
-        layers.push((name.clone(), acts.ncols(), probs));
-        to_head(name, h).write(&head_path(dir, name))?;
+    // Hidden layers: one head each, fitted in parallel.
+    let hidden: Vec<&(String, Array2<f32>)> = train_acts
+        .layers
+        .iter()
+        .filter(|(n, _)| n != OUTPUT)
+        .collect();
+    let fitted: Vec<Result<(String, usize, Array2<f32>, SoftmaxHead)>> = hidden
+        .par_iter()
+        .map(|(name, acts)| {
+            let h = fit(p, acts, &train_acts.labels, classes, name)?;
+            let probs = h.probs(test_acts.layer(name)?.view());
+            Ok((name.clone(), acts.ncols(), probs, h))
+        })
+        .collect();
+    for f in fitted {
+        let (name, width, probs, h) = f?;
+        to_head(&name, h).write(&head_path(dir, &name))?;
+        layers.push((name, width, probs));
     }
     layers.push((OUTPUT.into(), classes, out_probs.clone()));
     let views: Vec<_> = layers.iter().map(|(_, _, m)| m.view()).collect();
