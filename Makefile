@@ -99,9 +99,9 @@ arm_flags    = $(if $(filter mode,$(call arm_strategy,$(1))),--set 'select.metri
 
 $(foreach a,$(ARMS),$(eval $(call arm_rules,$(a),$(call arm_strategy,$(a)),$(call arm_flags,$(a)))))
 
-LAST_METRICS := $(foreach a,$(ARMS),$(OUT)/runs/$(a)/iter-$(MAX_ITER)/metrics.parquet)
+ALL_METRICS := $(foreach a,$(ARMS),$(foreach k,$(ITERS),$(OUT)/runs/$(a)/iter-$(k)/metrics.parquet))
 
-$(OUT)/summary.parquet: $(INITIAL)/metrics.parquet $(LAST_METRICS)
+$(OUT)/summary.parquet: $(INITIAL)/metrics.parquet $(ALL_METRICS)
 	$(MODE) summary --out $@
 
 summary: $(OUT)/summary.parquet

@@ -17,7 +17,8 @@ if not files:
     sys.exit(f"no Parquet files under {root}")
 
 EXPECTED = {
-    "train.parquet": {"id", "label", "true_label", "pixels"},
+    "splits/train.parquet": {"id", "label", "true_label", "pixels"},
+    "activations/train.parquet": {"id", "label", "predicted", "dense_1", "output"},
     "metrics.parquet": {"pipeline", "seed", "arm", "iteration", "scope", "label", "accuracy", "loss", "n"},
     "predictions.parquet": {"id", "label", "predicted", "confidence", "probs"},
     "layers.parquet": {"layer", "position", "width", "probe_accuracy", "bhattacharyya", "is_target", "direction"},
@@ -30,7 +31,7 @@ EXPECTED = {
 con = duckdb.connect()
 for f in files:
     df = pl.read_parquet(f)
-    want = EXPECTED.get(f.name)
+    want = EXPECTED.get(f"{f.parent.name}/{f.name}", EXPECTED.get(f.name))
     if want and not want <= set(df.columns):
         sys.exit(f"{f}: polars sees columns {df.columns}, missing {want - set(df.columns)}")
     n = con.execute(f"select count(*) from '{f}'").fetchone()[0]

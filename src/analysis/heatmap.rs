@@ -74,6 +74,7 @@ pub fn heatmaps(
             (n, mean(a.0, a.1) - mean(b.0, b.1))
         }
     };
+    let count = |g: usize, c: usize| counts[g][c];
     let mut out = Vec::new();
     for c in 0..classes {
         let l = c as u16;
@@ -82,7 +83,7 @@ pub fn heatmaps(
                 label: l,
                 other: None,
                 kind,
-                n: counts[g][c],
+                n: count(g, c),
                 values: mean(g, c),
             });
         }

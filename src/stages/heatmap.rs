@@ -111,7 +111,7 @@ pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<HeatmapReport>
         .map(|m| {
             let mut values = m.values;
             if let Some(w) = &weights {
-                values = values * &w.row(m.label as usize);
+                values *= &w.row(m.label as usize);
             }
             HeatmapRow {
                 label: m.label,

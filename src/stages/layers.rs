@@ -174,7 +174,8 @@ pub fn run(
         .iter()
         .filter(|(n, _)| n != OUTPUT)
         .collect();
-    let fitted: Vec<Result<(String, usize, Array2<f32>, SoftmaxHead)>> = hidden
+    type Fitted = (String, usize, Array2<f32>, SoftmaxHead);
+    let fitted: Vec<Result<Fitted>> = hidden
         .par_iter()
         .map(|(name, acts)| {
             let h = fit(p, acts, &train_acts.labels, classes, name)?;
