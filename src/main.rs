@@ -143,6 +143,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the MODE loop for many arms in one process (same stages, same artifacts), in parallel.
+    Experiment {
+        /// Arms, comma-separated: mode-<metric>[-nols], random, label-random, uncertainty, or
+        /// "all" for the 21 arms of the full replication.
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        arms: Vec<String>,
+        /// Cache of the input-pixel feature model.
+        #[arg(long)]
+        input_head: Option<PathBuf>,
+    },
     /// Summarise every arm against the control: summary.parquet and the seed's tables.
     Summary {
         /// Output file [default: output/<pipeline>/summary.parquet].
@@ -308,7 +318,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             tracing::info!(
                 "heatmap: {} maps at layer {}; faulty labels [{}] (* = faultiest)",
-                r.maps,
+                r.maps.len(),
                 r.layer,
                 faulty.join(", ")
             );
@@ -340,7 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                 r.candidates,
                 r.targeted,
                 r.random,
-                r.pool_left
+                r.left.len()
             );
             "select"
         }
@@ -348,6 +358,22 @@ fn run(cli: Cli) -> Result<()> {
             let r = stages::retrain::run(&p, &model, &batch, &layout.splits_dir(), &out)?;
             tracing::info!("retrain: {} samples → {}", r.samples, out.display());
             "retrain"
+        }
+        Command::Experiment { arms, input_head } => {
+            let arms = if arms.iter().any(|a| a == "all") {
+                stages::experiment::all_arms()
+            } else {
+                arms
+            };
+            let records = stages::experiment::run(&p, &layout, &arms, input_head.as_deref())?;
+            tracing::info!(
+                "experiment: {} arms × {} iterations → {}",
+                arms.len(),
+                p.mode.max_iter,
+                layout.root.join("runs").display()
+            );
+            let _ = records;
+            "experiment"
         }
         Command::Summary { out } => {
             let out = out.unwrap_or_else(|| layout.root.join("summary.parquet"));

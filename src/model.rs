@@ -254,7 +254,8 @@ pub fn fit(
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<(Mlp, Vec<EpochStats>)> {
     let device = device(true);
-    let mut model = model.fork(&device);
+    // Models loaded or probed without autodiff get their gradients back here.
+    let mut model = model.fork(&device).train().set_require_grad(true);
     if x.nrows() == 0 {
         return Ok((model, Vec::new()));
     }

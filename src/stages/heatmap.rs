@@ -5,7 +5,7 @@
 //! the model's own when the target is the output layer, else its feature model's (head).
 
 use crate::analysis::heatmap as hm;
-use crate::analysis::layers::{self as sel};
+use crate::analysis::layers::{self as sel, SoftmaxHead};
 use crate::artifacts::{
     self, Activations, DiagnosisRow, Head, HeatmapRow, LayerRow, Samples, Table,
 };
@@ -24,65 +24,79 @@ pub fn target(rows: &[LayerRow], direction: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("layers.parquet has no {direction} target layer"))
 }
 
-/// A layer's states for a split: pixels for `input`, activations otherwise.
-pub fn states<'a>(
-    layer: &str,
-    acts: &'a Activations,
-    samples: &'a Samples,
-) -> Result<&'a Array2<f32>> {
-    if layer == INPUT {
-        Ok(&samples.pixels)
-    } else {
-        acts.layer(layer)
+/// One split as the analysis sees it: activations, and pixels when they are needed.
+pub struct SplitStates<'a> {
+    pub acts: &'a Activations,
+    pub pixels: Option<&'a Array2<f32>>,
+}
+
+impl SplitStates<'_> {
+    /// A layer's states: pixels for `input`, activations otherwise.
+    pub fn layer(&self, layer: &str) -> Result<&Array2<f32>> {
+        if layer == INPUT {
+            self.pixels
+                .ok_or_else(|| anyhow!("the input layer's states (pixels) were not loaded"))
+        } else {
+            self.acts.layer(layer)
+        }
+    }
+
+    /// Predictions at `layer`: the model's own for `output`, the layer's head otherwise.
+    fn predictions(
+        &self,
+        layer: &str,
+        heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
+    ) -> Result<Vec<u16>> {
+        if layer == OUTPUT {
+            return Ok(self.acts.predicted.clone());
+        }
+        let head = heads(layer)?;
+        Ok(sel::predictions(
+            head.probs(self.layer(layer)?.view()).view(),
+        ))
     }
 }
 
-/// Predictions at `layer`: the model's own for `output`, the layer's head otherwise.
-fn predictions_at(
-    dir: &Path,
-    layer: &str,
-    acts: &Activations,
-    samples: &Samples,
-) -> Result<Vec<u16>> {
-    if layer == OUTPUT {
-        return Ok(acts.predicted.clone());
+/// Diagnosis and heat maps in memory.
+pub struct Analysis {
+    pub diagnosis: Vec<DiagnosisRow>,
+    pub maps: Vec<HeatmapRow>,
+    /// The layer whose predictions split the inputs.
+    pub layer: String,
+    pub weighted: bool,
+}
+
+impl Analysis {
+    pub fn faultiest(&self) -> Option<&DiagnosisRow> {
+        self.diagnosis.iter().find(|r| r.faultiest)
     }
-    let head = from_head(&Head::read(&head_path(dir, layer))?);
-    Ok(sel::predictions(
-        head.probs(states(layer, acts, samples)?.view()).view(),
+}
+
+/// Whether the analysis needs the train / test pixels for these layer targets.
+pub fn needs_pixels(p: &Pipeline, rows: &[LayerRow]) -> Result<(bool, bool)> {
+    let (fwd, bwd) = (target(rows, "forward")?, target(rows, "backward")?);
+    Ok((
+        fwd == INPUT,
+        fwd == INPUT || bwd == INPUT || p.heatmap.space == Space::Input,
     ))
 }
 
-pub struct HeatmapReport {
-    pub diagnosis: Vec<DiagnosisRow>,
-    pub layer: String,
-    pub maps: usize,
-}
-
-pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<HeatmapReport> {
-    let layers = LayerRow::read(&dir.join(artifacts::LAYERS))?;
-    let fwd = target(&layers, "forward")?;
-    let bwd = target(&layers, "backward")?;
-    let train_acts = Activations::read(&artifacts::activations_path(dir, "train"))?;
-    let test_acts = Activations::read(&artifacts::activations_path(dir, "test"))?;
-    let classes = test_acts.layer(OUTPUT)?.ncols();
-    // Pixels are read only where needed: test for input-space maps or an input target,
-    // train only for an input target's train predictions.
-    let test = if fwd == INPUT || bwd == INPUT || p.heatmap.space == Space::Input {
-        Samples::read(&splits_dir.join("test.parquet"))?
-    } else {
-        empty_like(&test_acts)
-    };
-    let train = if fwd == INPUT {
-        Samples::read(&splits_dir.join("train.parquet"))?
-    } else {
-        empty_like(&train_acts)
-    };
-    let train_pred = predictions_at(dir, &fwd, &train_acts, &train)?;
-    let test_pred = predictions_at(dir, &fwd, &test_acts, &test)?;
+/// The core of `mode heatmap`.
+pub fn analyse(
+    p: &Pipeline,
+    layers: &[LayerRow],
+    heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
+    train: &SplitStates,
+    test: &SplitStates,
+) -> Result<Analysis> {
+    let fwd = target(layers, "forward")?;
+    let bwd = target(layers, "backward")?;
+    let classes = test.acts.layer(OUTPUT)?.ncols();
+    let train_pred = train.predictions(&fwd, heads)?;
+    let test_pred = test.predictions(&fwd, heads)?;
     let d = hm::diagnose(
-        &hm::per_label_accuracy(&train_acts.labels, &train_pred, classes),
-        &hm::per_label_accuracy(&test_acts.labels, &test_pred, classes),
+        &hm::per_label_accuracy(&train.acts.labels, &train_pred, classes),
+        &hm::per_label_accuracy(&test.acts.labels, &test_pred, classes),
         p.mode.theta,
         p.mode.gamma,
         p.mode.underfit_rule,
@@ -90,23 +104,22 @@ pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<HeatmapReport>
     // Overfitting is analysed at the backward target.
     let overfit = d.iter().any(|r| r.faultiest && r.action == "fix_overfit");
     let (layer, pred) = if overfit && bwd != fwd {
-        let pred = predictions_at(dir, &bwd, &test_acts, &test)?;
+        let pred = test.predictions(&bwd, heads)?;
         (bwd, pred)
     } else {
         (fwd, test_pred)
     };
     let space = p.heatmap.space;
     let x = match space {
-        Space::Input => &test.pixels,
-        Space::Feature => states(&layer, &test_acts, &test)?,
+        Space::Input => test.layer(INPUT)?,
+        Space::Feature => test.layer(&layer)?,
     };
     let weights = if space == Space::Feature && p.heatmap.weighted && layer != OUTPUT {
-        Some(Head::read(&head_path(dir, &layer))?.weights)
+        Some(heads(&layer)?.weights)
     } else {
         None
     };
-    let maps = hm::heatmaps(x.view(), &test_acts.labels, &pred, classes);
-    let rows: Vec<HeatmapRow> = maps
+    let maps = hm::heatmaps(x.view(), &test.acts.labels, &pred, classes)
         .into_iter()
         .map(|m| {
             let mut values = m.values;
@@ -124,13 +137,7 @@ pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<HeatmapReport>
             }
         })
         .collect();
-    let mut meta = BTreeMap::new();
-    meta.insert("mode.weighted".to_string(), weights.is_some().to_string());
-    if space == Space::Input {
-        meta.extend(test.meta.to_kv());
-    }
-    artifacts::write_heatmaps(&dir.join(artifacts::HEATMAPS), &rows, &meta)?;
-    let diagnosis: Vec<DiagnosisRow> = d
+    let diagnosis = d
         .into_iter()
         .map(|r| DiagnosisRow {
             label: r.label,
@@ -145,27 +152,62 @@ pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<HeatmapReport>
             n_test: r.n_test,
         })
         .collect();
-    DiagnosisRow::write(&dir.join(artifacts::DIAGNOSIS), &diagnosis)?;
-    Ok(HeatmapReport {
+    Ok(Analysis {
         diagnosis,
+        maps,
         layer,
-        maps: rows.len(),
+        weighted: weights.is_some(),
     })
 }
 
-/// Samples with no pixels, for when only activations are needed.
-fn empty_like(acts: &Activations) -> Samples {
-    Samples {
-        meta: artifacts::DatasetMeta {
-            dataset: String::new(),
-            height: 0,
-            width: 0,
-            classes: 0,
-            class_names: vec![],
-        },
-        ids: acts.ids.clone(),
-        labels: acts.labels.clone(),
-        true_labels: acts.labels.clone(),
-        pixels: Array2::zeros((acts.ids.len(), 0)),
+/// Write `heatmaps.parquet` and `diagnosis.parquet` into `dir`.
+pub fn write(dir: &Path, a: &Analysis, test_meta: Option<&artifacts::DatasetMeta>) -> Result<()> {
+    let mut meta = BTreeMap::new();
+    meta.insert("mode.weighted".to_string(), a.weighted.to_string());
+    if let Some(m) = test_meta {
+        meta.extend(m.to_kv());
     }
+    artifacts::write_heatmaps(&dir.join(artifacts::HEATMAPS), &a.maps, &meta)?;
+    DiagnosisRow::write(&dir.join(artifacts::DIAGNOSIS), &a.diagnosis)
+}
+
+pub fn run(p: &Pipeline, dir: &Path, splits_dir: &Path) -> Result<Analysis> {
+    let layers = LayerRow::read(&dir.join(artifacts::LAYERS))?;
+    let train_acts = Activations::read(&artifacts::activations_path(dir, "train"))?;
+    let test_acts = Activations::read(&artifacts::activations_path(dir, "test"))?;
+    // Pixels are read only where needed.
+    let (need_train, need_test) = needs_pixels(p, &layers)?;
+    let train = if need_train {
+        Some(Samples::read(&splits_dir.join("train.parquet"))?)
+    } else {
+        None
+    };
+    let test = if need_test {
+        Some(Samples::read(&splits_dir.join("test.parquet"))?)
+    } else {
+        None
+    };
+    let heads = |layer: &str| -> Result<SoftmaxHead> {
+        Ok(from_head(&Head::read(&head_path(dir, layer))?))
+    };
+    let a = analyse(
+        p,
+        &layers,
+        &heads,
+        &SplitStates {
+            acts: &train_acts,
+            pixels: train.as_ref().map(|s| &s.pixels),
+        },
+        &SplitStates {
+            acts: &test_acts,
+            pixels: test.as_ref().map(|s| &s.pixels),
+        },
+    )?;
+    let test_meta = if p.heatmap.space == Space::Input {
+        test.as_ref().map(|s| &s.meta)
+    } else {
+        None
+    };
+    write(dir, &a, test_meta)?;
+    Ok(a)
 }

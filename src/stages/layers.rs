@@ -107,21 +107,39 @@ pub struct LayersReport {
     pub backward_target: String,
 }
 
-/// Run layer selection for the iteration folder `dir` (which holds `activations/`).
-pub fn run(
+/// Layer selection in memory: the rows of `layers.parquet` and the fitted heads.
+pub struct LayerSelection {
+    pub rows: Vec<LayerRow>,
+    pub heads: Vec<(String, SoftmaxHead)>,
+    pub forward_target: String,
+    pub backward_target: String,
+}
+
+impl LayerSelection {
+    pub fn head(&self, layer: &str) -> Result<SoftmaxHead> {
+        self.heads
+            .iter()
+            .find(|(n, _)| n == layer)
+            .map(|(_, h)| h.clone())
+            .ok_or_else(|| anyhow::anyhow!("no feature model for layer {layer}"))
+    }
+}
+
+/// The core of `mode layers`: fit heads on the train activations (and use the given input
+/// head on the test pixels), compare successive layers' test predictions, pick the targets.
+/// With layer selection off, the output layer is the target and nothing is fitted.
+pub fn select(
     p: &Pipeline,
-    dir: &Path,
-    splits_dir: &Path,
-    input_cache: Option<&Path>,
-) -> Result<LayersReport> {
-    let train_acts = Activations::read(&artifacts::activations_path(dir, "train"))?;
-    let test_acts = Activations::read(&artifacts::activations_path(dir, "test"))?;
+    train_acts: &Activations,
+    test_acts: &Activations,
+    input: Option<(&SoftmaxHead, &Array2<f32>)>,
+) -> Result<LayerSelection> {
     let out_probs = test_acts.layer(OUTPUT)?;
     let classes = out_probs.ncols();
     let mut rows = Vec::new();
     if !p.layers.enabled {
         let acc = sel::accuracy(out_probs.view(), &test_acts.labels);
-        for dir_ in [Direction::Forward, Direction::Backward] {
+        for d in [Direction::Forward, Direction::Backward] {
             rows.push(LayerRow {
                 layer: OUTPUT.into(),
                 position: 0,
@@ -129,45 +147,25 @@ pub fn run(
                 probe_accuracy: acc,
                 bhattacharyya: None,
                 is_target: true,
-                direction: dir_.as_str().into(),
+                direction: d.as_str().into(),
             });
         }
-        LayerRow::write(&dir.join(artifacts::LAYERS), &rows)?;
-        return Ok(LayersReport {
+        return Ok(LayerSelection {
             rows,
+            heads: Vec::new(),
             forward_target: OUTPUT.into(),
             backward_target: OUTPUT.into(),
         });
     }
-    // The input layer's states are the test pixels; its head depends only on the train split
-    // and is cached, so the train split is read only when the head must be fitted.
-    let test = Samples::read(&splits_dir.join("test.parquet"))?;
-    if test.ids != test_acts.ids {
-        bail!(
-            "{}: activations do not match the test split in {} (re-run `mode probe`)",
-            dir.display(),
-            splits_dir.display()
-        );
-    }
-    let ih = match input_cache.filter(|c| c.exists()) {
-        Some(c) => input_head_cached(c, &test)?,
-        None => None,
-    };
-    let ih = match ih {
-        Some(h) => h,
-        None => input_head(
-            p,
-            &Samples::read(&splits_dir.join("train.parquet"))?,
-            input_cache,
-        )?,
-    };
+    let (ih, test_pixels) =
+        input.ok_or_else(|| anyhow::anyhow!("layer selection needs the input feature model"))?;
     let mut layers: Vec<(String, usize, Array2<f32>)> = Vec::new();
+    let mut heads = vec![(INPUT.to_string(), ih.clone())];
     layers.push((
         INPUT.into(),
-        test.pixels.ncols(),
-        ih.probs(test.pixels.view()),
+        test_pixels.ncols(),
+        ih.probs(test_pixels.view()),
     ));
-    to_head(INPUT, ih).write(&head_path(dir, INPUT))?;
     // Hidden layers: one head each, fitted in parallel.
     let hidden: Vec<&(String, Array2<f32>)> = train_acts
         .layers
@@ -185,7 +183,7 @@ pub fn run(
         .collect();
     for f in fitted {
         let (name, width, probs, h) = f?;
-        to_head(&name, h).write(&head_path(dir, &name))?;
+        heads.push((name.clone(), h));
         layers.push((name, width, probs));
     }
     layers.push((OUTPUT.into(), classes, out_probs.clone()));
@@ -199,17 +197,64 @@ pub fn run(
                 layer: name.clone(),
                 position: i as u32,
                 width: *width as u32,
-                probe_accuracy: sel::accuracy(probs.view(), &test.labels),
+                probe_accuracy: sel::accuracy(probs.view(), &test_acts.labels),
                 bhattacharyya: Some(dist[i]),
                 is_target: i == target,
                 direction: d.as_str().into(),
             });
         }
     }
-    LayerRow::write(&dir.join(artifacts::LAYERS), &rows)?;
-    Ok(LayersReport {
+    Ok(LayerSelection {
         rows,
+        heads,
         forward_target: targets[0].clone(),
         backward_target: targets[1].clone(),
+    })
+}
+
+/// Run layer selection for the iteration folder `dir` (which holds `activations/`).
+pub fn run(
+    p: &Pipeline,
+    dir: &Path,
+    splits_dir: &Path,
+    input_cache: Option<&Path>,
+) -> Result<LayersReport> {
+    let train_acts = Activations::read(&artifacts::activations_path(dir, "train"))?;
+    let test_acts = Activations::read(&artifacts::activations_path(dir, "test"))?;
+    let selection = if !p.layers.enabled {
+        select(p, &train_acts, &test_acts, None)?
+    } else {
+        // The input layer's states are the test pixels; its head depends only on the train
+        // split and is cached, so the train split is read only when the head must be fitted.
+        let test = Samples::read(&splits_dir.join("test.parquet"))?;
+        if test.ids != test_acts.ids {
+            bail!(
+                "{}: activations do not match the test split in {} (re-run `mode probe`)",
+                dir.display(),
+                splits_dir.display()
+            );
+        }
+        let cached = match input_cache.filter(|c| c.exists()) {
+            Some(c) => input_head_cached(c, &test)?,
+            None => None,
+        };
+        let ih = match cached {
+            Some(h) => h,
+            None => input_head(
+                p,
+                &Samples::read(&splits_dir.join("train.parquet"))?,
+                input_cache,
+            )?,
+        };
+        select(p, &train_acts, &test_acts, Some((&ih, &test.pixels)))?
+    };
+    for (name, h) in &selection.heads {
+        to_head(name, h.clone()).write(&head_path(dir, name))?;
+    }
+    LayerRow::write(&dir.join(artifacts::LAYERS), &selection.rows)?;
+    Ok(LayersReport {
+        rows: selection.rows,
+        forward_target: selection.forward_target,
+        backward_target: selection.backward_target,
     })
 }

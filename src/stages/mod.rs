@@ -1,5 +1,6 @@
 //! One module per stage, each with one `run`.
 pub mod evaluate;
+pub mod experiment;
 pub mod heatmap;
 pub mod layers;
 pub mod probe;

@@ -9,6 +9,11 @@ use crate::stages::train::train_samples;
 use anyhow::{Context, Result};
 use std::path::Path;
 
+/// The shuffling seed of one arm's retraining at one iteration.
+pub fn shuffle_seed(p: &Pipeline, arm: &str, iteration: u32) -> u64 {
+    derive_seed(p.seed, &format!("retrain/{arm}/{iteration}"))
+}
+
 pub struct RetrainReport {
     pub samples: usize,
     pub seconds: f64,
@@ -41,7 +46,7 @@ pub fn run(
     let (arm, iteration) = (&rows[0].arm, rows[0].iteration);
     let pool = Samples::read(&splits_dir.join("pool.parquet"))?;
     let samples = pool.take_ids(&ids, &batch.display().to_string())?;
-    let seed = derive_seed(p.seed, &format!("retrain/{arm}/{iteration}"));
+    let seed = shuffle_seed(p, arm, iteration);
     let r = train_samples(p, &samples, Some(model), &p.retrain, seed, out_dir)?;
     Ok(RetrainReport {
         samples: r.samples,

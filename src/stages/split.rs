@@ -151,23 +151,31 @@ pub struct SplitReport {
     pub plan: SplitPlan,
 }
 
-/// Read the idx folder, plan the split and write the three files into `out_dir`.
-pub fn run(p: &Pipeline, idx_dir: Option<&Path>, out_dir: &Path) -> Result<SplitReport> {
+/// The source idx data of a pipeline.
+pub struct Source {
+    pub dir: PathBuf,
+    pub train: IdxImages,
+    pub test: IdxImages,
+    pub meta: DatasetMeta,
+}
+
+/// Read and check the idx folder (`--idx-dir` or `data.idx_dir`).
+pub fn load(p: &Pipeline, idx_dir: Option<&Path>) -> Result<Source> {
     let dir: PathBuf = idx_dir
         .map(PathBuf::from)
         .unwrap_or_else(|| p.data.idx_dir.clone());
-    let (train_src, test_src) = idx::load_dir(&dir)?;
-    if (train_src.height, train_src.width) != (test_src.height, test_src.width) {
+    let (train, test) = idx::load_dir(&dir)?;
+    if (train.height, train.width) != (test.height, test.width) {
         bail!(
             "{}: train images are {}×{} but test images are {}×{}",
             dir.display(),
-            train_src.height,
-            train_src.width,
-            test_src.height,
-            test_src.width
+            train.height,
+            train.width,
+            test.height,
+            test.width
         );
     }
-    let mut classes = train_src.classes().max(test_src.classes());
+    let mut classes = train.classes().max(test.classes());
     if !p.data.class_names.is_empty() {
         if p.data.class_names.len() < classes {
             bail!(
@@ -177,30 +185,73 @@ pub fn run(p: &Pipeline, idx_dir: Option<&Path>, out_dir: &Path) -> Result<Split
         }
         classes = p.data.class_names.len();
     }
-    if train_src.len() > u32::MAX as usize / 2 {
+    if train.len() > u32::MAX as usize / 2 {
         bail!("{}: too many images for 32-bit ids", dir.display());
     }
     let meta = DatasetMeta {
         dataset: p.data.dataset.clone(),
-        height: train_src.height,
-        width: train_src.width,
+        height: train.height,
+        width: train.width,
         classes,
         class_names: p.data.class_names.clone(),
     };
-    let seed = p.split_seed();
-    let plan = plan(&train_src.labels, test_src.len(), classes, &p.split, seed)?;
-    let test_offset = train_src.len() as u32;
+    Ok(Source {
+        dir,
+        train,
+        test,
+        meta,
+    })
+}
+
+/// The three splits in memory.
+pub struct Splits {
+    pub train: Samples,
+    pub pool: Samples,
+    pub test: Samples,
+    pub plan: SplitPlan,
+}
+
+/// Split the source with the pipeline's split seed and faults.
+pub fn make(p: &Pipeline, src: &Source) -> Result<Splits> {
+    let plan = plan(
+        &src.train.labels,
+        src.test.len(),
+        src.meta.classes,
+        &p.split,
+        p.split_seed(),
+    )?;
+    let test_offset = src.train.len() as u32;
+    Ok(Splits {
+        train: samples(
+            &src.meta,
+            &src.train,
+            &plan.train,
+            0,
+            Some(&plan.train_labels),
+        ),
+        pool: samples(&src.meta, &src.train, &plan.pool, 0, None),
+        test: samples(&src.meta, &src.test, &plan.test, test_offset, None),
+        plan,
+    })
+}
+
+/// Read the idx folder, plan the split and write the three files into `out_dir`.
+pub fn run(p: &Pipeline, idx_dir: Option<&Path>, out_dir: &Path) -> Result<SplitReport> {
+    let src = load(p, idx_dir)?;
+    let splits = make(p, &src)?;
+    let test_offset = src.train.len();
     let mut extra = BTreeMap::new();
-    extra.insert("mode.split_seed".to_string(), seed.to_string());
-    extra.insert("mode.source".to_string(), dir.display().to_string());
+    extra.insert("mode.split_seed".to_string(), p.split_seed().to_string());
+    extra.insert("mode.source".to_string(), src.dir.display().to_string());
     extra.insert(
         "mode.id_mapping".to_string(),
         format!("id < {test_offset}: index in the training idx file; id >= {test_offset}: {test_offset} + index in the test idx file"),
     );
-    let train = samples(&meta, &train_src, &plan.train, 0, Some(&plan.train_labels));
-    let pool = samples(&meta, &train_src, &plan.pool, 0, None);
-    let test = samples(&meta, &test_src, &plan.test, test_offset, None);
-    let files = [("train", &train), ("pool", &pool), ("test", &test)];
+    let files = [
+        ("train", &splits.train),
+        ("pool", &splits.pool),
+        ("test", &splits.test),
+    ];
     // Write all three to temporary names first, then rename, so no partial split is left.
     let mut written = Vec::new();
     for (name, s) in files {
@@ -222,10 +273,10 @@ pub fn run(p: &Pipeline, idx_dir: Option<&Path>, out_dir: &Path) -> Result<Split
         )?;
     }
     Ok(SplitReport {
-        train: train.len(),
-        pool: pool.len(),
-        test: test.len(),
-        plan,
+        train: splits.train.len(),
+        pool: splits.pool.len(),
+        test: splits.test.len(),
+        plan: splits.plan,
     })
 }
 
