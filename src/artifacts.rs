@@ -1000,6 +1000,52 @@ table!(
     }
 );
 
+table!(
+    /// `sweep.parquet`: one row per seed × arm × iteration (iteration 0 = the initial model).
+    SweepRow {
+        seed: i64,
+        arm: String,
+        metric: String,
+        layer_select: bool,
+        iteration: u32,
+        /// overall test accuracy after this iteration
+        accuracy: f64,
+        /// the label this iteration targeted (null: none, e.g. the random control)
+        target_label: Option<u16>,
+        /// test accuracy of the targeted label after this iteration
+        target_acc: Option<f64>,
+        finished_early: bool,
+        seconds: f64,
+    }
+);
+
+table!(
+    /// `sweep_summary.parquet`: one row per arm over all seeds, against the control.
+    SweepSummaryRow {
+        arm: String,
+        metric: String,
+        layer_select: bool,
+        seeds: u32,
+        mean_initial: f64,
+        mean_final: f64,
+        /// mean of (arm final − control final); null for the control itself
+        mean_delta: Option<f64>,
+        /// 95% Student-t interval of the mean delta
+        ci_low: Option<f64>,
+        ci_high: Option<f64>,
+        /// paired t-test and Wilcoxon signed-rank p-values against the control
+        t_p: Option<f64>,
+        wilcoxon_p: Option<f64>,
+        wins: u32,
+        losses: u32,
+        ties: u32,
+        /// labels below θ for the initial model (summed over seeds), and how many of them
+        /// ended at or above θ in this arm
+        faulty_labels: u32,
+        lifted: u32,
+    }
+);
+
 /// Ids of a pool file: either a split (`splits/pool.parquet`) or a `pool.parquet` of ids.
 pub fn read_ids(path: &Path) -> Result<Vec<u32>> {
     let df = read_frame_columns(path, &["id"])?;

@@ -153,6 +153,21 @@ enum Command {
         #[arg(long)]
         input_head: Option<PathBuf>,
     },
+    /// Many seeds × every arm in one process: sweep.parquet, sweep_summary.parquet and .md.
+    Sweep {
+        /// Number of seeds (seed, seed + 1, …).
+        #[arg(long, default_value_t = 10)]
+        seeds: usize,
+        /// Arms, comma-separated, or "all"; must include the control `random`.
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        arms: Vec<String>,
+        /// Folder with the idx files (overrides data.idx_dir).
+        #[arg(long)]
+        idx_dir: Option<PathBuf>,
+        /// Keep every seed's artifacts under <root>/sweep/seed-<s>/.
+        #[arg(long)]
+        keep_artifacts: bool,
+    },
     /// Summarise every arm against the control: summary.parquet and the seed's tables.
     Summary {
         /// Output file [default: output/<pipeline>/summary.parquet].
@@ -374,6 +389,20 @@ fn run(cli: Cli) -> Result<()> {
             );
             let _ = records;
             "experiment"
+        }
+        Command::Sweep { seeds, arms, idx_dir, keep_artifacts } => {
+            let arms = if arms.iter().any(|a| a == "all") { stages::experiment::all_arms() } else { arms };
+            let r = stages::sweep::run(&p, &layout, seeds, &arms, idx_dir.as_deref(), keep_artifacts)?;
+            println!(
+                "Sweep: {} seeds × {} arms × {} iterations in {:.1} s ({})\n\n{}",
+                seeds,
+                arms.len(),
+                p.mode.max_iter,
+                r.seconds,
+                p.name,
+                stages::sweep::markdown(&r.summary)
+            );
+            "sweep"
         }
         Command::Summary { out } => {
             let out = out.unwrap_or_else(|| layout.root.join("summary.parquet"));

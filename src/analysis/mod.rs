@@ -3,3 +3,4 @@ pub mod distance;
 pub mod heatmap;
 pub mod layers;
 pub mod selection;
+pub mod stats;

@@ -8,4 +8,5 @@ pub mod retrain;
 pub mod select;
 pub mod split;
 pub mod summary;
+pub mod sweep;
 pub mod train;
