@@ -1,15 +1,21 @@
 # mode: every stage is a `mode` subcommand that reads and writes Parquet; make chains them.
 # Targets are the artifact files, so make re-runs only what is stale.
 #
-#   make all                      split → train → evaluate, then the MODE loop for each arm
-#   make all PIPELINE=smoke       another pipelines/<name>.toml
+#   make all                      split → train → evaluate, then the MODE loop for all 21 arms
+#                                 (one process, `mode experiment`) and the seed's two tables
+#   make chain                    the same loop as one make target per stage, for ARMS
 #   make select METRIC=cosine ITER=2   re-run one stage of one arm / iteration
+#   make sweep SEEDS=10           every arm over many seeds, with CIs and p-values
+#   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
+#   make bench                    per-stage wall times and scoring throughput
 #   make test                     the test suite
 #   make clean                    remove output/<pipeline>
+#   PIPELINE=<name> selects pipelines/<name>.toml (default mnist)
 
 PIPELINE ?= mnist
 METRIC   ?= dot
 ITER     ?= 1
+SEEDS    ?= 10
 CFG      := pipelines/$(PIPELINE).toml
 OUT      ?= output/$(PIPELINE)
 SPLITS   := $(OUT)/splits
@@ -22,17 +28,35 @@ MAX_ITER ?= $(or $(shell sed -n '/^\[mode\]/,/^\[/s/^max_iter *= *\([0-9][0-9]*\
 ITERS    := $(shell seq 1 $(MAX_ITER))
 MODE_ARM := mode-$(METRIC)
 ARM      ?= $(MODE_ARM)
+# Arms of `make all` (`all` = the 21 of the full replication) and of `make chain`.
+EXPERIMENT_ARMS ?= all
 ARMS     ?= $(MODE_ARM) random
 # Independent stages (arms, the input feature model) run in parallel.
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test clean summary probe layers heatmap select retrain evaluate bench
+.PHONY: all chain chain-summary build test clean probe layers heatmap select retrain evaluate \
+        sweep bench mnist-skewed mnist-noisy fashion
 .DELETE_ON_ERROR:
 
 all: build
 	@t0=$$(date +%s%N); \
-	$(MAKE) --no-print-directory -j$(JOBS) summary && \
+	$(MAKE) --no-print-directory -j$(JOBS) $(OUT)/summary.parquet && \
+	$(MODE) --quiet summary --out $(OUT)/summary.parquet && \
 	t1=$$(date +%s%N) && echo "make all ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms"
+
+chain: build
+	@t0=$$(date +%s%N); \
+	$(MAKE) --no-print-directory -j$(JOBS) chain-summary && \
+	t1=$$(date +%s%N) && echo "make chain ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms"
+
+sweep: build
+	$(MODE) sweep --seeds $(SEEDS) $(if $(KEEP),--keep-artifacts)
+
+mnist-skewed mnist-noisy fashion:
+	$(MAKE) --no-print-directory all sweep PIPELINE=$@
+
+bench: build
+	cargo bench --locked --bench stages
 
 build:
 	$(CARGO_BUILD)
@@ -101,11 +125,16 @@ $(foreach a,$(ARMS),$(eval $(call arm_rules,$(a),$(call arm_strategy,$(a)),$(cal
 
 ALL_METRICS := $(foreach a,$(ARMS),$(foreach k,$(ITERS),$(OUT)/runs/$(a)/iter-$(k)/metrics.parquet))
 
-$(OUT)/summary.parquet: $(INITIAL)/metrics.parquet $(ALL_METRICS)
-	$(MODE) summary --out $@
+chain-summary: $(INITIAL)/metrics.parquet $(ALL_METRICS)
+	$(MODE) --quiet summary --out $(OUT)/summary.parquet
 
-summary: $(OUT)/summary.parquet
-	@$(MODE) --quiet summary --out $(OUT)/summary.parquet
+# All arms in one process: the same stage functions, the same artifacts, shared data.
+$(OUT)/experiment.stamp: $(INITIAL)/metrics.parquet $(OUT)/input_head.parquet
+	$(MODE) experiment --arms $(EXPERIMENT_ARMS) --input-head $(OUT)/input_head.parquet
+	@touch $@
+
+$(OUT)/summary.parquet: $(OUT)/experiment.stamp
+	$(MODE) --quiet summary --out $@ > /dev/null
 
 # ---- one stage of one arm and iteration: make <stage> [ARM=mode-dot | METRIC=cosine] ITER=k ----
 RUN_DIR := $(OUT)/runs/$(ARM)/iter-$(ITER)

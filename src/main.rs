@@ -390,9 +390,25 @@ fn run(cli: Cli) -> Result<()> {
             let _ = records;
             "experiment"
         }
-        Command::Sweep { seeds, arms, idx_dir, keep_artifacts } => {
-            let arms = if arms.iter().any(|a| a == "all") { stages::experiment::all_arms() } else { arms };
-            let r = stages::sweep::run(&p, &layout, seeds, &arms, idx_dir.as_deref(), keep_artifacts)?;
+        Command::Sweep {
+            seeds,
+            arms,
+            idx_dir,
+            keep_artifacts,
+        } => {
+            let arms = if arms.iter().any(|a| a == "all") {
+                stages::experiment::all_arms()
+            } else {
+                arms
+            };
+            let r = stages::sweep::run(
+                &p,
+                &layout,
+                seeds,
+                &arms,
+                idx_dir.as_deref(),
+                keep_artifacts,
+            )?;
             println!(
                 "Sweep: {} seeds × {} arms × {} iterations in {:.1} s ({})\n\n{}",
                 seeds,

@@ -1,6 +1,7 @@
 //! End-to-end: `make all PIPELINE=smoke` (split → train → evaluate, then two MODE iterations
-//! for `mode-dot` and the `random` control) into a temporary folder, then checks of every
-//! artifact with our own reader and with external readers (DuckDB and python-polars).
+//! of all 21 arms in one process) into cargo's scratch folder, then checks of every artifact
+//! with our own reader and with external readers (DuckDB and python-polars); and
+//! `make chain` (one make target per stage) for two arms, which must give the same files.
 
 use mode::artifacts::{
     self, Activations, BatchRow, DiagnosisRow, LayerRow, MetricRow, PoolRow, Samples, Table,
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const ARMS: [&str; 2] = ["mode-dot", "random"];
+const ARMS: [&str; 4] = ["mode-dot", "random", "label-random", "uncertainty"];
 const ITERS: u32 = 2;
 
 fn repo() -> PathBuf {
@@ -154,6 +155,24 @@ fn selection_invariants_over_iterations() {
             if arm == "random" {
                 assert_eq!(batch.len(), 200);
                 assert!(batch.iter().all(|b| b.origin == "random"));
+            } else if arm == "uncertainty" {
+                let diag = DiagnosisRow::read(&d.join("diagnosis.parquet")).unwrap();
+                if diag.iter().any(|r| r.faultiest) {
+                    let scores = artifacts::ScoreRow::read(&d.join("scores.parquet")).unwrap();
+                    let targeted: HashSet<u32> = batch
+                        .iter()
+                        .filter(|b| b.origin == "targeted")
+                        .map(|b| b.id)
+                        .collect();
+                    assert_eq!(targeted.len(), 50);
+                    // the targeted share is the 50 highest Gini impurities
+                    assert!(
+                        scores
+                            .iter()
+                            .filter(|s| s.rank <= 50)
+                            .all(|s| targeted.contains(&s.id))
+                    );
+                }
             } else {
                 let diag = DiagnosisRow::read(&d.join("diagnosis.parquet")).unwrap();
                 match diag.iter().find(|r| r.faultiest) {
@@ -166,15 +185,18 @@ fn selection_invariants_over_iterations() {
                             targeted.iter().all(|b| b.label == f.label),
                             "targeted ids carry the faulty label"
                         );
-                        let scores = artifacts::ScoreRow::read(&d.join("scores.parquet")).unwrap();
-                        assert!(
-                            scores
-                                .iter()
-                                .all(|s| s.label == f.label && s.metric == "dot")
-                        );
-                        // rank 1 is the most similar: for dot, the highest score
-                        let best = scores.iter().find(|s| s.rank == 1).unwrap();
-                        assert!(scores.iter().all(|s| s.score <= best.score));
+                        if arm == "mode-dot" {
+                            let scores =
+                                artifacts::ScoreRow::read(&d.join("scores.parquet")).unwrap();
+                            assert!(
+                                scores
+                                    .iter()
+                                    .all(|s| s.label == f.label && s.metric == "dot")
+                            );
+                            // rank 1 is the most similar: for dot, the highest score
+                            let best = scores.iter().find(|s| s.rank == 1).unwrap();
+                            assert!(scores.iter().all(|s| s.score <= best.score));
+                        }
                     }
                     None => assert!(batch.is_empty(), "no faulty label: empty batch"),
                 }
@@ -187,14 +209,69 @@ fn selection_invariants_over_iterations() {
 }
 
 #[test]
-fn summary_has_table_one_row() {
+fn summary_has_both_tables() {
     let df = artifacts::read_frame(&smoke().join("summary.parquet")).unwrap();
     let rows = mode::artifacts::SummaryRow::from_frame(&df).unwrap();
-    assert_eq!(rows.len(), 1);
-    let r = &rows[0];
-    assert_eq!(r.arm, "mode-dot");
-    assert_eq!(r.iterations, ITERS);
+    assert_eq!(
+        rows.len(),
+        20,
+        "18 MODE arms and two baselines against the control"
+    );
+    assert_eq!(rows.iter().filter(|r| r.layer_select).count(), 11);
+    let r = rows.iter().find(|r| r.arm == "mode-dot").unwrap();
+    assert_eq!((r.metric.as_str(), r.iterations), ("dot", ITERS));
     assert!((r.diff_f_c - (r.final_acc - r.control_acc)).abs() < 1e-12);
+    assert!(
+        rows.iter()
+            .any(|r| r.arm == "mode-wasserstein-nols" && !r.layer_select)
+    );
+}
+
+/// The per-stage Makefile chain and the in-process experiment write the same artifacts.
+#[test]
+fn chain_matches_experiment() {
+    let exp = smoke();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-chain");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    // Same splits and initial model, so only the loop differs.
+    for d in ["splits", "initial"] {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(exp.join(d))
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let status = Command::new("make")
+        .current_dir(repo())
+        .args([
+            "--no-print-directory",
+            "chain",
+            "PIPELINE=smoke",
+            "ARMS=mode-dot random",
+        ])
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
+        .arg("CARGO_BUILD=true")
+        .status()
+        .unwrap();
+    assert!(status.success(), "make chain failed");
+    for arm in ["mode-dot", "random"] {
+        for k in 1..=ITERS {
+            let rel = PathBuf::from("runs").join(arm).join(format!("iter-{k}"));
+            let a = MetricRow::read(&exp.join(&rel).join("metrics.parquet")).unwrap();
+            let b = MetricRow::read(&out.join(&rel).join("metrics.parquet")).unwrap();
+            assert_eq!(a, b, "{arm} iteration {k}: metrics differ");
+            let a = BatchRow::read(&exp.join(&rel).join("batch.parquet")).unwrap();
+            let b = BatchRow::read(&out.join(&rel).join("batch.parquet")).unwrap();
+            assert_eq!(a, b, "{arm} iteration {k}: batches differ");
+        }
+    }
+    let a = DiagnosisRow::read(&exp.join("runs/mode-dot/iter-2/diagnosis.parquet")).unwrap();
+    let b = DiagnosisRow::read(&out.join("runs/mode-dot/iter-2/diagnosis.parquet")).unwrap();
+    assert_eq!(a, b);
 }
 
 #[test]

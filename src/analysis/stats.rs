@@ -18,9 +18,20 @@ pub struct PairedT {
 /// `scipy.stats.ttest_1samp(d, 0)`, with the 95% Student-t interval of the mean.
 pub fn paired_t(d: &[f64]) -> PairedT {
     let n = d.len();
-    let mean = if n == 0 { f64::NAN } else { d.iter().sum::<f64>() / n as f64 };
+    let mean = if n == 0 {
+        f64::NAN
+    } else {
+        d.iter().sum::<f64>() / n as f64
+    };
     if n < 2 {
-        return PairedT { n, mean, ci_low: f64::NAN, ci_high: f64::NAN, t: f64::NAN, p: f64::NAN };
+        return PairedT {
+            n,
+            mean,
+            ci_low: f64::NAN,
+            ci_high: f64::NAN,
+            t: f64::NAN,
+            p: f64::NAN,
+        };
     }
     let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let se = (var / n as f64).sqrt();
@@ -28,11 +39,25 @@ pub fn paired_t(d: &[f64]) -> PairedT {
     let q = dist.inverse_cdf(0.975);
     if se == 0.0 {
         let p = if mean == 0.0 { 1.0 } else { 0.0 };
-        return PairedT { n, mean, ci_low: mean, ci_high: mean, t: f64::NAN, p };
+        return PairedT {
+            n,
+            mean,
+            ci_low: mean,
+            ci_high: mean,
+            t: f64::NAN,
+            p,
+        };
     }
     let t = mean / se;
     let p = (2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0);
-    PairedT { n, mean, ci_low: mean - q * se, ci_high: mean + q * se, t, p }
+    PairedT {
+        n,
+        mean,
+        ci_low: mean - q * se,
+        ci_high: mean + q * se,
+        t,
+        p,
+    }
 }
 
 /// Two-sided Wilcoxon signed-rank test on differences `d`; zeros are dropped (scipy's
@@ -40,7 +65,11 @@ pub fn paired_t(d: &[f64]) -> PairedT {
 /// non-zero differences (scipy's default then), else the normal approximation with the tie
 /// correction (no continuity correction, as scipy). Returns (statistic = min(W+, W−), p).
 pub fn wilcoxon(d: &[f64]) -> (f64, f64) {
-    let mut a: Vec<f64> = d.iter().copied().filter(|x| *x != 0.0 && x.is_finite()).collect();
+    let mut a: Vec<f64> = d
+        .iter()
+        .copied()
+        .filter(|x| *x != 0.0 && x.is_finite())
+        .collect();
     let n = a.len();
     if n == 0 {
         return (0.0, 1.0);
@@ -62,7 +91,12 @@ pub fn wilcoxon(d: &[f64]) -> (f64, f64) {
         }
         i = j + 1;
     }
-    let w_plus: f64 = a.iter().zip(&ranks).filter(|(x, _)| **x > 0.0).map(|(_, r)| r).sum();
+    let w_plus: f64 = a
+        .iter()
+        .zip(&ranks)
+        .filter(|(x, _)| **x > 0.0)
+        .map(|(_, r)| r)
+        .sum();
     let total = n as f64 * (n as f64 + 1.0) / 2.0;
     let stat = w_plus.min(total - w_plus);
     if ties.is_empty() && n <= 50 {
@@ -81,7 +115,8 @@ pub fn wilcoxon(d: &[f64]) -> (f64, f64) {
     }
     let nf = n as f64;
     let mean = nf * (nf + 1.0) / 4.0;
-    let var = nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0 - ties.iter().map(|t| t * t * t - t).sum::<f64>() / 48.0;
+    let var = nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0
+        - ties.iter().map(|t| t * t * t - t).sum::<f64>() / 48.0;
     if var <= 0.0 {
         return (stat, 1.0);
     }
@@ -95,12 +130,16 @@ mod tests {
     use super::*;
 
     // Reference values from scipy 1.17.1.
-    const D: [f64; 10] = [0.011, -0.02, 0.03, 0.015, 0.005, -0.001, 0.021, 0.012, 0.007, 0.009];
+    const D: [f64; 10] = [
+        0.011, -0.02, 0.03, 0.015, 0.005, -0.001, 0.021, 0.012, 0.007, 0.009,
+    ];
 
     #[test]
     fn t_test_matches_scipy() {
         // stats.ttest_1samp([0.01,-0.02,0.03,0.015,0.005,-0.001,0.02,0.012,0.007,0.009], 0)
-        let t = paired_t(&[0.01, -0.02, 0.03, 0.015, 0.005, -0.001, 0.02, 0.012, 0.007, 0.009]);
+        let t = paired_t(&[
+            0.01, -0.02, 0.03, 0.015, 0.005, -0.001, 0.02, 0.012, 0.007, 0.009,
+        ]);
         assert!((t.t - 2.084268331733813).abs() < 1e-9, "{t:?}");
         assert!((t.p - 0.06680134460522232).abs() < 1e-9, "{t:?}");
         // CI half-width = t_{0.975, 9} (2.262157162798205) × se

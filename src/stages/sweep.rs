@@ -40,10 +40,25 @@ fn one_seed(
     let m = &s.train.meta;
     let arch = Architecture::mlp(m.height, m.width, m.classes, &q.model.hidden);
     let net = Mlp::init(&arch, q.model_seed(), &model::device(true));
-    let (net, _) = model::fit(net, &s.train.pixels, &s.train.labels, &q.train, derive_seed(q.seed, "train"), |_, _| {})?;
-    let ih = if q.layers.enabled { Some(layers::input_head(q, &s.train, None)?) } else { None };
+    let (net, _) = model::fit(
+        net,
+        &s.train.pixels,
+        &s.train.labels,
+        &q.train,
+        derive_seed(q.seed, "train"),
+        |_, _| {},
+    )?;
+    let ih = if q.layers.enabled {
+        Some(layers::input_head(q, &s.train, None)?)
+    } else {
+        None
+    };
     let probs = model::predict(&net, &s.test.pixels, arch.classes)?;
-    let tag = EvalTag { arm: "initial".into(), iteration: 0, finished_early: false };
+    let tag = EvalTag {
+        arm: "initial".into(),
+        iteration: 0,
+        finished_early: false,
+    };
     let initial = metric_rows(q, &tag, &s.test.labels, &probs, arch.classes);
     if let Some(l) = keep {
         let kv = BTreeMap::new();
@@ -51,10 +66,20 @@ fn one_seed(
         s.pool.write(&l.split("pool"), &kv)?;
         s.test.write(&l.split("test"), &kv)?;
         net.save(&arch, &l.initial_dir().join(crate::artifacts::MODEL))?;
-        crate::artifacts::MetricRow::write(&l.initial_dir().join(crate::artifacts::METRICS), &initial)?;
+        crate::artifacts::MetricRow::write(
+            &l.initial_dir().join(crate::artifacts::METRICS),
+            &initial,
+        )?;
     }
     let initial_secs = t0.elapsed().as_secs_f64();
-    let shared = Shared { train: &s.train, pool: &s.pool, test: &s.test, initial: &net, arch: &arch, input_head: ih.as_ref() };
+    let shared = Shared {
+        train: &s.train,
+        pool: &s.pool,
+        test: &s.test,
+        initial: &net,
+        arch: &arch,
+        input_head: ih.as_ref(),
+    };
     let records = run_arms(q, &shared, arms, keep)?;
     let initial_label_acc: Vec<f64> = initial[1..].iter().map(|r| r.accuracy).collect();
     let last = q.mode.max_iter as u32;
@@ -82,7 +107,11 @@ fn one_seed(
             rows.push(to_row(q.seed, &metric, layer_select, r));
         }
     }
-    Ok(SeedResult { rows, initial_label_acc, final_label_acc })
+    Ok(SeedResult {
+        rows,
+        initial_label_acc,
+        final_label_acc,
+    })
 }
 
 fn to_row(seed: u64, metric: &str, layer_select: bool, r: &IterRecord) -> SweepRow {
@@ -109,7 +138,9 @@ pub fn summarise(
 ) -> Vec<SweepSummaryRow> {
     let last_iter = rows.iter().map(|r| r.iteration).max().unwrap_or(0);
     let final_of = |arm: &str, seed: i64| {
-        rows.iter().find(|r| r.arm == arm && r.seed == seed && r.iteration == last_iter).map(|r| r.accuracy)
+        rows.iter()
+            .find(|r| r.arm == arm && r.seed == seed && r.iteration == last_iter)
+            .map(|r| r.accuracy)
     };
     let mut arms: Vec<String> = rows.iter().map(|r| r.arm.clone()).collect();
     arms.sort();
@@ -125,13 +156,19 @@ pub fn summarise(
         for &s in &seeds {
             let Some(f) = final_of(arm, s) else { continue };
             finals.push(f);
-            if let Some(r) = rows.iter().find(|r| &r.arm == arm && r.seed == s && r.iteration == 0) {
+            if let Some(r) = rows
+                .iter()
+                .find(|r| &r.arm == arm && r.seed == s && r.iteration == 0)
+            {
                 initials.push(r.accuracy);
             }
             if let Some(c) = final_of(CONTROL, s) {
                 deltas.push(f - c);
             }
-            if let (Some(init), Some(fin)) = (initial_label_acc.get(&s), final_label_acc.get(&(s, arm.clone()))) {
+            if let (Some(init), Some(fin)) = (
+                initial_label_acc.get(&s),
+                final_label_acc.get(&(s, arm.clone())),
+            ) {
                 for (a0, a1) in init.iter().zip(fin) {
                     if *a0 < theta {
                         faulty += 1;
@@ -140,11 +177,23 @@ pub fn summarise(
                 }
             }
         }
-        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
         let is_control = arm == CONTROL;
         let t = paired_t(&deltas);
         let (_, wp) = wilcoxon(&deltas);
-        let opt = |x: f64| if is_control || x.is_nan() { None } else { Some(x) };
+        let opt = |x: f64| {
+            if is_control || x.is_nan() {
+                None
+            } else {
+                Some(x)
+            }
+        };
         out.push(SweepSummaryRow {
             arm: arm.clone(),
             metric,
@@ -156,10 +205,26 @@ pub fn summarise(
             ci_low: opt(t.ci_low),
             ci_high: opt(t.ci_high),
             t_p: opt(t.p),
-            wilcoxon_p: if is_control || deltas.is_empty() { None } else { Some(wp) },
-            wins: if is_control { 0 } else { deltas.iter().filter(|d| **d > 1e-12).count() as u32 },
-            losses: if is_control { 0 } else { deltas.iter().filter(|d| **d < -1e-12).count() as u32 },
-            ties: if is_control { 0 } else { deltas.iter().filter(|d| d.abs() <= 1e-12).count() as u32 },
+            wilcoxon_p: if is_control || deltas.is_empty() {
+                None
+            } else {
+                Some(wp)
+            },
+            wins: if is_control {
+                0
+            } else {
+                deltas.iter().filter(|d| **d > 1e-12).count() as u32
+            },
+            losses: if is_control {
+                0
+            } else {
+                deltas.iter().filter(|d| **d < -1e-12).count() as u32
+            },
+            ties: if is_control {
+                0
+            } else {
+                deltas.iter().filter(|d| d.abs() <= 1e-12).count() as u32
+            },
             faulty_labels: faulty,
             lifted,
         });
@@ -193,7 +258,11 @@ pub fn markdown(rows: &[SweepSummaryRow]) -> String {
             r.ties,
             r.lifted,
             r.faulty_labels,
-            if r.faulty_labels == 0 { 0.0 } else { 100.0 * r.lifted as f64 / r.faulty_labels as f64 }
+            if r.faulty_labels == 0 {
+                0.0
+            } else {
+                100.0 * r.lifted as f64 / r.faulty_labels as f64
+            }
         );
     }
     s
@@ -232,7 +301,8 @@ pub fn run(
         q.seed = p.seed + i as u64;
         q.split.seed = None;
         q.model.seed = None;
-        let keep_layout = keep.then(|| Layout::new(layout.root.join("sweep").join(format!("seed-{}", q.seed))));
+        let keep_layout =
+            keep.then(|| Layout::new(layout.root.join("sweep").join(format!("seed-{}", q.seed))));
         let ts = Instant::now();
         let r = one_seed(&q, &src, arms, keep_layout.as_ref())?;
         tracing::info!(
@@ -258,5 +328,9 @@ pub fn run(
         f.write_all(md.as_bytes())?;
         Ok(())
     })?;
-    Ok(SweepOutput { rows, summary, seconds: t0.elapsed().as_secs_f64() })
+    Ok(SweepOutput {
+        rows,
+        summary,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
