@@ -84,7 +84,7 @@ fn main() {
     let sel = time("layers (2 hidden heads, parallel)", || {
         layers::select(&p, &train_acts, &test_acts, Some((&ih, &s.test.pixels))).unwrap()
     });
-    let a = time("probe + layers + heatmap (analyse_model)", || {
+    let _ = time("probe + layers + heatmap (analyse_model)", || {
         analyse_model(&p, &shared, &net, false).unwrap()
     });
     let _ = sel;
