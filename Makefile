@@ -8,6 +8,7 @@
 #   make sweep SEEDS=10           every arm over many seeds, with CIs and p-values
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
 #   make bench                    per-stage wall times and scoring throughput
+#   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
 #   make test                     the test suite
 #   make clean                    remove output/<pipeline>
 #   PIPELINE=<name> selects pipelines/<name>.toml (default mnist)
@@ -35,14 +36,29 @@ ARMS     ?= $(MODE_ARM) random
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all chain chain-summary build test clean probe layers heatmap select retrain evaluate \
-        sweep bench mnist-skewed mnist-noisy fashion
+        sweep bench report report-check mnist-skewed mnist-noisy fashion
 .DELETE_ON_ERROR:
 
 all: build
 	@t0=$$(date +%s%N); \
-	$(MAKE) --no-print-directory -j$(JOBS) $(OUT)/summary.parquet && \
+	$(MAKE) --no-print-directory -j$(JOBS) $(OUT)/report/index.html && \
 	$(MODE) --quiet summary --out $(OUT)/summary.parquet && \
-	t1=$$(date +%s%N) && echo "make all ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms"
+	t1=$$(date +%s%N) && echo "make all ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms; report: $(OUT)/report/index.html"
+
+report: build
+	@rm -f $(OUT)/report/index.html
+	$(MAKE) --no-print-directory $(OUT)/report/index.html
+
+# Render the report in headless Chromium (Debian's chromium; installed when missing) to a
+# screenshot beside it, to check the page and its figures as a person sees them.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+report-check: $(OUT)/report/index.html
+	@[ -n "$(CHROMIUM)" ] || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	$(or $(CHROMIUM),chromium) --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1200,9000 \
+	  --screenshot=$(abspath $(OUT))/report/screenshot.png file://$(abspath $(OUT))/report/index.html
+	@echo "screenshot: $(OUT)/report/screenshot.png"
 
 chain: build
 	@t0=$$(date +%s%N); \
@@ -135,6 +151,9 @@ $(OUT)/experiment.stamp: $(INITIAL)/metrics.parquet $(OUT)/input_head.parquet
 
 $(OUT)/summary.parquet: $(OUT)/experiment.stamp
 	$(MODE) --quiet summary --out $@ > /dev/null
+
+$(OUT)/report/index.html: $(OUT)/summary.parquet
+	$(MODE) report --arm $(MODE_ARM)
 
 # ---- one stage of one arm and iteration: make <stage> [ARM=mode-dot | METRIC=cosine] ITER=k ----
 RUN_DIR := $(OUT)/runs/$(ARM)/iter-$(ITER)

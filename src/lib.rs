@@ -4,5 +4,6 @@ pub mod artifacts;
 pub mod config;
 pub mod idx;
 pub mod model;
+pub mod plots;
 pub mod progress;
 pub mod stages;

@@ -168,6 +168,18 @@ enum Command {
         #[arg(long)]
         keep_artifacts: bool,
     },
+    /// The HTML report with PNG figures: <root>/report/index.html.
+    Report {
+        /// The MODE arm whose analysis is shown [default: mode-<select.metric>].
+        #[arg(long)]
+        arm: Option<String>,
+        /// The pair i,k of the HC_i − HC_k map.
+        #[arg(long, default_value = "3,5")]
+        pair: String,
+        /// Output folder [default: <root>/report].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Summarise every arm against the control: summary.parquet and the seed's tables.
     Summary {
         /// Output file [default: output/<pipeline>/summary.parquet].
@@ -420,6 +432,24 @@ fn run(cli: Cli) -> Result<()> {
             );
             "sweep"
         }
+        Command::Report { arm, pair, out } => {
+            let (i, k) = pair
+                .split_once(',')
+                .and_then(|(a, b)| {
+                    Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--pair {pair:?} must be two labels, e.g. --pair 3,5")
+                })?;
+            let args = stages::report::ReportArgs {
+                arm: arm.unwrap_or_else(|| format!("mode-{}", p.select.metric.as_str())),
+                pair: (i, k),
+                out: out.unwrap_or_else(|| layout.root.join("report")),
+            };
+            let index = stages::report::run(&p, &layout, &args)?;
+            tracing::info!("report: {}", index.display());
+            "report"
+        }
         Command::Summary { out } => {
             let out = out.unwrap_or_else(|| layout.root.join("summary.parquet"));
             let rows = stages::summary::run(&layout, &out)?;
@@ -439,6 +469,18 @@ fn run(cli: Cli) -> Result<()> {
             "summary"
         }
     };
-    tracing::info!("{stage}: wall time {:.2} s", t0.elapsed().as_secs_f64());
+    let secs = t0.elapsed().as_secs_f64();
+    tracing::info!("{stage}: wall time {secs:.2} s");
+    // Stage wall times for the report: one appended line per run (a log, not an artifact).
+    if layout.root.is_dir() {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.root.join("timings.log"))
+        {
+            let _ = f.write_all(format!("{stage}\t{secs:.4}\n").as_bytes());
+        }
+    }
     Ok(())
 }

@@ -294,3 +294,70 @@ fn external_readers_need_no_help() {
         "{stdout}"
     );
 }
+
+#[test]
+fn report_has_every_figure() {
+    let r = smoke().join("report");
+    let html = std::fs::read_to_string(r.join("index.html")).unwrap();
+    let mut figures = vec![
+        "layers_accuracy.png".to_string(),
+        "layers_bhattacharyya.png".into(),
+        "heatmaps.png".into(),
+        "pair.png".into(),
+        "misclassified.png".into(),
+        "accuracy_ls.png".into(),
+        "accuracy_nols.png".into(),
+        "per_label.png".into(),
+    ];
+    figures.extend(
+        mode::config::Metric::ALL
+            .iter()
+            .map(|m| format!("similar_{}.png", m.as_str())),
+    );
+    for f in &figures {
+        assert!(
+            html.contains(&format!("src=\"{f}\"")),
+            "{f} not in the page"
+        );
+        let bytes = std::fs::read(r.join(f)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{f} is not a PNG");
+    }
+    assert!(html.contains("Table 1") && html.contains("Table 2"));
+    assert!(!html.contains("<script"), "no JavaScript");
+}
+
+/// Right way up and the right label: each label's HC map correlates best with that label's
+/// mean test image.
+#[test]
+fn hc_map_correlates_with_its_label_mean_image() {
+    let maps = artifacts::read_heatmaps(&iter_dir("mode-dot", 1).join("heatmaps.parquet")).unwrap();
+    let test = Samples::read(&smoke().join("splits/test.parquet")).unwrap();
+    let mean = |l: u16| -> Vec<f32> {
+        let rows: Vec<usize> = (0..test.len()).filter(|&i| test.labels[i] == l).collect();
+        let mut m = vec![0f32; 784];
+        for &i in &rows {
+            for (a, b) in m.iter_mut().zip(test.pixels.row(i)) {
+                *a += b / rows.len() as f32;
+            }
+        }
+        m
+    };
+    let means: Vec<Vec<f32>> = (0..10).map(mean).collect();
+    for m in maps.iter().filter(|m| m.kind == "HC" && m.n > 0) {
+        let corr: Vec<f64> = means
+            .iter()
+            .map(|x| mode::stages::report::correlation(&m.values, x))
+            .collect();
+        let best = corr
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(
+            best, m.label as usize,
+            "HC of {} correlates best with {best}: {corr:?}",
+            m.label
+        );
+    }
+}

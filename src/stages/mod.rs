@@ -4,6 +4,7 @@ pub mod experiment;
 pub mod heatmap;
 pub mod layers;
 pub mod probe;
+pub mod report;
 pub mod retrain;
 pub mod select;
 pub mod split;

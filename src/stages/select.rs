@@ -161,6 +161,12 @@ pub fn choose(
                 .ok_or_else(|| {
                     anyhow!("the heat maps have no {} map for label {l}", kind.as_str())
                 })?;
+            if map.n == 0 {
+                tracing::warn!(
+                    "select ({arm}, iteration {iteration}): the {} heat map of label {l} is empty (n = 0), so every candidate scores alike and the ranking falls back to pool order; select.underfit_kind = \"HW\" scores against the label's misclassified inputs instead",
+                    kind.as_str()
+                );
+            }
             if map.space != p.heatmap.space.as_str() {
                 bail!(
                     "heat maps are in {} space but the pipeline selects in {} space: re-run `mode heatmap`",
