@@ -5,7 +5,7 @@
 use mode::analysis::distance::score_rows;
 use mode::artifacts::{PoolRow, Samples};
 use mode::config::{Metric, Pipeline, derive_seed};
-use mode::model::{self, Architecture, Mlp};
+use mode::model;
 use mode::stages::experiment::{Shared, analyse_model};
 use mode::stages::select::{self, Strategy};
 use mode::stages::{evaluate, layers, probe, split};
@@ -50,19 +50,8 @@ fn main() {
         s.train.write(&f, &Default::default()).unwrap()
     });
     time("read splits/train.parquet", || Samples::read(&f).unwrap());
-    let m = &s.train.meta;
-    let arch = Architecture::mlp(m.height, m.width, m.classes, &p.model.hidden);
-    let net = Mlp::init(&arch, p.model_seed(), &model::device(true));
-    let (net, _) = time("train 30 000 × 3 epochs, batch 32", || {
-        model::fit(
-            net,
-            &s.train.pixels,
-            &s.train.labels,
-            &p.train,
-            1,
-            |_, _| {},
-        )
-        .unwrap()
+    let (net, arch, _) = time("train 30 000 × 3 epochs, batch 32", || {
+        mode::stages::train::fit_fresh(&p, &s.train).unwrap()
     });
     let ih = time("input feature model (784 → 10, linfa)", || {
         layers::input_head(&p, &s.train, None).unwrap()

@@ -221,7 +221,6 @@ pub fn run_arm(
         .map(|(&id, &label)| PoolRow { id, label })
         .collect();
     let mut records = Vec::new();
-    let mut finished = false;
     for k in 1..=p.mode.max_iter as u32 {
         let t0 = Instant::now();
         let dir = out.map(|l| l.iter_dir(arm, k as usize));
@@ -249,7 +248,6 @@ pub fn run_arm(
         if let Some(d) = &dir {
             select::write(d, &sel)?;
         }
-        finished |= sel.batch.is_empty();
         // retrain
         let mut log = Vec::new();
         if !sel.batch.is_empty() {
@@ -264,15 +262,7 @@ pub fn run_arm(
                 |_, _| {},
             )?;
             net = trained;
-            log = epochs
-                .iter()
-                .map(|e| TrainLogRow {
-                    epoch: e.epoch as u32,
-                    loss: e.loss,
-                    accuracy: e.accuracy,
-                    seconds: e.seconds,
-                })
-                .collect();
+            log = crate::stages::train::log_rows(&epochs);
         }
         pool = sel.left;
         // evaluate
@@ -308,7 +298,6 @@ pub fn run_arm(
             t0.elapsed().as_secs_f64(),
         ));
     }
-    let _ = finished;
     Ok(records)
 }
 

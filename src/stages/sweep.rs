@@ -8,8 +8,8 @@
 
 use crate::analysis::stats::{paired_t, wilcoxon};
 use crate::artifacts::{Layout, SweepRow, SweepSummaryRow, Table};
-use crate::config::{Pipeline, derive_seed};
-use crate::model::{self, Architecture, Mlp};
+use crate::config::Pipeline;
+use crate::model;
 use crate::stages::evaluate::{EvalTag, metric_rows};
 use crate::stages::experiment::{IterRecord, Shared, run_arms};
 use crate::stages::summary::parse_arm;
@@ -37,17 +37,7 @@ fn one_seed(
 ) -> Result<SeedResult> {
     let t0 = Instant::now();
     let s = split::make(q, src)?;
-    let m = &s.train.meta;
-    let arch = Architecture::mlp(m.height, m.width, m.classes, &q.model.hidden);
-    let net = Mlp::init(&arch, q.model_seed(), &model::device(true));
-    let (net, _) = model::fit(
-        net,
-        &s.train.pixels,
-        &s.train.labels,
-        &q.train,
-        derive_seed(q.seed, "train"),
-        |_, _| {},
-    )?;
+    let (net, arch, _) = crate::stages::train::fit_fresh(q, &s.train)?;
     let ih = if q.layers.enabled {
         Some(layers::input_head(q, &s.train, None)?)
     } else {

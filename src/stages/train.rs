@@ -67,7 +67,17 @@ pub fn train_samples(
         );
     }
     net.save(&arch, &out_dir.join(artifacts::MODEL))?;
-    let log: Vec<TrainLogRow> = epochs
+    TrainLogRow::write(&out_dir.join(artifacts::TRAIN_LOG), &log_rows(&epochs))?;
+    Ok(TrainReport {
+        samples: samples.len(),
+        epochs,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The rows of `train_log.parquet` for these epochs.
+pub fn log_rows(epochs: &[model::EpochStats]) -> Vec<TrainLogRow> {
+    epochs
         .iter()
         .map(|e| TrainLogRow {
             epoch: e.epoch as u32,
@@ -75,13 +85,28 @@ pub fn train_samples(
             accuracy: e.accuracy,
             seconds: e.seconds,
         })
-        .collect();
-    TrainLogRow::write(&out_dir.join(artifacts::TRAIN_LOG), &log)?;
-    Ok(TrainReport {
-        samples: samples.len(),
-        epochs,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+        .collect()
+}
+
+/// A fresh model (the pipeline's architecture and weight seed) trained on `samples` with the
+/// `[train]` section, shuffled from the pipeline's "train" stream — what `mode train` does.
+pub fn fit_fresh(
+    p: &Pipeline,
+    samples: &Samples,
+) -> Result<(Mlp, Architecture, Vec<model::EpochStats>)> {
+    let m = &samples.meta;
+    let arch = Architecture::mlp(m.height, m.width, m.classes, &p.model.hidden);
+    let net = Mlp::init(&arch, p.model_seed(), &model::device(true));
+    let seed = crate::config::derive_seed(p.seed, "train");
+    let (net, epochs) = model::fit(
+        net,
+        &samples.pixels,
+        &samples.labels,
+        &p.train,
+        seed,
+        |_, _| {},
+    )?;
+    Ok((net, arch, epochs))
 }
 
 /// `mode train --data FILE [--init MODEL] --out DIR`.
