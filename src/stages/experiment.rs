@@ -301,6 +301,15 @@ pub fn run_arm(
     Ok(records)
 }
 
+/// Advances a progress bar when dropped (when an arm ends, however it ends).
+struct BarTick<'a>(&'a indicatif::ProgressBar);
+
+impl Drop for BarTick<'_> {
+    fn drop(&mut self) {
+        self.0.inc(1);
+    }
+}
+
 /// Run every arm from one initial model, in parallel.
 pub fn run_arms(
     p: &Pipeline,
@@ -331,15 +340,18 @@ pub fn run_arms(
             Ok(((ls, with_pool), analyse_model(&q, s, s.initial, with_pool)?))
         })
         .collect::<Result<_>>()?;
+    let bar = crate::progress::bar(pipelines.len() as u64, "arms");
     let results: Vec<Result<Vec<IterRecord>>> = pipelines
         .par_iter()
         .map(|(arm, q)| {
+            let _done = BarTick(&bar);
             let st = Strategy::of_arm(arm);
             let key = (q.layers.enabled, st == Strategy::Uncertainty);
             let first = firsts.iter().find(|(k, _)| *k == key).map(|(_, a)| a);
             run_arm(q, s, arm, first, out).with_context(|| format!("arm {arm}"))
         })
         .collect();
+    bar.finish_and_clear();
     let mut all = Vec::new();
     for r in results {
         all.extend(r?);

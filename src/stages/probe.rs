@@ -37,6 +37,7 @@ pub fn run(model_path: &Path, data: &[PathBuf], out_dir: &Path) -> Result<Vec<(P
         serde_json::to_string(&arch)?,
     );
     let mut written = Vec::new();
+    let bar = crate::progress::bar(data.len() as u64, "probe");
     for d in data {
         let samples = Samples::read(d)?;
         let acts = probe(&net, &arch, &samples)?;
@@ -47,6 +48,8 @@ pub fn run(model_path: &Path, data: &[PathBuf], out_dir: &Path) -> Result<Vec<(P
         let path = artifacts::activations_path(out_dir, &stem);
         acts.write(&path, &meta)?;
         written.push((path, samples.len()));
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(written)
 }
