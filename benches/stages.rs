@@ -3,10 +3,10 @@
 //! synthetic rows. Prints figures; asserts nothing about time.
 
 use mode::analysis::distance::score_rows;
-use mode::artifacts::{PoolRow, Samples};
+use mode::artifacts::Samples;
 use mode::config::{Metric, Pipeline, derive_seed};
 use mode::model;
-use mode::stages::experiment::{Shared, analyse_model};
+use mode::stages::experiment::{MemStates, Shared, analyse_model};
 use mode::stages::select::{self, Strategy};
 use mode::stages::{evaluate, layers, probe, split};
 use ndarray::Array2;
@@ -77,27 +77,7 @@ fn main() {
         analyse_model(&p, &shared, &net, false).unwrap()
     });
     let _ = sel;
-    let pool: Vec<PoolRow> = s
-        .pool
-        .ids
-        .iter()
-        .zip(&s.pool.labels)
-        .map(|(&id, &label)| PoolRow { id, label })
-        .collect();
-    struct St<'a>(&'a Samples);
-    impl select::PoolStates for St<'_> {
-        fn states(
-            &self,
-            _: mode::config::Space,
-            _: &str,
-            ids: &[u32],
-        ) -> anyhow::Result<(Vec<u32>, Array2<f32>)> {
-            select::rows_of(&self.0.ids, &self.0.pixels, ids)
-        }
-        fn probs(&self) -> anyhow::Result<(Vec<u32>, Array2<f32>)> {
-            unreachable!()
-        }
-    }
+    let pool = s.pool.pool_rows();
     // θ = 0.99 so that some label is faulty and a full batch is selected and retrained on.
     let mut q = p.clone();
     q.mode.theta = 0.99;
@@ -111,7 +91,10 @@ fn main() {
             &pool,
             &a.analysis.diagnosis,
             &a.analysis.maps,
-            &St(&s.pool),
+            &MemStates {
+                pool: &s.pool,
+                acts: None,
+            },
         )
         .unwrap()
     });

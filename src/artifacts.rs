@@ -489,6 +489,15 @@ impl Samples {
         }
     }
 
+    /// Ids and labels, as a pool of candidates.
+    pub fn pool_rows(&self) -> Vec<PoolRow> {
+        self.ids
+            .iter()
+            .zip(&self.labels)
+            .map(|(&id, &label)| PoolRow { id, label })
+            .collect()
+    }
+
     /// The rows whose id is in `ids` (in this file's order); errors on ids it does not hold.
     pub fn take_ids(&self, ids: &[u32], what: &str) -> Result<Samples> {
         let pos: std::collections::HashMap<u32, usize> = self

@@ -148,10 +148,10 @@ fn write_analysis(dir: &Path, p: &Pipeline, a: &Probed, s: &Shared) -> Result<()
     heatmap::write(dir, &a.analysis, test_meta)
 }
 
-/// Pool states in memory.
-struct MemStates<'a> {
-    pool: &'a Samples,
-    acts: Option<&'a Activations>,
+/// Pool states in memory: the pool split, and its activations when probed.
+pub struct MemStates<'a> {
+    pub pool: &'a Samples,
+    pub acts: Option<&'a Activations>,
 }
 
 impl PoolStates for MemStates<'_> {
@@ -213,13 +213,7 @@ pub fn run_arm(
 ) -> Result<Vec<IterRecord>> {
     let strategy = Strategy::of_arm(arm);
     let mut net = s.initial.clone();
-    let mut pool: Vec<PoolRow> = s
-        .pool
-        .ids
-        .iter()
-        .zip(&s.pool.labels)
-        .map(|(&id, &label)| PoolRow { id, label })
-        .collect();
+    let mut pool: Vec<PoolRow> = s.pool.pool_rows();
     let mut records = Vec::new();
     for k in 1..=p.mode.max_iter as u32 {
         let t0 = Instant::now();
