@@ -120,11 +120,13 @@ enum Command {
         /// Pool before this selection [default: output/<pipeline>/splits/pool.parquet].
         #[arg(long)]
         pool: Option<PathBuf>,
-        /// Arm name.
+        /// Arm name (recorded in batch.parquet; seeds the random share).
         #[arg(long)]
         arm: String,
+        /// Iteration number (1-based).
         #[arg(long)]
         iteration: u32,
+        /// mode: heat-map similarity; label-random / uncertainty: baselines; random: control.
         #[arg(long, value_enum, default_value = "mode")]
         strategy: mode::stages::select::Strategy,
         /// Selection metric (overrides select.metric).
