@@ -34,14 +34,14 @@ for f in files:
     want = EXPECTED.get(f"{f.parent.name}/{f.name}", EXPECTED.get(f.name))
     if want and not want <= set(df.columns):
         sys.exit(f"{f}: polars sees columns {df.columns}, missing {want - set(df.columns)}")
-    n = con.execute(f"select count(*) from '{f}'").fetchone()[0]
+    n = con.execute(f"select count(*) from '{f}'").fetchall()[0][0]
     if n != df.height:
         sys.exit(f"{f}: duckdb counts {n} rows, polars {df.height}")
 
 train = root / "splits" / "train.parquet"
 counts = con.execute(f"select label, count(*) from '{train}' group by 1 order by 1").fetchall()
 assert len(counts) == 10, counts
-width = con.execute(f"select len(pixels) from '{train}' limit 1").fetchone()[0]
+width = con.execute(f"select len(pixels) from '{train}' limit 1").fetchall()[0][0]
 assert width == 784, width
 print(f"duckdb ok: {len(files)} files; train labels {counts}")
 
