@@ -131,15 +131,7 @@ fn write_analysis(dir: &Path, p: &Pipeline, a: &Probed, s: &Shared) -> Result<()
     if let Some(pool) = &a.pool {
         pool.write(&artifacts::activations_path(dir, "pool"), &meta)?;
     }
-    for (name, h) in &a.layers.heads {
-        artifacts::Head {
-            layer: name.clone(),
-            weights: h.weights.clone(),
-            intercept: h.intercept.clone(),
-        }
-        .write(&layers::head_path(dir, name))?;
-    }
-    artifacts::LayerRow::write(&dir.join(artifacts::LAYERS), &a.layers.rows)?;
+    layers::write(dir, &a.layers)?;
     let test_meta = if p.heatmap.space == Space::Input {
         Some(&s.test.meta)
     } else {

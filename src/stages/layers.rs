@@ -212,6 +212,14 @@ pub fn select(
     })
 }
 
+/// Write `heads/<layer>.parquet` for every fitted head and `layers.parquet` into `dir`.
+pub fn write(dir: &Path, selection: &LayerSelection) -> Result<()> {
+    for (name, h) in &selection.heads {
+        to_head(name, h.clone()).write(&head_path(dir, name))?;
+    }
+    LayerRow::write(&dir.join(artifacts::LAYERS), &selection.rows)
+}
+
 /// Run layer selection for the iteration folder `dir` (which holds `activations/`).
 pub fn run(
     p: &Pipeline,
@@ -248,10 +256,7 @@ pub fn run(
         };
         select(p, &train_acts, &test_acts, Some((&ih, &test.pixels)))?
     };
-    for (name, h) in &selection.heads {
-        to_head(name, h.clone()).write(&head_path(dir, name))?;
-    }
-    LayerRow::write(&dir.join(artifacts::LAYERS), &selection.rows)?;
+    write(dir, &selection)?;
     Ok(LayersReport {
         rows: selection.rows,
         forward_target: selection.forward_target,
