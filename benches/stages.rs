@@ -1,24 +1,39 @@
 //! `make bench` (`cargo bench --bench stages`): wall time of every stage of one MODE
-//! iteration on full MNIST, and pool-scoring throughput per metric on 1 000 000 × 784
-//! synthetic rows. Prints figures; asserts nothing about time.
+//! iteration on full MNIST (in memory, the engine's own steps over a memory store), and
+//! pool-scoring throughput per metric on 1 000 000 × 784 synthetic rows. Prints figures
+//! (median of several runs); asserts nothing about time.
 
 use mode::analysis::distance::score_rows;
-use mode::artifacts::Samples;
-use mode::config::{Metric, Pipeline, derive_seed};
-use mode::model;
-use mode::stages::experiment::{MemStates, Shared, analyse_model};
-use mode::stages::select::{self, Strategy};
-use mode::stages::{evaluate, layers, probe, split};
+use mode::arm::Arm;
+use mode::artifacts::{Artifact, Layout, Samples, Split};
+use mode::config::Pipeline;
+use mode::engine::{Step, Store, heatmap, layers, probe, select, train};
+use mode::model::Net;
+use mode::stages::split;
+use mode::text_enum::TextEnum;
+use mode::vocab::Metric;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
-fn time<T>(label: &str, f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let v = f();
-    println!("{label:<44} {:>9.3} s", t.elapsed().as_secs_f64());
-    v
+/// Run `f` `runs` times; print the median (and range) of the wall times; return the last value.
+fn measure<T>(label: &str, runs: usize, mut f: impl FnMut() -> T) -> T {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        last = Some(f());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{label:<46} {median:>9.3} s   (median of {runs}; {:.3}–{:.3})",
+        times[0],
+        times[times.len() - 1]
+    );
+    last.expect("at least one run")
 }
 
 fn peak_rss_mb() -> f64 {
@@ -42,87 +57,67 @@ fn main() {
     std::env::set_current_dir(root).unwrap();
     let p = Pipeline::load(Some(&root.join("pipelines/mnist.toml")), &[]).expect("pipeline");
     println!("== one MODE iteration on full MNIST (pipelines/mnist.toml), in memory ==");
-    let src = time("load idx (gzip)", || split::load(&p, None).unwrap());
-    let s = time("split 60 000 + 10 000", || split::make(&p, &src).unwrap());
+    let src = measure("load idx (gzip)", 3, || split::load(&p, None).unwrap());
+    let s = measure("split 60 000 + 10 000", 3, || {
+        split::make(&p, &src).unwrap()
+    });
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("train.parquet");
-    time("write splits/train.parquet (30 000 × 784)", || {
-        s.train.write(&f, &Default::default()).unwrap()
+    measure("write splits/train.parquet (30 000 × 784)", 3, || {
+        s.train.write(&f).unwrap()
     });
-    time("read splits/train.parquet", || Samples::read(&f).unwrap());
-    let (net, arch, _) = time("train 30 000 × 3 epochs, batch 32", || {
-        mode::stages::train::fit_fresh(&p, &s.train).unwrap()
+    measure("read splits/train.parquet", 3, || {
+        Samples::read(&f).unwrap()
     });
-    let ih = time("input feature model (784 → 10, linfa)", || {
-        layers::input_head(&p, &s.train, None).unwrap()
+    let (net, _, state) = measure("train 30 000 × 3 epochs, batch 32", 3, || {
+        train::fit_fresh(&p, &s.train, |_, _| {}).unwrap()
     });
-    let shared = Shared {
-        train: &s.train,
-        pool: &s.pool,
-        test: &s.test,
-        initial: &net,
-        arch: &arch,
-        input_head: Some(&ih),
-    };
-    let train_acts = time("probe train (30 000)", || {
-        probe::probe(&net, &arch, &s.train).unwrap()
+    // A memory store holding what `mode experiment` holds after the foundation.
+    let layout = Layout::new(dir.path().join("out"));
+    let store = Store::memory(layout.clone(), false);
+    store
+        .put(&layout.split(Split::Train), s.train.clone())
+        .unwrap();
+    store
+        .put(&layout.split(Split::Pool), s.pool.clone())
+        .unwrap();
+    store
+        .put(&layout.split(Split::Test), s.test.clone())
+        .unwrap();
+    store.put(&layout.initial().model(), net.clone()).unwrap();
+    store.put(&layout.initial().optimizer(), state).unwrap();
+    measure("input feature model (784 → 10, linfa)", 3, || {
+        store.forget(&layout.input_head(), &[]);
+        layers::input_head(&store, &p).unwrap()
     });
-    let test_acts = time("probe test (10 000)", || {
-        probe::probe(&net, &arch, &s.test).unwrap()
-    });
-    let sel = time("layers (2 hidden heads, parallel)", || {
-        layers::select(&p, &train_acts, &test_acts, Some((&ih, &s.test.pixels))).unwrap()
-    });
-    let _ = time("probe + layers + heatmap (analyse_model)", || {
-        analyse_model(&p, &shared, &net, false).unwrap()
-    });
-    let _ = sel;
-    let pool = s.pool.pool_rows();
     // θ = 0.99 so that some label is faulty and a full batch is selected and retrained on.
     let mut q = p.clone();
     q.mode.theta = 0.99;
-    let a = analyse_model(&q, &shared, &net, false).unwrap();
-    let chosen = time("select (mode-dot, θ = 0.99)", || {
-        select::choose(
-            &q,
-            Strategy::Mode,
-            "mode-dot",
-            1,
-            &pool,
-            &a.analysis.diagnosis,
-            &a.analysis.maps,
-            &MemStates {
-                pool: &s.pool,
-                acts: None,
-            },
-        )
-        .unwrap()
+    let step = Step::new(&layout, &q, Arm::mode(Metric::Dot, true), 1);
+    measure("probe train + test (40 000)", 3, || {
+        probe::run(&store, &step).unwrap()
+    });
+    let all = Samples::concat(&[&s.train, &s.pool, &s.test]).unwrap();
+    measure("probe 70 000 images (activations only)", 3, || {
+        net.activations(&all.pixels).unwrap()
+    });
+    measure("layers (2 hidden heads, parallel)", 3, || {
+        layers::run(&store, &step).unwrap()
+    });
+    measure("heatmap", 3, || heatmap::run(&store, &step).unwrap());
+    let chosen = measure("select (mode-dot, θ = 0.99)", 3, || {
+        select::run(&store, &step).unwrap()
     });
     assert_eq!(chosen.batch.len(), p.mode.batch, "a full batch");
-    let ids: Vec<u32> = chosen.batch.iter().map(|b| b.id).collect();
-    let batch = s.pool.take_ids(&ids, "batch").unwrap();
-    let (net2, _) = time("retrain (2 000 × 3 epochs)", || {
-        model::fit(
-            net,
-            &batch.pixels,
-            &batch.labels,
-            &p.retrain,
-            derive_seed(1, "r"),
-            |_, _| {},
-        )
-        .unwrap()
+    measure("retrain (2 000 × 3 epochs)", 3, || {
+        train::retrain(&store, &step).unwrap()
     });
-    time("evaluate (10 000)", || {
-        let probs = model::predict(&net2, &s.test.pixels, 10).unwrap();
-        let tag = evaluate::EvalTag {
-            arm: "bench".into(),
-            iteration: 1,
-            finished_early: false,
-        };
-        evaluate::metric_rows(&p, &tag, &s.test.labels, &probs, 10)
+    measure("evaluate (10 000)", 3, || {
+        train::evaluate(&store, &step).unwrap()
     });
+    let _: &Net = &net;
     println!("peak RSS so far: {:.0} MB", peak_rss_mb());
-    drop((s, src, a, train_acts, test_acts, batch));
+    drop((s, src, store, all));
 
     println!(
         "\n== pool scoring: 1 000 000 × 784 synthetic rows (uniform [0, 1)), {} threads ==",
@@ -130,12 +125,12 @@ fn main() {
     );
     let n = 1_000_000;
     let d = 784;
-    let rows = time("generate rows", || {
+    let rows = {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         Array2::from_shape_simple_fn((n, d), || rng.random::<f32>())
-    });
+    };
     let reference: Vec<f32> = (0..d).map(|j| (j % 17) as f32 / 17.0).collect();
-    for metric in Metric::ALL {
+    for &metric in Metric::ALL {
         let t = Instant::now();
         let scores = score_rows(rows.view(), &reference, metric, 3.0);
         let secs = t.elapsed().as_secs_f64();

@@ -50,6 +50,18 @@ pub enum IdxError {
     )]
     Missing { dir: PathBuf, name: String },
     #[error(
+        "{path}: the header declares dimensions {dims:?}, more data than an idx file of this tool can hold ({limit} bytes); the file is corrupt or not an idx file"
+    )]
+    TooLarge {
+        path: PathBuf,
+        dims: Vec<usize>,
+        limit: usize,
+    },
+    #[error(
+        "{path}: the gzip stream expands to more than {limit} bytes; the file is corrupt or not an idx file"
+    )]
+    GzipTooLarge { path: PathBuf, limit: u64 },
+    #[error(
         "{path}: label {label} at index {index} is not below the class count given ({classes})"
     )]
     LabelRange {
@@ -86,6 +98,9 @@ impl IdxImages {
             .map_or(0, |m| m as usize + 1)
     }
 }
+
+/// The largest idx payload (and un-gzipped file) read: 8 GiB.
+const MAX_BYTES: usize = 1 << 33;
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -129,7 +144,15 @@ fn parse<'a>(
     let dims: Vec<usize> = (0..ndim)
         .map(|i| be_u32(&bytes[4 + 4 * i..]) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_BYTES)
+        .ok_or_else(|| IdxError::TooLarge {
+            path: path.into(),
+            dims: dims.clone(),
+            limit: MAX_BYTES,
+        })?;
     let data = &bytes[header..];
     if data.len() < n {
         return Err(IdxError::Truncated {
@@ -191,11 +214,18 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IdxError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         GzDecoder::new(&raw[..])
+            .take(MAX_BYTES as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|source| IdxError::Gzip {
                 path: path.into(),
                 source,
             })?;
+        if out.len() > MAX_BYTES {
+            return Err(IdxError::GzipTooLarge {
+                path: path.into(),
+                limit: MAX_BYTES as u64,
+            });
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -287,6 +317,22 @@ mod tests {
         std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), gz(&l)).unwrap();
         let (tr, te) = load_dir(dir.path()).unwrap();
         assert_eq!(tr, te);
+    }
+
+    #[test]
+    fn crafted_dimensions_overflow_cleanly() {
+        let mut i = IMAGES_MAGIC.to_be_bytes().to_vec();
+        for d in [1u32 << 22, 1 << 21, 1 << 21] {
+            i.extend_from_slice(&d.to_be_bytes());
+        }
+        let err = parse_pair(Path::new("i"), &i, Path::new("l"), &[]).unwrap_err();
+        assert!(matches!(err, IdxError::TooLarge { .. }), "{err}");
+        let mut i = IMAGES_MAGIC.to_be_bytes().to_vec();
+        for d in [u32::MAX, u32::MAX, u32::MAX] {
+            i.extend_from_slice(&d.to_be_bytes());
+        }
+        let err = parse_pair(Path::new("i"), &i, Path::new("l"), &[]).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn idx_pair(n_images: usize, n_labels: usize) -> (Vec<u8>, Vec<u8>) {
-    let (i, _) = mode::idx::encode_pair(28, 28, &vec![7u8; n_images * 784], &vec![1u8; n_images]);
-    let (_, l) = mode::idx::encode_pair(28, 28, &[], &vec![1u8; n_labels]);
+    let labels = |n: usize| (0..n).map(|i| (i % 2) as u8).collect::<Vec<u8>>();
+    let (i, _) = mode::idx::encode_pair(28, 28, &vec![7u8; n_images * 784], &labels(n_images));
+    let (_, l) = mode::idx::encode_pair(28, 28, &[], &labels(n_labels));
     (i, l)
 }
 

@@ -3,9 +3,12 @@
 //! with our own reader and with external readers (DuckDB and python-polars); and
 //! `make chain` (one make target per stage) for two arms, which must give the same files.
 
+use mode::artifacts::tensor::TensorFile;
 use mode::artifacts::{
-    self, Activations, BatchRow, DiagnosisRow, LayerRow, MetricRow, PoolRow, Samples, Table,
+    Activations, Artifact, BatchRow, DiagnosisRow, Heatmaps, IterDir, LayerRow, Layout, Manifest,
+    MetricRow, PoolRow, Predictions, Samples, ScoreRow, Split, SummaryRow, TrainLogRow, read_pool,
 };
+use mode::vocab::{Direction, MapKind, Origin, RunStatus, Scope};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,22 +46,26 @@ fn smoke() -> &'static Path {
     })
 }
 
-fn iter_dir(arm: &str, k: u32) -> PathBuf {
-    smoke().join("runs").join(arm).join(format!("iter-{k}"))
+fn layout() -> Layout {
+    Layout::new(smoke())
+}
+
+fn iter_dir(arm: &str, k: u32) -> IterDir {
+    layout().iter(arm, k)
 }
 
 #[test]
 fn splits_have_schema_counts_and_disjoint_ids() {
-    let out = smoke();
-    let train = Samples::read(&out.join("splits/train.parquet")).unwrap();
-    let pool = Samples::read(&out.join("splits/pool.parquet")).unwrap();
-    let test = Samples::read(&out.join("splits/test.parquet")).unwrap();
+    let l = layout();
+    let train = Samples::read(&l.split(Split::Train)).unwrap();
+    let pool = Samples::read(&l.split(Split::Pool)).unwrap();
+    let test = Samples::read(&l.split(Split::Test)).unwrap();
     assert_eq!((train.len(), pool.len(), test.len()), (2000, 2000, 1000));
     assert_eq!(
         (train.meta.height, train.meta.width, train.meta.classes),
         (28, 28, 10)
     );
-    let t = artifacts::TensorFile::read(&out.join("splits/train.parquet")).unwrap();
+    let t = TensorFile::read(&l.split(Split::Train)).unwrap();
     assert_eq!(t.column_names(), ["id", "label", "true_label", "pixels"]);
     let mut ids: HashSet<u32> = HashSet::new();
     for s in [&train, &pool, &test] {
@@ -75,68 +82,76 @@ fn splits_have_schema_counts_and_disjoint_ids() {
 
 #[test]
 fn initial_model_beats_accuracy_floor() {
-    let m = MetricRow::read(&smoke().join("initial/metrics.parquet")).unwrap();
+    let init = layout().initial();
+    let m = Vec::<MetricRow>::read(&init.metrics()).unwrap();
     assert_eq!(m.len(), 11, "one overall row and ten label rows");
     let overall = &m[0];
     assert_eq!(
-        (overall.scope.as_str(), overall.label, overall.n),
-        ("overall", None, 1000)
+        (overall.scope, overall.label, overall.n),
+        (Scope::Overall, None, 1000)
     );
     assert!(
         overall.accuracy > 0.80,
         "smoke model accuracy {} below the floor",
         overall.accuracy
     );
-    let p = artifacts::TensorFile::read(&smoke().join("initial/predictions.parquet")).unwrap();
+    let p = TensorFile::read(&init.predictions()).unwrap();
     assert_eq!(
         p.column_names(),
         ["id", "label", "predicted", "confidence", "probs"]
     );
-    assert_eq!(p.tensor("probs").unwrap().dim(), (1000, 10));
-    let log = artifacts::TrainLogRow::read(&smoke().join("initial/train_log.parquet")).unwrap();
+    assert_eq!(
+        Predictions::read(&init.predictions()).unwrap().probs.dim(),
+        (1000, 10)
+    );
+    let log = Vec::<TrainLogRow>::read(&init.train_log()).unwrap();
     assert_eq!(log.len(), 3, "one row per epoch of the smoke pipeline");
 }
 
 #[test]
 fn probe_layers_heatmap_artifacts() {
     let d = iter_dir("mode-dot", 1);
-    let a = Activations::read(&artifacts::activations_path(&d, "train")).unwrap();
+    let a = Activations::read(&d.activations("train")).unwrap();
     assert_eq!(a.layer_names(), ["dense_1", "dense_2", "output"]);
     assert_eq!(a.layer("dense_1").unwrap().dim(), (2000, 28));
     assert_eq!(a.layer("output").unwrap().dim(), (2000, 10));
-    let layers = LayerRow::read(&d.join("layers.parquet")).unwrap();
-    let fwd: Vec<_> = layers.iter().filter(|r| r.direction == "forward").collect();
+    let layers = Vec::<LayerRow>::read(&d.layers()).unwrap();
+    let fwd: Vec<_> = layers
+        .iter()
+        .filter(|r| r.direction == Direction::Forward)
+        .collect();
     assert_eq!(
         fwd.iter().map(|r| r.layer.as_str()).collect::<Vec<_>>(),
         ["input", "dense_1", "dense_2", "output"]
     );
     assert_eq!(fwd.iter().filter(|r| r.is_target).count(), 1);
     assert!(fwd.iter().all(|r| (0.0..=1.0).contains(&r.probe_accuracy)));
-    let diag = DiagnosisRow::read(&d.join("diagnosis.parquet")).unwrap();
+    let diag = Vec::<DiagnosisRow>::read(&d.diagnosis()).unwrap();
     assert_eq!(diag.len(), 10);
     assert!(diag.iter().filter(|r| r.faultiest).count() <= 1);
-    let maps = artifacts::read_heatmaps(&d.join("heatmaps.parquet")).unwrap();
-    assert_eq!(maps.len(), 10 * 5 + 10 * 9);
+    let maps = Heatmaps::read(&d.heatmaps()).unwrap();
+    assert_eq!(maps.rows.len(), 10 * 5 + 10 * 9);
     assert!(
-        maps.iter()
+        maps.rows
+            .iter()
             .all(|m| m.values.len() == 784 && m.values.iter().all(|v| v.is_finite()))
     );
 }
 
 #[test]
 fn selection_invariants_over_iterations() {
-    let out = smoke();
-    let initial_pool: HashSet<u32> = artifacts::read_ids(&out.join("splits/pool.parquet"))
+    let initial_pool: HashSet<u32> = read_pool(&layout().split(Split::Pool))
         .unwrap()
         .into_iter()
+        .map(|r| r.id)
         .collect();
     for arm in ARMS {
         let mut seen: HashSet<u32> = HashSet::new();
         let mut pool_before = initial_pool.len();
         for k in 1..=ITERS {
             let d = iter_dir(arm, k);
-            let batch = BatchRow::read(&d.join("batch.parquet")).unwrap();
-            let pool = PoolRow::read(&d.join("pool.parquet")).unwrap();
+            let batch = Vec::<BatchRow>::read(&d.batch()).unwrap();
+            let pool = Vec::<PoolRow>::read(&d.pool()).unwrap();
             assert_eq!(
                 pool.len(),
                 pool_before - batch.len(),
@@ -154,14 +169,14 @@ fn selection_invariants_over_iterations() {
             }
             if arm == "random" {
                 assert_eq!(batch.len(), 200);
-                assert!(batch.iter().all(|b| b.origin == "random"));
+                assert!(batch.iter().all(|b| b.origin == Origin::Random));
             } else if arm == "uncertainty" {
-                let diag = DiagnosisRow::read(&d.join("diagnosis.parquet")).unwrap();
+                let diag = Vec::<DiagnosisRow>::read(&d.diagnosis()).unwrap();
                 if diag.iter().any(|r| r.faultiest) {
-                    let scores = artifacts::ScoreRow::read(&d.join("scores.parquet")).unwrap();
+                    let scores = Vec::<ScoreRow>::read(&d.scores()).unwrap();
                     let targeted: HashSet<u32> = batch
                         .iter()
-                        .filter(|b| b.origin == "targeted")
+                        .filter(|b| b.origin == Origin::Targeted)
                         .map(|b| b.id)
                         .collect();
                     assert_eq!(targeted.len(), 50);
@@ -174,20 +189,28 @@ fn selection_invariants_over_iterations() {
                     );
                 }
             } else {
-                let diag = DiagnosisRow::read(&d.join("diagnosis.parquet")).unwrap();
+                let diag = Vec::<DiagnosisRow>::read(&d.diagnosis()).unwrap();
                 match diag.iter().find(|r| r.faultiest) {
                     Some(f) => {
                         assert_eq!(batch.len(), 200);
-                        let targeted: Vec<_> =
-                            batch.iter().filter(|b| b.origin == "targeted").collect();
+                        let targeted: Vec<_> = batch
+                            .iter()
+                            .filter(|b| b.origin == Origin::Targeted)
+                            .collect();
                         assert!(!targeted.is_empty() && targeted.len() <= 50);
                         assert!(
                             targeted.iter().all(|b| b.label == f.label),
                             "targeted ids carry the faulty label"
                         );
+                        // The seed's batch makeup: the random share never draws the faulty
+                        // label, so it is exactly α of the batch (when the pool has as many).
+                        assert_eq!(
+                            batch.iter().filter(|b| b.label == f.label).count(),
+                            targeted.len(),
+                            "{arm} iteration {k}: the faulty label only in the targeted share"
+                        );
                         if arm == "mode-dot" {
-                            let scores =
-                                artifacts::ScoreRow::read(&d.join("scores.parquet")).unwrap();
+                            let scores = Vec::<ScoreRow>::read(&d.scores()).unwrap();
                             assert!(
                                 scores
                                     .iter()
@@ -201,7 +224,7 @@ fn selection_invariants_over_iterations() {
                     None => assert!(batch.is_empty(), "no faulty label: empty batch"),
                 }
             }
-            let m = MetricRow::read(&d.join("metrics.parquet")).unwrap();
+            let m = Vec::<MetricRow>::read(&d.metrics()).unwrap();
             assert_eq!(m.len(), 11);
             assert!(m.iter().all(|r| r.arm == arm && r.iteration == k));
         }
@@ -210,14 +233,13 @@ fn selection_invariants_over_iterations() {
 
 #[test]
 fn summary_has_both_tables() {
-    let df = artifacts::read_frame(&smoke().join("summary.parquet")).unwrap();
-    let rows = mode::artifacts::SummaryRow::from_frame(&df).unwrap();
+    let rows = Vec::<SummaryRow>::read(&layout().summary()).unwrap();
     assert_eq!(
         rows.len(),
-        20,
-        "18 MODE arms and two baselines against the control"
+        26,
+        "18 MODE arms and eight baselines against the control"
     );
-    assert_eq!(rows.iter().filter(|r| r.layer_select).count(), 11);
+    assert_eq!(rows.iter().filter(|r| r.layer_select).count(), 17);
     let r = rows.iter().find(|r| r.arm == "mode-dot").unwrap();
     assert_eq!((r.metric.as_str(), r.iterations), ("dot", ITERS));
     assert!((r.diff_f_c - (r.final_acc - r.control_acc)).abs() < 1e-12);
@@ -225,6 +247,13 @@ fn summary_has_both_tables() {
         rows.iter()
             .any(|r| r.arm == "mode-wasserstein-nols" && !r.layer_select)
     );
+    assert!(
+        rows.iter()
+            .all(|r| matches!(r.status, RunStatus::Complete | RunStatus::FinishedEarly)),
+        "every run complete"
+    );
+    let m = Manifest::read(&layout().manifest("mode-dot")).unwrap();
+    assert_eq!((m.completed, m.planned), (ITERS, ITERS));
 }
 
 /// The per-stage Makefile chain and the in-process experiment write the same artifacts.
@@ -259,19 +288,61 @@ fn chain_matches_experiment() {
         .unwrap();
     assert!(status.success(), "make chain failed");
     for arm in ["mode-dot", "random"] {
-        for k in 1..=ITERS {
-            let rel = PathBuf::from("runs").join(arm).join(format!("iter-{k}"));
-            let a = MetricRow::read(&exp.join(&rel).join("metrics.parquet")).unwrap();
-            let b = MetricRow::read(&out.join(&rel).join("metrics.parquet")).unwrap();
-            assert_eq!(a, b, "{arm} iteration {k}: metrics differ");
-            let a = BatchRow::read(&exp.join(&rel).join("batch.parquet")).unwrap();
-            let b = BatchRow::read(&out.join(&rel).join("batch.parquet")).unwrap();
-            assert_eq!(a, b, "{arm} iteration {k}: batches differ");
+        let a = files_under(&exp.join("runs").join(arm));
+        let b = files_under(&out.join("runs").join(arm));
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{arm}: the chain and the experiment write the same files"
+        );
+        assert!(a.len() > 10, "{arm}: {} files", a.len());
+        for (rel, bytes) in &a {
+            assert!(
+                same_content(rel, bytes, &b[rel]),
+                "{arm}/{}: the chain's file differs from the experiment's",
+                rel.display()
+            );
         }
     }
-    let a = DiagnosisRow::read(&exp.join("runs/mode-dot/iter-2/diagnosis.parquet")).unwrap();
-    let b = DiagnosisRow::read(&out.join("runs/mode-dot/iter-2/diagnosis.parquet")).unwrap();
-    assert_eq!(a, b);
+}
+
+/// Equal bytes — but for train logs, whose `seconds` column is a wall time: equal rows
+/// otherwise.
+fn same_content(rel: &Path, a: &[u8], b: &[u8]) -> bool {
+    if a == b {
+        return true;
+    }
+    if rel.file_name().is_some_and(|n| n == "train_log.parquet") {
+        let read = |bytes: &[u8]| {
+            let f = std::env::temp_dir().join(format!("log-{}.parquet", std::process::id()));
+            std::fs::write(&f, bytes).unwrap();
+            let mut rows = Vec::<TrainLogRow>::read(&f).unwrap();
+            rows.iter_mut().for_each(|r| r.seconds = 0.0);
+            rows
+        };
+        return read(a) == read(b);
+    }
+    false
+}
+
+/// Every file under `dir` (relative path → bytes).
+fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk(dir, dir, &mut out);
+    out
 }
 
 #[test]
@@ -310,7 +381,7 @@ fn report_has_every_figure() {
         "per_label.png".into(),
     ];
     figures.extend(
-        mode::config::Metric::ALL
+        mode::vocab::Metric::ALL
             .iter()
             .map(|m| format!("similar_{}.png", m.as_str())),
     );
@@ -330,8 +401,8 @@ fn report_has_every_figure() {
 /// mean test image.
 #[test]
 fn hc_map_correlates_with_its_label_mean_image() {
-    let maps = artifacts::read_heatmaps(&iter_dir("mode-dot", 1).join("heatmaps.parquet")).unwrap();
-    let test = Samples::read(&smoke().join("splits/test.parquet")).unwrap();
+    let maps = Heatmaps::read(&iter_dir("mode-dot", 1).heatmaps()).unwrap();
+    let test = Samples::read(&layout().split(Split::Test)).unwrap();
     let mean = |l: u16| -> Vec<f32> {
         let rows: Vec<usize> = (0..test.len()).filter(|&i| test.labels[i] == l).collect();
         let mut m = vec![0f32; 784];
@@ -343,7 +414,11 @@ fn hc_map_correlates_with_its_label_mean_image() {
         m
     };
     let means: Vec<Vec<f32>> = (0..10).map(mean).collect();
-    for m in maps.iter().filter(|m| m.kind == "HC" && m.n > 0) {
+    for m in maps
+        .rows
+        .iter()
+        .filter(|m| m.kind == MapKind::Hc && m.n > 0)
+    {
         let corr: Vec<f64> = means
             .iter()
             .map(|x| mode::stages::report::correlation(&m.values, x))

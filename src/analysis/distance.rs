@@ -8,7 +8,7 @@
 //! (0 when both are zero); Bray–Curtis with Σ|u+v| = 0 is 0; Canberra skips 0/0 terms as scipy
 //! does.
 
-use crate::config::Metric;
+use crate::vocab::Metric;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -258,7 +258,7 @@ mod tests {
     fn degenerate_cases_are_finite() {
         let z = [0.0f32; 4];
         let o = [1.0f32, 0.0, 0.0, 0.0];
-        for m in Metric::ALL {
+        for &m in Metric::ALL {
             assert!(score(&z, &Reference::new(&z), m, 3.0).is_finite(), "{m:?}");
             assert!(score(&z, &Reference::new(&o), m, 3.0).is_finite(), "{m:?}");
         }
@@ -269,7 +269,7 @@ mod tests {
     fn ranking_orientation() {
         let rows = ndarray::arr2(&[[1.0f32, 0.0], [0.0, 1.0], [0.9, 0.1]]);
         let r = [1.0f32, 0.0];
-        for m in Metric::ALL {
+        for &m in Metric::ALL {
             let sc = score_rows(rows.view(), &r, m, 3.0);
             let order = rank_order(&sc, m);
             assert_eq!(order[0], 0, "{m:?}: the identical row is the most similar");

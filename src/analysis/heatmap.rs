@@ -10,6 +10,7 @@
 //! smaller of its two groups' sizes, so n = 0 flags a difference with an empty side.
 
 use crate::config::UnderfitRule;
+use crate::vocab::{Action, MapKind};
 use ndarray::{Array1, Array2, ArrayView2};
 
 /// One heat map before it is tagged with space and layer.
@@ -17,7 +18,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 pub struct Map {
     pub label: u16,
     pub other: Option<u16>,
-    pub kind: &'static str,
+    pub kind: MapKind,
     pub n: u32,
     pub values: Array1<f32>,
 }
@@ -78,7 +79,7 @@ pub fn heatmaps(
     let mut out = Vec::new();
     for c in 0..classes {
         let l = c as u16;
-        for (g, kind) in [(HC, "HC"), (HM, "HM"), (HW, "HW")] {
+        for (g, kind) in [(HC, MapKind::Hc), (HM, MapKind::Hm), (HW, MapKind::Hw)] {
             out.push(Map {
                 label: l,
                 other: None,
@@ -91,7 +92,7 @@ pub fn heatmaps(
         out.push(Map {
             label: l,
             other: None,
-            kind: "DH_CM",
+            kind: MapKind::DhCm,
             n,
             values: v,
         });
@@ -99,7 +100,7 @@ pub fn heatmaps(
         out.push(Map {
             label: l,
             other: None,
-            kind: "DH_CW",
+            kind: MapKind::DhCw,
             n,
             values: v,
         });
@@ -111,7 +112,7 @@ pub fn heatmaps(
                 out.push(Map {
                     label: c as u16,
                     other: Some(k as u16),
-                    kind: "DH_CC",
+                    kind: MapKind::DhCc,
                     n,
                     values: v,
                 });
@@ -156,7 +157,7 @@ pub struct LabelDiagnosis {
     pub underfit: bool,
     pub overfit: bool,
     pub faultiest: bool,
-    pub action: &'static str,
+    pub action: Action,
     pub n_train: u32,
     pub n_test: u32,
 }
@@ -191,11 +192,11 @@ pub fn diagnose(
                 overfit,
                 faultiest: false,
                 action: if underfit {
-                    "fix_underfit"
+                    Action::FixUnderfit
                 } else if overfit {
-                    "fix_overfit"
+                    Action::FixOverfit
                 } else {
-                    "none"
+                    Action::None
                 },
                 n_train: ntr,
                 n_test: nte,
@@ -233,6 +234,7 @@ mod tests {
         let x = arr2(&[[1.0f32, 0.0], [0.0, 1.0], [2.0, 2.0], [4.0, 0.0]]);
         let maps = heatmaps(x.view(), &[0, 0, 1, 1], &[0, 1, 1, 1], 3);
         let get = |l: u16, k: &str| {
+            let k: MapKind = k.parse().unwrap();
             maps.iter()
                 .find(|m| m.label == l && m.kind == k && m.other.is_none())
                 .unwrap()
@@ -253,7 +255,7 @@ mod tests {
         assert!(get(2, "HC").values.iter().all(|v| v.is_finite()));
         let pair = maps
             .iter()
-            .find(|m| m.kind == "DH_CC" && m.label == 1 && m.other == Some(0))
+            .find(|m| m.kind == MapKind::DhCc && m.label == 1 && m.other == Some(0))
             .unwrap();
         assert_eq!(pair.values.to_vec(), vec![2.0, 1.0]);
         assert_eq!(maps.len(), 3 * 5 + 3 * 2);
@@ -281,9 +283,9 @@ mod tests {
             0.01,
             UnderfitRule::Test,
         );
-        assert!(d[0].faultiest && d[0].action == "fix_overfit");
+        assert!(d[0].faultiest && d[0].action == Action::FixOverfit);
         let d = diagnose(&[(0.99, 5)], &[(0.99, 5)], 0.9, 0.1, UnderfitRule::Test);
-        assert!(!d[0].faultiest && d[0].action == "none");
+        assert!(!d[0].faultiest && d[0].action == Action::None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! activations, and the Bhattacharyya distance between successive layers' predictions.
 
 use crate::config::LayersConfig;
+pub use crate::vocab::Direction;
 use anyhow::{Result, anyhow};
 use linfa::prelude::*;
 use linfa_logistic::MultiLogisticRegression;
@@ -22,24 +23,6 @@ pub fn bhattacharyya(p: ArrayView2<f32>, q: ArrayView2<f32>) -> f64 {
         .map(|(&a, &b)| ((a as f64 / sp) * (b as f64 / sq)).max(0.0).sqrt())
         .sum();
     (1.0 - bc).max(0.0)
-}
-
-/// Scan direction of the layer selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Input → output (underfitting): each layer compared with the previous one.
-    Forward,
-    /// Output → input (overfitting): each layer compared with the next one.
-    Backward,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Forward => "forward",
-            Direction::Backward => "backward",
-        }
-    }
 }
 
 /// For layers `probs[0..n]` (input first, output last), the distance of each layer to its
@@ -186,7 +169,7 @@ pub fn accuracy(probs: ArrayView2<f32>, labels: &[u16]) -> f64 {
         .rows()
         .into_iter()
         .zip(labels)
-        .filter(|(r, l)| crate::artifacts::argmax(r.iter().copied()) == **l as usize)
+        .filter(|(r, l)| crate::artifacts::maps::argmax(r.iter().copied()) == **l as usize)
         .count();
     correct as f64 / labels.len() as f64
 }
@@ -196,7 +179,7 @@ pub fn predictions(probs: ArrayView2<f32>) -> Vec<u16> {
     probs
         .rows()
         .into_iter()
-        .map(|r| crate::artifacts::argmax(r.iter().copied()) as u16)
+        .map(|r| crate::artifacts::maps::argmax(r.iter().copied()) as u16)
         .collect()
 }
 

@@ -4,3 +4,4 @@ pub mod heatmap;
 pub mod layers;
 pub mod selection;
 pub mod stats;
+pub mod strategies;

@@ -1,40 +1,52 @@
-//! Composing a retraining batch: the targeted share from a ranking, the rest at random.
+//! Composing a retraining batch: the targeted shares, then the rest at random.
 
 use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
 
-/// DeepGini impurity `1 − Σ p²` of each row (higher = more uncertain).
-pub fn gini(probs: ndarray::ArrayView2<f32>) -> Vec<f64> {
-    probs
-        .rows()
-        .into_iter()
-        .map(|r| 1.0 - r.iter().map(|&p| (p as f64) * (p as f64)).sum::<f64>())
-        .collect()
-}
-
-/// The batch: up to `n_targeted` ids from the front of `ranked` (fewer when it is shorter),
-/// then `batch − taken` ids drawn at random (seeded) from the rest of `pool`.
-/// Returns (targeted, random); the two are disjoint and all come from `pool`.
-pub fn compose(
-    ranked: &[u32],
-    pool: &[u32],
-    n_targeted: usize,
-    batch: usize,
-    seed: u64,
-) -> (Vec<u32>, Vec<u32>) {
-    let n_targeted = n_targeted.min(batch);
-    let targeted: Vec<u32> = ranked.iter().copied().take(n_targeted).collect();
-    let taken: HashSet<u32> = targeted.iter().copied().collect();
+/// `n` ids drawn at random (seeded) from `pool`, never one in `skip` (the targeted share, and
+/// with `select.random_fill = "exclude_target"` every sample of the targeted labels). Fewer
+/// when the pool has fewer.
+pub fn random_fill(pool: &[u32], skip: &HashSet<u32>, n: usize, seed: u64) -> Vec<u32> {
     let mut rest: Vec<u32> = pool
         .iter()
         .copied()
-        .filter(|id| !taken.contains(id))
+        .filter(|id| !skip.contains(id))
         .collect();
     rest.sort_unstable();
     rest.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    rest.truncate(batch - targeted.len());
-    (targeted, rest)
+    rest.truncate(n);
+    rest
+}
+
+/// Split `total` over `weights` in proportion (largest remainder, ties to the earlier one);
+/// all-zero weights split evenly.
+pub fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let sum: f64 = weights.iter().map(|w| w.max(0.0)).sum();
+    let w: Vec<f64> = if sum > 0.0 {
+        weights.iter().map(|x| x.max(0.0) / sum).collect()
+    } else {
+        vec![1.0 / weights.len() as f64; weights.len()]
+    };
+    let exact: Vec<f64> = w.iter().map(|x| x * total as f64).collect();
+    let mut out: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut left = total - out.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -42,31 +54,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn composes_disjoint_batch() {
+    fn random_fill_skips_and_is_seeded() {
         let pool: Vec<u32> = (0..100).collect();
-        let ranked = [7, 3, 99, 50];
-        let (t, r) = compose(&ranked, &pool, 3, 10, 1);
-        assert_eq!(t, vec![7, 3, 99]);
-        assert_eq!(r.len(), 7);
-        assert!(r.iter().all(|id| !t.contains(id) && pool.contains(id)));
-        assert_eq!(
-            compose(&ranked, &pool, 3, 10, 1),
-            (t.clone(), r.clone()),
-            "seeded"
-        );
-        let (t2, r2) = compose(&ranked, &pool, 10, 10, 1);
-        assert_eq!(
-            (t2.len(), r2.len()),
-            (4, 6),
-            "fewer candidates than asked: take all, fill at random"
-        );
-        let (t3, r3) = compose(&[], &pool[..5], 2, 10, 1);
-        assert_eq!((t3.len(), r3.len()), (0, 5), "pool smaller than the batch");
+        let skip: HashSet<u32> = (0..50).collect();
+        let r = random_fill(&pool, &skip, 10, 1);
+        assert_eq!(r.len(), 10);
+        assert!(r.iter().all(|id| *id >= 50));
+        assert_eq!(r, random_fill(&pool, &skip, 10, 1));
+        assert_ne!(r, random_fill(&pool, &skip, 10, 2));
+        assert_eq!(random_fill(&pool, &skip, 80, 1).len(), 50, "what is left");
     }
 
     #[test]
-    fn gini_impurity() {
-        let p = ndarray::arr2(&[[1.0f32, 0.0], [0.5, 0.5]]);
-        assert_eq!(gini(p.view()), vec![0.0, 0.5]);
+    fn apportion_by_weight() {
+        assert_eq!(apportion(500, &[0.3, 0.1, 0.1]), vec![300, 100, 100]);
+        assert_eq!(apportion(10, &[1.0, 1.0, 1.0]), vec![4, 3, 3]);
+        assert_eq!(apportion(5, &[0.0, 0.0]), vec![3, 2]);
+        assert_eq!(apportion(7, &[2.0, 0.0, 1.0]).iter().sum::<usize>(), 7);
+        assert!(apportion(3, &[]).is_empty());
     }
 }

@@ -1,55 +1,68 @@
-//! `mode probe`: model + split(s) → `activations/<split>.parquet` (one column per layer).
+//! `mode probe`: a model's activations at every layer → `activations/<split>.parquet`.
 
-use crate::artifacts::{self, Activations, Samples};
-use crate::model::{self, Architecture, Mlp};
+use super::{At, Ctx};
+use crate::artifacts::{Artifact, IterDir, Samples};
+use crate::engine::probe::probe_samples;
+use crate::model::Net;
 use anyhow::Result;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Activations of every layer of `net` on `samples`.
-pub fn probe(net: &Mlp, arch: &Architecture, samples: &Samples) -> Result<Activations> {
-    let names = arch.layer_names();
-    let outs = if samples.is_empty() {
-        arch.layer_widths()
-            .iter()
-            .map(|&w| ndarray::Array2::zeros((0, w)))
-            .collect()
-    } else {
-        model::activations(net, &samples.pixels)?
-    };
-    let probs = outs.last().expect("output layer");
-    let predicted = crate::analysis::layers::predictions(probs.view());
-    Ok(Activations {
-        ids: samples.ids.clone(),
-        labels: samples.labels.clone(),
-        predicted,
-        layers: names.into_iter().zip(outs).collect(),
-    })
+pub enum ProbeArgs {
+    /// The previous model of an arm's iteration, on the splits that iteration needs.
+    Step(At),
+    /// Any model on any sample files: `<out>/activations/<file stem>.parquet`.
+    Model {
+        model: PathBuf,
+        data: Vec<PathBuf>,
+        out: IterDir,
+    },
 }
 
-/// Probe each of `data` and write `<out_dir>/activations/<file stem>.parquet`.
-pub fn run(model_path: &Path, data: &[PathBuf], out_dir: &Path) -> Result<Vec<(PathBuf, usize)>> {
-    let (net, arch) = Mlp::load(model_path, &model::device(false))?;
-    let mut meta = BTreeMap::new();
-    meta.insert("mode.model".to_string(), model_path.display().to_string());
-    meta.insert(
-        "mode.architecture".to_string(),
-        serde_json::to_string(&arch)?,
-    );
-    let mut written = Vec::new();
-    let bar = crate::progress::bar(data.len() as u64, "probe");
-    for d in data {
-        let samples = Samples::read(d)?;
-        let acts = probe(&net, &arch, &samples)?;
-        let stem = d
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| "data".into());
-        let path = artifacts::activations_path(out_dir, &stem);
-        acts.write(&path, &meta)?;
-        written.push((path, samples.len()));
-        bar.inc(1);
+pub struct ProbeReport {
+    pub written: Vec<(PathBuf, usize)>,
+}
+
+impl std::fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .written
+            .iter()
+            .map(|(p, n)| format!("{n} rows → {}", p.display()))
+            .collect();
+        write!(f, "probe: {}", parts.join("; "))
     }
-    bar.finish_and_clear();
-    Ok(written)
+}
+
+pub fn run(ctx: &Ctx, a: &ProbeArgs) -> Result<ProbeReport> {
+    let mut written = Vec::new();
+    match a {
+        ProbeArgs::Step(at) => {
+            let (store, s) = ctx.step(*at, true)?;
+            crate::engine::probe::run(&store, &s)?;
+            for split in s.probe_splits() {
+                let path = s.dir.activations(split.as_str());
+                let n = store.get::<crate::artifacts::Activations>(&path)?.len();
+                written.push((path, n));
+            }
+        }
+        ProbeArgs::Model { model, data, out } => {
+            let net = Net::read(model)?.with_probe(&ctx.p);
+            let bar = crate::progress::bar(data.len() as u64, "probe");
+            for d in data {
+                let samples = Samples::read(d)?;
+                net.check_data(&samples.meta, d)?;
+                let acts = probe_samples(&net, &samples, &model.display().to_string())?;
+                let stem = d
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "data".into());
+                let path = out.activations(&stem);
+                acts.write(&path)?;
+                written.push((path, samples.len()));
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+        }
+    }
+    Ok(ProbeReport { written })
 }

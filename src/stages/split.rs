@@ -4,7 +4,10 @@
 //! id `N + j`, where N is the number of images in the training file (60 000 for MNIST).
 //! Ids are unique across the three files and never change in later artifacts.
 
-use crate::artifacts::{DatasetMeta, Samples};
+use super::Ctx;
+use crate::artifacts::io::temp_name;
+use crate::artifacts::layout::split_file;
+use crate::artifacts::{Artifact, DatasetMeta, Samples, Split};
 use crate::config::{Pipeline, SplitConfig};
 use crate::idx::{self, IdxImages};
 use anyhow::{Result, bail};
@@ -25,6 +28,8 @@ pub struct SplitPlan {
     pub pool: Vec<usize>,
     /// Indices into the test file, sorted.
     pub test: Vec<usize>,
+    /// Indices into the training file set aside from the pool (`split.holdout`), sorted.
+    pub holdout: Vec<usize>,
     /// How many train samples were moved to the pool by label skew, by the cap, and flipped.
     pub skew_moved: usize,
     pub cap_moved: usize,
@@ -105,11 +110,30 @@ pub fn plan(
         test.sort_unstable();
     }
 
+    // The holdout: a seeded slice of the pool, never selected.
+    let mut holdout = Vec::new();
+    if cfg.holdout > 0 {
+        if cfg.holdout >= pool.len() {
+            bail!(
+                "split.holdout = {} but the pool has only {} samples: keep some for selection",
+                cfg.holdout,
+                pool.len()
+            );
+        }
+        let mut order: Vec<usize> = pool.clone();
+        order.shuffle(&mut rng);
+        holdout = order[..cfg.holdout].to_vec();
+        holdout.sort_unstable();
+        let set: std::collections::HashSet<usize> = holdout.iter().copied().collect();
+        pool.retain(|i| !set.contains(i));
+    }
+
     Ok(SplitPlan {
         train,
         train_labels: labels,
         pool,
         test,
+        holdout,
         skew_moved,
         cap_moved,
         flipped: n_flip,
@@ -140,6 +164,7 @@ fn samples(
             .unwrap_or_else(|| true_labels.clone()),
         true_labels,
         pixels,
+        info: BTreeMap::new(),
     }
 }
 
@@ -148,7 +173,9 @@ pub struct SplitReport {
     pub train: usize,
     pub pool: usize,
     pub test: usize,
+    pub holdout: usize,
     pub plan: SplitPlan,
+    pub out: PathBuf,
 }
 
 /// The source idx data of a pipeline.
@@ -157,6 +184,44 @@ pub struct Source {
     pub train: IdxImages,
     pub test: IdxImages,
     pub meta: DatasetMeta,
+}
+
+/// The metadata key of the settings fingerprint in every split file.
+pub const SETTINGS_KEY: &str = "mode.settings";
+
+/// The class count: `data.classes`, else the number of class names, else the largest label
+/// + 1 — and then every label below it must occur (a stray byte such as 255 would otherwise
+/// make 256 classes).
+fn class_count(p: &Pipeline, dir: &Path, train: &IdxImages, test: &IdxImages) -> Result<usize> {
+    let max = train.classes().max(test.classes());
+    let given = p
+        .data
+        .classes
+        .or_else(|| (!p.data.class_names.is_empty()).then_some(p.data.class_names.len()));
+    if let Some(c) = given {
+        for (what, set) in [("training", train), ("test", test)] {
+            if let Some(i) = set.labels.iter().position(|&l| l as usize >= c) {
+                bail!(
+                    "{}: label {} of {what} image {i} is not below the {c} classes of the pipeline (data.classes / data.class_names)",
+                    dir.display(),
+                    set.labels[i]
+                );
+            }
+        }
+        return Ok(c);
+    }
+    let mut seen = vec![false; max];
+    for &l in train.labels.iter().chain(&test.labels) {
+        seen[l as usize] = true;
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        bail!(
+            "{}: the labels go up to {} but label {missing} never occurs; if that is right, set data.classes (or data.class_names) in the pipeline, else the label file is corrupt",
+            dir.display(),
+            max - 1
+        );
+    }
+    Ok(max)
 }
 
 /// Read and check the idx folder (`--idx-dir` or `data.idx_dir`).
@@ -175,21 +240,29 @@ pub fn load(p: &Pipeline, idx_dir: Option<&Path>) -> Result<Source> {
             test.width
         );
     }
-    let mut classes = train.classes().max(test.classes());
-    if !p.data.class_names.is_empty() {
-        if p.data.class_names.len() < classes {
+    if train.height == 0 || train.width == 0 {
+        bail!(
+            "{}: the images are {}×{}",
+            dir.display(),
+            train.height,
+            train.width
+        );
+    }
+    for (what, set) in [("training", &train), ("test", &test)] {
+        if set.is_empty() {
             bail!(
-                "data.class_names has {} names but the data has {classes} classes",
-                p.data.class_names.len()
+                "{}: the {what} idx files hold no images; a split needs train, pool and test samples",
+                dir.display()
             );
         }
-        classes = p.data.class_names.len();
     }
+    let classes = class_count(p, &dir, &train, &test)?;
     if train.len() > u32::MAX as usize / 2 {
         bail!("{}: too many images for 32-bit ids", dir.display());
     }
     let meta = DatasetMeta {
         dataset: p.data.dataset.clone(),
+        channels: 1,
         height: train.height,
         width: train.width,
         classes,
@@ -203,15 +276,33 @@ pub fn load(p: &Pipeline, idx_dir: Option<&Path>) -> Result<Source> {
     })
 }
 
-/// The three splits in memory.
+/// The splits in memory.
 pub struct Splits {
     pub train: Samples,
     pub pool: Samples,
     pub test: Samples,
+    /// With `split.holdout`: pool samples set aside for the analysis.
+    pub holdout: Option<Samples>,
     pub plan: SplitPlan,
 }
 
-/// Split the source with the pipeline's split seed and faults.
+impl Splits {
+    /// Every split that exists, with its name.
+    pub fn each(&self) -> Vec<(Split, &Samples)> {
+        let mut v = vec![
+            (Split::Train, &self.train),
+            (Split::Pool, &self.pool),
+            (Split::Test, &self.test),
+        ];
+        if let Some(h) = &self.holdout {
+            v.push((Split::Holdout, h));
+        }
+        v
+    }
+}
+
+/// Split the source with the pipeline's split seed and faults; every split records the
+/// settings it was made with.
 pub fn make(p: &Pipeline, src: &Source) -> Result<Splits> {
     let plan = plan(
         &src.train.labels,
@@ -220,63 +311,113 @@ pub fn make(p: &Pipeline, src: &Source) -> Result<Splits> {
         &p.split,
         p.split_seed(),
     )?;
+    if plan.train.is_empty() || plan.test.is_empty() {
+        bail!(
+            "{}: the split leaves {} train and {} test samples; check split.train_limit, split.test_limit, split.pool_fraction and split.max_train",
+            src.dir.display(),
+            plan.train.len(),
+            plan.test.len()
+        );
+    }
     let test_offset = src.train.len() as u32;
+    let mut info = BTreeMap::new();
+    info.insert("mode.split_seed".to_string(), p.split_seed().to_string());
+    info.insert("mode.source".to_string(), src.dir.display().to_string());
+    info.insert(SETTINGS_KEY.to_string(), p.splits_fingerprint());
+    info.insert(
+        "mode.id_mapping".to_string(),
+        format!("id < {test_offset}: index in the training idx file; id >= {test_offset}: {test_offset} + index in the test idx file"),
+    );
+    let tagged = |mut s: Samples, split: Split| {
+        s.info = info.clone();
+        s.info.insert("mode.split".into(), split.as_str().into());
+        s
+    };
     Ok(Splits {
-        train: samples(
-            &src.meta,
-            &src.train,
-            &plan.train,
-            0,
-            Some(&plan.train_labels),
+        train: tagged(
+            samples(
+                &src.meta,
+                &src.train,
+                &plan.train,
+                0,
+                Some(&plan.train_labels),
+            ),
+            Split::Train,
         ),
-        pool: samples(&src.meta, &src.train, &plan.pool, 0, None),
-        test: samples(&src.meta, &src.test, &plan.test, test_offset, None),
+        pool: tagged(
+            samples(&src.meta, &src.train, &plan.pool, 0, None),
+            Split::Pool,
+        ),
+        test: tagged(
+            samples(&src.meta, &src.test, &plan.test, test_offset, None),
+            Split::Test,
+        ),
+        holdout: (!plan.holdout.is_empty()).then(|| {
+            tagged(
+                samples(&src.meta, &src.train, &plan.holdout, 0, None),
+                Split::Holdout,
+            )
+        }),
         plan,
     })
 }
 
-/// Read the idx folder, plan the split and write the three files into `out_dir`.
-pub fn run(p: &Pipeline, idx_dir: Option<&Path>, out_dir: &Path) -> Result<SplitReport> {
-    let src = load(p, idx_dir)?;
+/// Where `mode split` reads from and writes to.
+pub struct SplitArgs {
+    pub idx_dir: Option<PathBuf>,
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for SplitReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "split: train {} / pool {} / test {} / holdout {} rows → {} (skew moved {}, cap moved {}, labels flipped {})",
+            self.train,
+            self.pool,
+            self.test,
+            self.holdout,
+            self.out.display(),
+            self.plan.skew_moved,
+            self.plan.cap_moved,
+            self.plan.flipped
+        )
+    }
+}
+
+/// Read the idx folder, plan the split and write the three files into `out`: all three are
+/// staged under temporary names and renamed only when every one is complete.
+pub fn run(ctx: &Ctx, a: &SplitArgs) -> Result<SplitReport> {
+    let p = &ctx.p;
+    let src = load(p, a.idx_dir.as_deref())?;
     let splits = make(p, &src)?;
-    let test_offset = src.train.len();
-    let mut extra = BTreeMap::new();
-    extra.insert("mode.split_seed".to_string(), p.split_seed().to_string());
-    extra.insert("mode.source".to_string(), src.dir.display().to_string());
-    extra.insert(
-        "mode.id_mapping".to_string(),
-        format!("id < {test_offset}: index in the training idx file; id >= {test_offset}: {test_offset} + index in the test idx file"),
-    );
-    let files = [
-        ("train", &splits.train),
-        ("pool", &splits.pool),
-        ("test", &splits.test),
-    ];
-    // Write all three to temporary names first, then rename, so no partial split is left.
-    let mut written = Vec::new();
-    for (name, s) in files {
-        let mut kv = extra.clone();
-        kv.insert("mode.split".into(), name.into());
-        let staged = out_dir.join(format!(".staged-{name}.parquet"));
-        if let Err(e) = s.write(&staged, &kv) {
-            for f in &written {
+    let files = splits.each();
+    let stale = split_file(&a.out, Split::Holdout);
+    let mut staged = Vec::new();
+    for &(split, s) in &files {
+        let target = split_file(&a.out, split);
+        let tmp = temp_name(&target)?;
+        if let Err(e) = s.write(&tmp) {
+            for f in &staged {
                 let _ = std::fs::remove_file(f);
             }
             return Err(e);
         }
-        written.push(staged);
+        staged.push(tmp);
     }
-    for (name, _) in files {
-        std::fs::rename(
-            out_dir.join(format!(".staged-{name}.parquet")),
-            out_dir.join(format!("{name}.parquet")),
-        )?;
+    for ((split, _), tmp) in files.iter().zip(&staged) {
+        std::fs::rename(tmp, split_file(&a.out, *split))?;
+    }
+    if splits.holdout.is_none() && stale.exists() {
+        std::fs::remove_file(&stale)?;
     }
     Ok(SplitReport {
         train: splits.train.len(),
         pool: splits.pool.len(),
         test: splits.test.len(),
+        holdout: splits.holdout.as_ref().map_or(0, |h| h.len()),
         plan: splits.plan,
+        out: a.out.clone(),
     })
 }
 

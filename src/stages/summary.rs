@@ -1,80 +1,57 @@
-//! `mode summary`: the seed's tables from every arm's metrics → `summary.parquet`.
+//! `mode summary`: the seed's tables from every arm's run → `summary.parquet`.
 //!
 //! One row per arm other than the control (`random`): initial accuracy (the shared initial
-//! model), final accuracy (the arm's last iteration), control accuracy (the `random` arm's last
-//! iteration), whether the arm finished early, `diff_i_f` = initial − final and
-//! `diff_f_c` = final − control (the seed's column names, signs as written: a MODE gain shows
-//! as a negative diff_i_f and a positive diff_f_c).
+//! model), final accuracy (the arm's last iteration), control accuracy (the control's last
+//! iteration), whether the arm finished early, `diff_i_f` = final − initial and
+//! `diff_f_c` = final − control (the seed's tables: positive = better than the initial model /
+//! the control, whatever the column names suggest). Only complete runs made with the pipeline's settings are
+//! summarised; anything else is refused (or, with `--allow-incomplete`, included and flagged
+//! by its status).
 
-use crate::artifacts::{self, Layout, MetricRow, SummaryRow, Table};
+use super::Ctx;
+use crate::arm::{Arm, CONTROL};
+use crate::artifacts::{Artifact, Layout, Manifest, MetricRow, SummaryRow};
+use crate::config::Pipeline;
+use crate::engine::runs;
+use crate::vocab::{IterStatus, Scope};
 use anyhow::{Result, bail};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Split an arm name `mode-<metric>[-nols]`, `label-random[-nols]`, `uncertainty[-nols]`.
-pub fn parse_arm(arm: &str) -> (String, bool) {
-    let (base, ls) = match arm.strip_suffix("-nols") {
-        Some(b) => (b, false),
-        None => (arm, true),
-    };
-    (base.strip_prefix("mode-").unwrap_or(base).to_string(), ls)
+pub struct SummaryArgs {
+    pub out: PathBuf,
+    pub allow_incomplete: bool,
 }
 
-/// Every metrics file of a pipeline's output: `initial/` and `runs/<arm>/iter-<k>/`.
-pub fn metric_files(layout: &Layout) -> Result<Vec<PathBuf>> {
-    let mut files = vec![layout.initial_dir().join(artifacts::METRICS)];
-    let runs = layout.root.join("runs");
-    if runs.is_dir() {
-        for arm in std::fs::read_dir(&runs)? {
-            let arm = arm?.path();
-            if !arm.is_dir() {
-                continue;
-            }
-            for it in std::fs::read_dir(&arm)? {
-                let f = it?.path().join(artifacts::METRICS);
-                if f.is_file() {
-                    files.push(f);
-                }
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
+/// One arm's run as the summary sees it.
+pub struct ArmRun {
+    pub arm: Arm,
+    pub manifest: Manifest,
+    /// The overall metrics row of the last complete iteration.
+    pub last: MetricRow,
 }
 
-/// Summarise metric rows (pure).
-pub fn summarise(rows: &[MetricRow], control: &str) -> Result<Vec<SummaryRow>> {
-    let overall: Vec<&MetricRow> = rows.iter().filter(|r| r.scope == "overall").collect();
-    let Some(initial) = overall.iter().find(|r| r.iteration == 0) else {
-        bail!("no initial (iteration 0) metrics: run `mode evaluate` on the initial model");
-    };
-    let mut last: BTreeMap<&str, &MetricRow> = BTreeMap::new();
-    let mut early: BTreeMap<&str, bool> = BTreeMap::new();
-    for r in overall.iter().filter(|r| r.iteration > 0) {
-        let e = last.entry(&r.arm).or_insert(r);
-        if r.iteration > e.iteration {
-            *e = r;
-        }
-        *early.entry(&r.arm).or_default() |= r.finished_early;
-    }
-    let control_acc = last.get(control).map_or(f64::NAN, |r| r.accuracy);
-    Ok(last
+/// The rows of the tables (pure). `initial` is the initial model's overall accuracy.
+pub fn summarise(initial: f64, runs: &[ArmRun]) -> Result<Vec<SummaryRow>> {
+    let control = runs
         .iter()
-        .filter(|(a, _)| **a != control)
-        .map(|(arm, r)| {
-            let (metric, layer_select) = parse_arm(arm);
-            SummaryRow {
-                arm: arm.to_string(),
-                metric,
-                layer_select,
-                iterations: r.iteration,
-                initial_acc: initial.accuracy,
-                final_acc: r.accuracy,
-                control_acc,
-                finished_early: early[arm],
-                diff_i_f: initial.accuracy - r.accuracy,
-                diff_f_c: r.accuracy - control_acc,
-            }
+        .find(|r| r.arm.is_control())
+        .ok_or_else(|| anyhow::anyhow!("no run of the control arm `{CONTROL}`"))?;
+    let control_acc = control.last.accuracy;
+    Ok(runs
+        .iter()
+        .filter(|r| !r.arm.is_control())
+        .map(|r| SummaryRow {
+            arm: r.arm.to_string(),
+            metric: r.arm.metric_name().into(),
+            layer_select: r.arm.layer_select,
+            iterations: r.manifest.completed,
+            initial_acc: initial,
+            final_acc: r.last.accuracy,
+            control_acc,
+            finished_early: r.manifest.iterations.contains(&IterStatus::FinishedEarly),
+            diff_i_f: r.last.accuracy - initial,
+            diff_f_c: r.last.accuracy - control_acc,
+            status: r.manifest.status,
         })
         .collect())
 }
@@ -82,7 +59,7 @@ pub fn summarise(rows: &[MetricRow], control: &str) -> Result<Vec<SummaryRow>> {
 /// The rows as the seed's table, in Markdown.
 pub fn markdown(rows: &[SummaryRow]) -> String {
     let mut s = String::from(
-        "| arm | metric | layer sel. | initial acc | final acc | control acc | finished early | diff I−F | diff F−C |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| arm | metric | layer sel. | initial acc | final acc | control acc | status | diff I−F | diff F−C |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
@@ -93,7 +70,7 @@ pub fn markdown(rows: &[SummaryRow]) -> String {
             r.initial_acc,
             r.final_acc,
             r.control_acc,
-            r.finished_early,
+            r.status,
             r.diff_i_f,
             r.diff_f_c
         );
@@ -101,55 +78,159 @@ pub fn markdown(rows: &[SummaryRow]) -> String {
     s
 }
 
-pub fn run(layout: &Layout, out: &Path) -> Result<Vec<SummaryRow>> {
-    let mut rows = Vec::new();
-    for f in metric_files(layout)? {
-        rows.extend(MetricRow::read(&f)?);
+/// Every arm run under the layout, checked against the pipeline.
+pub fn arm_runs(layout: &Layout, p: &Pipeline, allow_incomplete: bool) -> Result<Vec<ArmRun>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(layout.runs_dir()) else {
+        bail!(
+            "{}: no runs yet (run `make all`, or `mode experiment`)",
+            layout.runs_dir().display()
+        );
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    for name in names {
+        let dir = layout.arm_dir(&name);
+        let arm: Arm = name
+            .parse()
+            .map_err(|e: anyhow::Error| e.context(format!("{}", dir.display())))?;
+        let Some(m) = runs::manifest(layout, &name)? else {
+            bail!(
+                "{}: no manifest, so nothing says what made this run; delete the folder or run the arm again",
+                dir.display()
+            );
+        };
+        if m.settings != arm.pipeline(p).fingerprint() {
+            bail!(
+                "{}: made with other settings than {} (with these --set overrides); run it again (make all) or summarise with the settings that made it",
+                dir.display(),
+                p.name
+            );
+        }
+        if !m.is_final() {
+            if !allow_incomplete {
+                bail!(
+                    "{}: {} of {} iterations complete ({}); finish the run (make all resumes it) or pass --allow-incomplete",
+                    dir.display(),
+                    m.completed,
+                    m.planned,
+                    m.status
+                );
+            }
+            tracing::warn!(
+                "{}: incomplete ({} of {} iterations), included as `interrupted`",
+                dir.display(),
+                m.completed,
+                m.planned
+            );
+        }
+        if m.completed == 0 {
+            continue;
+        }
+        let rows = Vec::<MetricRow>::read(&layout.iter(&name, m.completed).metrics())?;
+        let last = rows
+            .into_iter()
+            .find(|r| r.scope == Scope::Overall)
+            .ok_or_else(|| anyhow::anyhow!("{}: no overall metrics row", dir.display()))?;
+        out.push(ArmRun {
+            arm,
+            manifest: m,
+            last,
+        });
     }
-    let summary = summarise(&rows, "random")?;
-    SummaryRow::write(out, &summary)?;
-    Ok(summary)
+    Ok(out)
+}
+
+pub struct SummaryReport {
+    pub rows: Vec<SummaryRow>,
+}
+
+impl std::fmt::Display for SummaryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (with, without): (Vec<_>, Vec<_>) =
+            self.rows.iter().cloned().partition(|r| r.layer_select);
+        if !with.is_empty() {
+            writeln!(f, "Table 1 (with layer selection)\n{}", markdown(&with))?;
+        }
+        if !without.is_empty() {
+            writeln!(
+                f,
+                "Table 2 (without layer selection)\n{}",
+                markdown(&without)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(ctx: &Ctx, a: &SummaryArgs) -> Result<SummaryReport> {
+    let initial = Vec::<MetricRow>::read(&ctx.layout.initial().metrics())?;
+    let initial = initial
+        .iter()
+        .find(|r| r.scope == Scope::Overall)
+        .ok_or_else(|| anyhow::anyhow!("no overall row in the initial metrics"))?
+        .accuracy;
+    let runs = arm_runs(&ctx.layout, &ctx.p, a.allow_incomplete)?;
+    let rows = summarise(initial, &runs)?;
+    rows.write(&a.out)?;
+    Ok(SummaryReport { rows })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::RunStatus;
 
-    fn m(arm: &str, it: u32, acc: f64, early: bool) -> MetricRow {
-        MetricRow {
-            pipeline: "p".into(),
-            seed: 1,
-            arm: arm.into(),
-            iteration: it,
-            scope: "overall".into(),
-            label: None,
-            accuracy: acc,
-            loss: 0.0,
-            n: 10,
-            finished_early: early,
+    fn run_of(arm: &str, accs: &[f64], statuses: &[IterStatus]) -> ArmRun {
+        let mut m = Manifest::new(arm, "s", "i", accs.len() as u32);
+        for (k, s) in statuses.iter().enumerate() {
+            m.complete(k as u32 + 1, *s);
+        }
+        ArmRun {
+            arm: arm.parse().unwrap(),
+            last: MetricRow {
+                pipeline: "p".into(),
+                seed: 1,
+                arm: arm.into(),
+                iteration: m.completed,
+                scope: Scope::Overall,
+                label: None,
+                accuracy: *accs.last().unwrap(),
+                loss: 0.0,
+                n: 10,
+                finished_early: false,
+                status: IterStatus::Ran,
+            },
+            manifest: m,
         }
     }
 
     #[test]
-    fn table_one_row() {
-        let rows = vec![
-            m("initial", 0, 0.90, false),
-            m("mode-dot", 1, 0.91, false),
-            m("mode-dot", 2, 0.93, true),
-            m("random", 1, 0.91, false),
-            m("random", 2, 0.92, false),
-            m("mode-dot-nols", 1, 0.89, false),
+    fn table_rows() {
+        use IterStatus::*;
+        let runs = vec![
+            run_of("mode-dot", &[0.91, 0.93], &[Ran, FinishedEarly]),
+            run_of("random", &[0.91, 0.92], &[Ran, Ran]),
+            run_of("mode-dot-nols", &[0.89, 0.88], &[Ran, PoolExhausted]),
         ];
-        let s = summarise(&rows, "random").unwrap();
+        let s = summarise(0.90, &runs).unwrap();
         assert_eq!(s.len(), 2);
         let d = &s[0];
         assert_eq!(
             (d.arm.as_str(), d.metric.as_str(), d.layer_select),
             ("mode-dot", "dot", true)
         );
-        assert!((d.diff_i_f - (0.90 - 0.93)).abs() < 1e-12);
+        assert!((d.diff_i_f - (0.93 - 0.90)).abs() < 1e-12);
         assert!((d.diff_f_c - (0.93 - 0.92)).abs() < 1e-12);
-        assert!(d.finished_early);
-        assert!(!s[1].layer_select);
+        assert!(d.finished_early && d.status == RunStatus::FinishedEarly);
+        assert_eq!(s[1].status, RunStatus::PoolExhausted);
+        assert!(!s[1].layer_select && !s[1].finished_early);
+        assert_eq!(s[1].iterations, 2);
+        assert!(summarise(0.9, &runs[..1]).is_err(), "no control");
     }
 }

@@ -1,120 +1,152 @@
 //! `mode sweep`: many seeds × every arm, in one process, with paired statistics.
 //!
 //! Seed i uses master seed `seed + i` for everything — split, weights, shuffling, selection —
-//! (the pipeline's explicit `split.seed` / `model.seed` are ignored so that each seed really
-//! re-splits and re-trains). Every arm starts from that seed's initial model; the control is
-//! `random`. Only the summaries are kept unless `--keep-artifacts` is given, which writes each
-//! seed's full output under `sweep/seed-<s>/`.
+//! (a pipeline's explicit `split.seed` / `model.seed` are ignored so that each seed really
+//! re-splits and re-trains). Every arm starts from that seed's initial model and runs the
+//! same steps as `mode experiment`, in memory; the control is `random`. Only the summaries
+//! are kept unless `--keep-artifacts` writes each seed's files under `sweep/seed-<s>/`.
 
+use super::Ctx;
 use crate::analysis::stats::{paired_t, wilcoxon};
-use crate::artifacts::{Layout, SweepRow, SweepSummaryRow, Table};
+use crate::arm::{Arm, CONTROL};
+use crate::artifacts::{
+    Artifact, Layout, Manifest, Samples, Split, SweepRow, SweepSummaryRow, write_bytes,
+};
 use crate::config::Pipeline;
-use crate::model;
-use crate::stages::evaluate::{EvalTag, metric_rows};
-use crate::stages::experiment::{IterRecord, Shared, run_arms};
-use crate::stages::summary::parse_arm;
-use crate::stages::{layers, split};
+use crate::engine::Store;
+use crate::engine::runner::{IterRecord, run_arms};
+use crate::engine::train::{EvalTag, evaluate_model, fit_fresh};
+use crate::model::{Net, OptimState};
+use crate::stages::split;
+use crate::vocab::IterStatus;
 use anyhow::{Result, bail};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-pub const CONTROL: &str = "random";
-
 /// What one seed yields: its sweep rows, and the initial and final per-label accuracies.
-struct SeedResult {
-    rows: Vec<SweepRow>,
-    initial_label_acc: Vec<f64>,
-    final_label_acc: Vec<(String, Vec<f64>)>,
+pub struct SeedResult {
+    pub rows: Vec<SweepRow>,
+    pub initial_label_acc: Vec<f64>,
+    pub final_label_acc: Vec<(String, Vec<f64>)>,
 }
 
-/// One seed: split, train, run every arm.
-fn one_seed(
-    q: &Pipeline,
-    src: &split::Source,
-    arms: &[String],
-    keep: Option<&Layout>,
-) -> Result<SeedResult> {
+/// A seed's splits, initial model and Adam state: what every arm (and, in an ablation, every
+/// setting that does not change them) starts from.
+pub struct Foundation {
+    pub splits: Vec<(Split, Arc<Samples>)>,
+    pub net: Arc<Net>,
+    pub state: Arc<OptimState>,
+    /// The fingerprint of the settings it was made with.
+    pub settings: String,
+    pub seconds: f64,
+}
+
+/// Split and train the initial model of a seed's pipeline.
+pub fn foundation(q: &Pipeline, src: &split::Source) -> Result<Foundation> {
     let t0 = Instant::now();
     let s = split::make(q, src)?;
-    let (net, arch, _) = crate::stages::train::fit_fresh(q, &s.train)?;
-    let ih = if q.layers.enabled {
-        Some(layers::input_head(q, &s.train, None)?)
-    } else {
-        None
+    let (net, _, state) = fit_fresh(q, &s.train, |_, _| {})?;
+    Ok(Foundation {
+        splits: s
+            .each()
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v.clone())))
+            .collect(),
+        net: Arc::new(net),
+        state: Arc::new(state),
+        settings: q.initial_fingerprint(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// One seed of a pipeline: its foundation (made here unless given), then every arm — all in a
+/// memory store over `layout` (written through with `keep`).
+pub fn one_seed(
+    q: &Pipeline,
+    src: &split::Source,
+    given: Option<&Foundation>,
+    arms: &[Arm],
+    layout: &Layout,
+    keep: bool,
+) -> Result<SeedResult> {
+    let t0 = Instant::now();
+    let made;
+    let f = match given {
+        Some(f) if f.settings == q.initial_fingerprint() => f,
+        _ => {
+            made = foundation(q, src)?;
+            &made
+        }
     };
-    let probs = model::predict(&net, &s.test.pixels, arch.classes)?;
+    let store = Store::memory(layout.clone(), keep);
+    for (split, samples) in &f.splits {
+        store.put_arc(&layout.split(*split), samples.clone())?;
+    }
+    let initial = layout.initial();
+    store.put_arc(&initial.optimizer(), f.state.clone())?;
+    store.put_arc(&initial.model(), f.net.clone())?;
     let tag = EvalTag {
         arm: "initial".into(),
         iteration: 0,
-        finished_early: false,
+        status: IterStatus::Ran,
     };
-    let initial = metric_rows(q, &tag, &s.test.labels, &probs, arch.classes);
-    if let Some(l) = keep {
-        let kv = BTreeMap::new();
-        s.train.write(&l.split("train"), &kv)?;
-        s.pool.write(&l.split("pool"), &kv)?;
-        s.test.write(&l.split("test"), &kv)?;
-        net.save(&arch, &l.initial_dir().join(crate::artifacts::MODEL))?;
-        crate::artifacts::MetricRow::write(
-            &l.initial_dir().join(crate::artifacts::METRICS),
-            &initial,
-        )?;
-    }
-    let initial_secs = t0.elapsed().as_secs_f64();
-    let shared = Shared {
-        train: &s.train,
-        pool: &s.pool,
-        test: &s.test,
-        initial: &net,
-        arch: &arch,
-        input_head: ih.as_ref(),
-    };
-    let records = run_arms(q, &shared, arms, keep)?;
-    let initial_label_acc: Vec<f64> = initial[1..].iter().map(|r| r.accuracy).collect();
+    let initial_rows = evaluate_model(
+        &store,
+        q,
+        &initial.model(),
+        &layout.split(Split::Test),
+        &initial,
+        &tag,
+    )?;
+    let initial_secs = f.seconds + t0.elapsed().as_secs_f64();
+    let records = run_arms(&store, q, arms)?;
     let last = q.mode.max_iter as u32;
     let final_label_acc = records
         .iter()
         .filter(|r| r.iteration == last)
-        .map(|r| (r.arm.clone(), r.label_acc.clone()))
+        .map(|r| (r.arm.to_string(), r.label_acc.clone()))
         .collect();
     let mut rows = Vec::new();
-    for arm in arms {
-        let (metric, layer_select) = parse_arm(arm);
+    for &arm in arms {
         rows.push(SweepRow {
             seed: q.seed as i64,
-            arm: arm.clone(),
-            metric: metric.clone(),
-            layer_select,
+            arm: arm.to_string(),
+            metric: arm.metric_name().into(),
+            layer_select: arm.layer_select,
             iteration: 0,
-            accuracy: initial[0].accuracy,
+            accuracy: initial_rows[0].accuracy,
             target_label: None,
             target_acc: None,
             finished_early: false,
+            status: IterStatus::Ran,
             seconds: initial_secs,
         });
-        for r in records.iter().filter(|r| &r.arm == arm) {
-            rows.push(to_row(q.seed, &metric, layer_select, r));
+        for r in records.iter().filter(|r| r.arm == arm) {
+            rows.push(to_row(q.seed, r));
         }
     }
     Ok(SeedResult {
         rows,
-        initial_label_acc,
+        initial_label_acc: initial_rows[1..].iter().map(|r| r.accuracy).collect(),
         final_label_acc,
     })
 }
 
-fn to_row(seed: u64, metric: &str, layer_select: bool, r: &IterRecord) -> SweepRow {
+fn to_row(seed: u64, r: &IterRecord) -> SweepRow {
     SweepRow {
         seed: seed as i64,
-        arm: r.arm.clone(),
-        metric: metric.into(),
-        layer_select,
+        arm: r.arm.to_string(),
+        metric: r.arm.metric_name().into(),
+        layer_select: r.arm.layer_select,
         iteration: r.iteration,
         accuracy: r.accuracy,
         target_label: r.target,
         target_acc: r.target.map(|l| r.label_acc[l as usize]),
-        finished_early: r.finished_early,
+        finished_early: r.status == IterStatus::FinishedEarly,
+        status: r.status,
         seconds: r.seconds,
     }
 }
@@ -136,9 +168,14 @@ pub fn summarise(
     arms.sort();
     arms.dedup();
     let seeds: Vec<i64> = initial_label_acc.keys().copied().collect();
+    let control = CONTROL.to_string();
     let mut out = Vec::new();
     for arm in &arms {
-        let (metric, layer_select) = parse_arm(arm);
+        let first = rows
+            .iter()
+            .find(|r| &r.arm == arm)
+            .expect("a row of the arm");
+        let (metric, layer_select) = (first.metric.clone(), first.layer_select);
         let mut finals = Vec::new();
         let mut deltas = Vec::new();
         let mut initials = Vec::new();
@@ -152,7 +189,7 @@ pub fn summarise(
             {
                 initials.push(r.accuracy);
             }
-            if let Some(c) = final_of(CONTROL, s) {
+            if let Some(c) = final_of(&control, s) {
                 deltas.push(f - c);
             }
             if let (Some(init), Some(fin)) = (
@@ -174,7 +211,7 @@ pub fn summarise(
                 v.iter().sum::<f64>() / v.len() as f64
             }
         };
-        let is_control = arm == CONTROL;
+        let is_control = *arm == CONTROL.to_string();
         let t = paired_t(&deltas);
         let (_, wp) = wilcoxon(&deltas);
         let opt = |x: f64| {
@@ -258,69 +295,104 @@ pub fn markdown(rows: &[SweepSummaryRow]) -> String {
     s
 }
 
-pub struct SweepOutput {
-    pub rows: Vec<SweepRow>,
-    pub summary: Vec<SweepSummaryRow>,
-    pub seconds: f64,
+pub struct SweepArgs {
+    pub seeds: usize,
+    pub arms: Vec<Arm>,
+    pub idx_dir: Option<PathBuf>,
+    pub keep: bool,
 }
 
-/// Run `seeds` seeds of every arm; write `sweep.parquet`, `sweep_summary.parquet` and
-/// `sweep_summary.md` into `layout.root`.
-pub fn run(
-    p: &Pipeline,
-    layout: &Layout,
-    seeds: usize,
-    arms: &[String],
-    idx_dir: Option<&Path>,
-    keep: bool,
-) -> Result<SweepOutput> {
-    if seeds == 0 {
+pub struct SweepReport {
+    pub seeds: usize,
+    pub arms: usize,
+    pub iterations: usize,
+    pub summary: Vec<SweepSummaryRow>,
+    pub seconds: f64,
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sweep: {} seeds × {} arms × {} iterations in {:.1} s → {}\n\n{}",
+            self.seeds,
+            self.arms,
+            self.iterations,
+            self.seconds,
+            self.out.display(),
+            markdown(&self.summary)
+        )
+    }
+}
+
+/// The sweep's manifest: settings, seeds and arms (stale summaries are refused by readers).
+pub fn manifest(p: &Pipeline, seeds: usize, arms: &[Arm]) -> Manifest {
+    let arms: Vec<String> = arms.iter().map(|a| a.to_string()).collect();
+    Manifest::new(
+        "sweep",
+        &crate::config::fingerprint(&serde_json::json!([p.fingerprint(), arms]).to_string()),
+        &p.initial_fingerprint(),
+        seeds as u32,
+    )
+}
+
+/// Run the seeds; write `sweep.parquet`, `sweep_summary.parquet` and `.md` and the sweep's
+/// manifest into the root.
+pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<SweepReport> {
+    let (p, layout) = (&ctx.p, &ctx.layout);
+    if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    if !arms.iter().any(|a| a == CONTROL) {
+    if !a.arms.contains(&CONTROL) {
         bail!("the sweep compares against the control arm `{CONTROL}`: include it in --arms");
     }
     let t0 = Instant::now();
-    let src = split::load(p, idx_dir)?;
-    let bar = crate::progress::bar(seeds as u64, "sweep");
+    let src = split::load(p, a.idx_dir.as_deref())?;
+    let bar = crate::progress::bar(a.seeds as u64, "sweep");
+    // Seeds in parallel (and, inside each, arms): the rayon pool decides how many at once.
+    let results: Vec<Result<SeedResult>> = (0..a.seeds)
+        .into_par_iter()
+        .map(|i| {
+            let q = p.with_seed(p.seed + i as u64);
+            let ts = Instant::now();
+            let r = one_seed(&q, &src, None, &a.arms, &layout.sweep_seed(q.seed), a.keep)?;
+            tracing::info!(
+                "sweep: seed {} done in {:.1} s (initial accuracy {:.4})",
+                q.seed,
+                ts.elapsed().as_secs_f64(),
+                r.rows.first().map_or(f64::NAN, |x| x.accuracy)
+            );
+            bar.inc(1);
+            Ok(r)
+        })
+        .collect();
+    bar.finish_and_clear();
     let mut rows = Vec::new();
     let mut initial_acc = BTreeMap::new();
     let mut final_acc = BTreeMap::new();
-    for i in 0..seeds {
-        let mut q = p.clone();
-        q.seed = p.seed + i as u64;
-        q.split.seed = None;
-        q.model.seed = None;
-        let keep_layout =
-            keep.then(|| Layout::new(layout.root.join("sweep").join(format!("seed-{}", q.seed))));
-        let ts = Instant::now();
-        let r = one_seed(&q, &src, arms, keep_layout.as_ref())?;
-        tracing::info!(
-            "sweep: seed {} done in {:.1} s (initial accuracy {:.4})",
-            q.seed,
-            ts.elapsed().as_secs_f64(),
-            r.rows.first().map_or(f64::NAN, |x| x.accuracy)
-        );
-        initial_acc.insert(q.seed as i64, r.initial_label_acc);
+    let mut m = manifest(p, a.seeds, &a.arms);
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r?;
+        let seed = p.seed as i64 + i as i64;
+        initial_acc.insert(seed, r.initial_label_acc);
         for (arm, acc) in r.final_label_acc {
-            final_acc.insert((q.seed as i64, arm), acc);
+            final_acc.insert((seed, arm), acc);
         }
         rows.extend(r.rows);
-        bar.inc(1);
+        m.complete(i as u32 + 1, IterStatus::Ran);
     }
-    bar.finish_and_clear();
     let summary = summarise(&rows, &final_acc, &initial_acc, p.mode.theta);
-    SweepRow::write(&layout.root.join("sweep.parquet"), &rows)?;
-    SweepSummaryRow::write(&layout.root.join("sweep_summary.parquet"), &summary)?;
-    let md = markdown(&summary);
-    crate::artifacts::write_atomic(&layout.root.join("sweep_summary.md"), |mut f| {
-        use std::io::Write;
-        f.write_all(md.as_bytes())?;
-        Ok(())
-    })?;
-    Ok(SweepOutput {
-        rows,
+    rows.write(&layout.sweep())?;
+    summary.write(&layout.sweep_summary())?;
+    write_bytes(&layout.sweep_markdown(), markdown(&summary).as_bytes())?;
+    m.write(&layout.sweep_manifest())?;
+    Ok(SweepReport {
+        seeds: a.seeds,
+        arms: a.arms.len(),
+        iterations: p.mode.max_iter,
         summary,
         seconds: t0.elapsed().as_secs_f64(),
+        out: layout.sweep_summary(),
     })
 }

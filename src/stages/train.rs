@@ -1,121 +1,100 @@
-//! `mode train`: train (or, with an initial model, continue training) on a Parquet of samples.
+//! `mode train`: the initial model, trained on a Parquet of samples (or continued from a
+//! model with `--init`).
 
-use crate::artifacts::{self, Samples, Table, TrainLogRow};
-use crate::config::{Pipeline, TrainConfig};
-use crate::model::{self, Architecture, Mlp};
+use super::Ctx;
+use crate::artifacts::{Artifact, IterDir, Samples, Split};
+use crate::config::derive_seed;
+use crate::engine::train::{fit_fresh, log_rows};
+use crate::model::{self, EpochStats, Net};
 use anyhow::{Result, bail};
-use std::path::Path;
+use std::path::PathBuf;
+
+pub struct TrainArgs {
+    /// Samples to train on.
+    pub data: PathBuf,
+    /// Continue training this model instead of starting from fresh weights.
+    pub init: Option<PathBuf>,
+    /// Output folder for the model and its train log.
+    pub out: IterDir,
+}
 
 pub struct TrainReport {
     pub samples: usize,
-    pub epochs: Vec<model::EpochStats>,
-    pub seconds: f64,
+    pub epochs: Vec<EpochStats>,
+    pub out: PathBuf,
 }
 
-/// Train on `samples` starting from `init` (or fresh Keras-style weights) and write
-/// `<out_dir>/model.safetensors` and `<out_dir>/train_log.parquet`.
-pub fn train_samples(
-    p: &Pipeline,
-    samples: &Samples,
-    init: Option<&Path>,
-    cfg: &TrainConfig,
-    shuffle_seed: u64,
-    out_dir: &Path,
-) -> Result<TrainReport> {
-    let t0 = std::time::Instant::now();
-    let device = model::device(true);
-    let (net, arch) = match init {
-        Some(path) => {
-            let (net, arch) = Mlp::load(path, &device)?;
-            if arch.inputs() != samples.meta.features() || arch.classes < samples.meta.classes {
-                bail!(
-                    "{}: model expects {} inputs and {} classes, the samples have {} and {}",
-                    path.display(),
-                    arch.inputs(),
-                    arch.classes,
-                    samples.meta.features(),
-                    samples.meta.classes
-                );
-            }
-            (net, arch)
-        }
-        None => {
-            let m = &samples.meta;
-            let arch = Architecture::mlp(m.height, m.width, m.classes, &p.model.hidden);
-            (Mlp::init(&arch, p.model_seed(), &device), arch)
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let last = self.epochs.last();
+        write!(
+            f,
+            "train: {} samples, {} epochs, final loss {:.4}, train accuracy {:.4} → {}",
+            self.samples,
+            self.epochs.len(),
+            last.map_or(f64::NAN, |e| e.loss),
+            last.map_or(f64::NAN, |e| e.accuracy),
+            self.out.display()
+        )
+    }
+}
+
+/// Train and write `model.safetensors` and `train_log.parquet` into the output folder.
+pub fn run(ctx: &Ctx, a: &TrainArgs) -> Result<TrainReport> {
+    let p = &ctx.p;
+    let samples = Samples::read(&a.data)?;
+    if samples.is_empty() {
+        bail!("{}: no samples to train on", a.data.display());
+    }
+    // The layout's own train split must have been made with these settings.
+    if a.data == ctx.layout.split(Split::Train)
+        && let Some(h) = samples.info.get(super::split::SETTINGS_KEY)
+        && *h != p.splits_fingerprint()
+    {
+        bail!(
+            "{}: the splits were made with other settings; run `mode split` again (make all does)",
+            a.data.display()
+        );
+    }
+    let steps = (samples.len().div_ceil(p.train.batch_size) * p.train.epochs) as u64;
+    let bar = crate::progress::bar(steps, "train");
+    let progress = |done: usize, _| bar.set_position(done as u64);
+    let (net, epochs, state) = match &a.init {
+        None => fit_fresh(p, &samples, progress)?,
+        Some(init) => {
+            let net = Net::read(init)?;
+            net.check_data(&samples.meta, &a.data)?;
+            let seed = derive_seed(p.seed, "continue");
+            let (net, epochs, state) = model::fit(
+                net,
+                &samples.pixels,
+                &samples.labels,
+                &p.train,
+                seed,
+                None,
+                progress,
+            )?;
+            (net.with_settings(""), epochs, state)
         }
     };
-    let steps = (samples.len().div_ceil(cfg.batch_size) * cfg.epochs) as u64;
-    let bar = crate::progress::bar(steps, "train");
-    let (net, epochs) = model::fit(
-        net,
-        &samples.pixels,
-        &samples.labels,
-        cfg,
-        shuffle_seed,
-        |done, _| bar.set_position(done as u64),
-    )?;
     bar.finish_and_clear();
     for e in &epochs {
         tracing::info!(
             "epoch {}/{}: loss {:.4}, accuracy {:.4}, {:.2} s",
             e.epoch,
-            cfg.epochs,
+            p.train.epochs,
             e.loss,
             e.accuracy,
             e.seconds
         );
     }
-    net.save(&arch, &out_dir.join(artifacts::MODEL))?;
-    TrainLogRow::write(&out_dir.join(artifacts::TRAIN_LOG), &log_rows(&epochs))?;
+    // The log first: the model is the file make watches, so a run killed in between is redone.
+    log_rows(&epochs).write(&a.out.train_log())?;
+    state.write(&a.out.optimizer())?;
+    net.write(&a.out.model())?;
     Ok(TrainReport {
         samples: samples.len(),
         epochs,
-        seconds: t0.elapsed().as_secs_f64(),
+        out: a.out.path().to_path_buf(),
     })
-}
-
-/// The rows of `train_log.parquet` for these epochs.
-pub fn log_rows(epochs: &[model::EpochStats]) -> Vec<TrainLogRow> {
-    epochs
-        .iter()
-        .map(|e| TrainLogRow {
-            epoch: e.epoch as u32,
-            loss: e.loss,
-            accuracy: e.accuracy,
-            seconds: e.seconds,
-        })
-        .collect()
-}
-
-/// A fresh model (the pipeline's architecture and weight seed) trained on `samples` with the
-/// `[train]` section, shuffled from the pipeline's "train" stream — what `mode train` does.
-pub fn fit_fresh(
-    p: &Pipeline,
-    samples: &Samples,
-) -> Result<(Mlp, Architecture, Vec<model::EpochStats>)> {
-    let m = &samples.meta;
-    let arch = Architecture::mlp(m.height, m.width, m.classes, &p.model.hidden);
-    let net = Mlp::init(&arch, p.model_seed(), &model::device(true));
-    let seed = crate::config::derive_seed(p.seed, "train");
-    let (net, epochs) = model::fit(
-        net,
-        &samples.pixels,
-        &samples.labels,
-        &p.train,
-        seed,
-        |_, _| {},
-    )?;
-    Ok((net, arch, epochs))
-}
-
-/// `mode train --data FILE [--init MODEL] --out DIR`.
-pub fn run(p: &Pipeline, data: &Path, init: Option<&Path>, out_dir: &Path) -> Result<TrainReport> {
-    let samples = Samples::read(data)?;
-    if samples.is_empty() {
-        bail!("{}: no samples to train on", data.display());
-    }
-    let seed =
-        crate::config::derive_seed(p.seed, if init.is_some() { "continue" } else { "train" });
-    train_samples(p, &samples, init, &p.train, seed, out_dir)
 }

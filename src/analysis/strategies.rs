@@ -1,0 +1,343 @@
+//! Active-learning selection strategies, as pure functions over ndarray: uncertainty scores
+//! (DeepGini, margin, entropy, least confidence) that rank a pool, and the diversity
+//! strategies core-set (k-center greedy) and BADGE (k-means++ on gradient embeddings) that
+//! pick a set. Every function returns pool row indices, best first; ties go to the lower index.
+
+use ndarray::{Array1, ArrayView1, ArrayView2, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+/// An uncertainty score of a probability row: larger = more uncertain = picked first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncertainty {
+    /// DeepGini impurity 1 − Σp².
+    Gini,
+    /// Negative margin: −(top-1 − top-2) (the smallest margin first).
+    Margin,
+    /// Entropy −Σ p ln p.
+    Entropy,
+    /// Least confidence 1 − max p.
+    LeastConfidence,
+}
+
+impl Uncertainty {
+    /// The name recorded in `scores.parquet` (`metric` column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Uncertainty::Gini => "gini",
+            Uncertainty::Margin => "margin",
+            Uncertainty::Entropy => "entropy",
+            Uncertainty::LeastConfidence => "least-confidence",
+        }
+    }
+
+    /// The score of one row, larger = more uncertain. For `Margin` this is the margin itself
+    /// (top-1 − top-2, smaller = more uncertain); [`rank_uncertain`] orders accordingly.
+    pub fn score(self, p: ArrayView1<f32>) -> f64 {
+        match self {
+            Uncertainty::Gini => 1.0 - p.iter().map(|&v| (v as f64).powi(2)).sum::<f64>(),
+            Uncertainty::Entropy => -p
+                .iter()
+                .filter(|&&v| v > 0.0)
+                .map(|&v| v as f64 * (v as f64).ln())
+                .sum::<f64>(),
+            Uncertainty::LeastConfidence => {
+                1.0 - p.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64
+            }
+            Uncertainty::Margin => {
+                let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for &v in p {
+                    if v > a {
+                        b = a;
+                        a = v;
+                    } else if v > b {
+                        b = v;
+                    }
+                }
+                if b == f32::NEG_INFINITY {
+                    b = 0.0;
+                }
+                (a - b) as f64
+            }
+        }
+    }
+
+    /// Whether a smaller score is more uncertain (only the margin).
+    pub fn smaller_first(self) -> bool {
+        self == Uncertainty::Margin
+    }
+}
+
+/// Scores of every row and the rows ranked most uncertain first.
+pub fn rank_uncertain(probs: ArrayView2<f32>, u: Uncertainty) -> (Vec<f64>, Vec<usize>) {
+    let scores: Vec<f64> = probs.rows().into_iter().map(|r| u.score(r)).collect();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    if u.smaller_first() {
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    } else {
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    }
+    (scores, order)
+}
+
+/// Squared Euclidean distance from every row of `x` to its nearest row of `centres`, by blocks
+/// of a matrix product (‖x‖² + ‖c‖² − 2 x·c), rows of `x` in parallel.
+pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32> {
+    let n = x.nrows();
+    if centres.nrows() == 0 {
+        return vec![f32::INFINITY; n];
+    }
+    let cn: Array1<f32> = centres.rows().into_iter().map(|r| r.dot(&r)).collect();
+    const BLOCK: usize = 512;
+    let mut out = vec![f32::INFINITY; n];
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, dst)| {
+        let rows = x.slice(ndarray::s![b * BLOCK..b * BLOCK + dst.len(), ..]);
+        let xn: Vec<f32> = rows.rows().into_iter().map(|r| r.dot(&r)).collect();
+        for c0 in (0..centres.nrows()).step_by(4096) {
+            let c = centres.slice(ndarray::s![c0..(c0 + 4096).min(centres.nrows()), ..]);
+            let prod = rows.dot(&c.t());
+            for (i, row) in prod.axis_iter(Axis(0)).enumerate() {
+                for (j, &d) in row.iter().enumerate() {
+                    let v = (xn[i] + cn[c0 + j] - 2.0 * d).max(0.0);
+                    if v < dst[i] {
+                        dst[i] = v;
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// k-center greedy (the core-set baseline): repeatedly take the candidate farthest from every
+/// centre so far. `centres` are the already-trained-on points; with none, the first pick is a
+/// seeded random candidate. Returns `k` picks in order: (candidate row, its squared distance to
+/// the nearest centre when picked; infinite for a seeded first pick).
+pub fn k_center_greedy(
+    candidates: ArrayView2<f32>,
+    centres: ArrayView2<f32>,
+    k: usize,
+    seed: u64,
+) -> Vec<(usize, f32)> {
+    let n = candidates.nrows();
+    let k = k.min(n);
+    let mut picked = Vec::with_capacity(k);
+    if k == 0 {
+        return picked;
+    }
+    let mut dist = nearest_sq_dist(candidates, centres);
+    if centres.nrows() == 0 {
+        let first = ChaCha8Rng::seed_from_u64(seed).random_range(0..n);
+        picked.push((first, f32::INFINITY));
+        update_min(&mut dist, candidates, first);
+    }
+    while picked.len() < k {
+        let best = argmax_first(&dist);
+        picked.push((best, dist[best]));
+        update_min(&mut dist, candidates, best);
+    }
+    picked
+}
+
+fn update_min(dist: &mut [f32], x: ArrayView2<f32>, c: usize) {
+    let centre = x.row(c);
+    dist.par_iter_mut().enumerate().for_each(|(i, d)| {
+        let v: f32 = x
+            .row(i)
+            .iter()
+            .zip(centre.iter())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        if v < *d {
+            *d = v;
+        }
+    });
+}
+
+fn argmax_first(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// BADGE's gradient embedding of one sample: (p − onehot(ŷ)) ⊗ h, `classes × width` values
+/// (the gradient of the cross-entropy at the predicted label with respect to the last layer's
+/// weights).
+pub fn badge_embedding(p: ArrayView1<f32>, h: ArrayView1<f32>) -> Vec<f32> {
+    let yhat = crate::artifacts::argmax(p.iter().copied());
+    let mut g = Vec::with_capacity(p.len() * h.len());
+    for (c, &pc) in p.iter().enumerate() {
+        let u = pc - if c == yhat { 1.0 } else { 0.0 };
+        g.extend(h.iter().map(|&v| u * v));
+    }
+    g
+}
+
+/// BADGE: k-means++ seeding over the gradient embeddings of the candidates (probabilities `p`,
+/// last hidden layer `h`). The first pick is the largest embedding; each next one is drawn
+/// with probability ∝ its squared distance to the nearest pick (seeded). The embeddings are
+/// rank one, so a distance costs classes + width products instead of classes × width.
+/// Returns `k` picks in order: (candidate row, its squared distance to the nearest earlier pick;
+/// the first: its squared norm).
+pub fn badge(p: ArrayView2<f32>, h: ArrayView2<f32>, k: usize, seed: u64) -> Vec<(usize, f32)> {
+    let mut scores = Vec::new();
+    let picks = badge_rows(p, h, k, seed, &mut scores);
+    picks.into_iter().zip(scores).collect()
+}
+
+fn badge_rows(
+    p: ArrayView2<f32>,
+    h: ArrayView2<f32>,
+    k: usize,
+    seed: u64,
+    scores: &mut Vec<f32>,
+) -> Vec<usize> {
+    let n = p.nrows();
+    let k = k.min(n);
+    let mut picked = Vec::with_capacity(k);
+    if k == 0 {
+        return picked;
+    }
+    // u_i = p_i − onehot(ŷ_i); ‖g_i‖² = ‖u_i‖²‖h_i‖²; g_i·g_j = (u_i·u_j)(h_i·h_j).
+    let u: Vec<Vec<f32>> = p
+        .rows()
+        .into_iter()
+        .map(|r| {
+            let yhat = crate::artifacts::argmax(r.iter().copied());
+            r.iter()
+                .enumerate()
+                .map(|(c, &v)| v - if c == yhat { 1.0 } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let uu: Vec<f32> = u.iter().map(|v| v.iter().map(|x| x * x).sum()).collect();
+    let hh: Vec<f32> = h.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let norms: Vec<f32> = (0..n).map(|i| uu[i] * hh[i]).collect();
+    let first = argmax_first(&norms);
+    picked.push(first);
+    scores.push(norms[first]);
+    let mut dist = vec![f32::INFINITY; n];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut last = first;
+    while picked.len() < k {
+        let (uc, hc) = (&u[last], h.row(last));
+        dist.par_iter_mut().enumerate().for_each(|(i, d)| {
+            let cross = u[i].iter().zip(uc).map(|(a, b)| a * b).sum::<f32>() * h.row(i).dot(&hc);
+            let v = (norms[i] + norms[last] - 2.0 * cross).max(0.0);
+            if v < *d {
+                *d = v;
+            }
+        });
+        for &j in &picked {
+            dist[j] = 0.0;
+        }
+        let total: f64 = dist.iter().map(|&d| d as f64).sum();
+        let next = if total <= 0.0 {
+            // Every remaining embedding coincides with a pick: take the first free row.
+            (0..n).find(|i| !picked.contains(i)).expect("k ≤ n")
+        } else {
+            let mut t = rng.random::<f64>() * total;
+            let mut chosen = n - 1;
+            for (i, &d) in dist.iter().enumerate() {
+                t -= d as f64;
+                if t < 0.0 && d > 0.0 {
+                    chosen = i;
+                    break;
+                }
+            }
+            if dist[chosen] <= 0.0 {
+                chosen = argmax_first(&dist);
+            }
+            chosen
+        };
+        scores.push(dist[next]);
+        picked.push(next);
+        last = next;
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::arr2;
+
+    #[test]
+    fn margin_ranks_an_even_split_first() {
+        let p = arr2(&[[0.9f32, 0.1], [0.5, 0.5], [0.7, 0.3]]);
+        let (s, order) = rank_uncertain(p.view(), Uncertainty::Margin);
+        assert!((s[1] - 0.0).abs() < 1e-9 && (s[0] - 0.8).abs() < 1e-6);
+        assert_eq!(order, [1, 2, 0]);
+        for u in [
+            Uncertainty::Entropy,
+            Uncertainty::LeastConfidence,
+            Uncertainty::Gini,
+        ] {
+            assert_eq!(rank_uncertain(p.view(), u).1, [1, 2, 0], "{u:?}");
+        }
+        let (s, _) = rank_uncertain(p.view(), Uncertainty::Entropy);
+        assert!((s[1] - std::f64::consts::LN_2).abs() < 1e-6);
+        assert!((Uncertainty::LeastConfidence.score(p.row(0)) - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn k_center_picks_the_farthest_point_first() {
+        let x = arr2(&[[0.0f32, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 5.0]]);
+        let centres = arr2(&[[0.0f32, 0.0]]);
+        let picks = k_center_greedy(x.view(), centres.view(), 3, 1);
+        assert_eq!(picks[0], (2, 100.0), "10 away from the centre");
+        assert_eq!(
+            picks[1],
+            (3, 50.0),
+            "then the farthest from {{(0,0), (10,0)}}"
+        );
+        assert_eq!(picks[2].0, 1);
+        let d = nearest_sq_dist(x.view(), arr2(&[[0.0f32, 0.0], [10.0, 0.0]]).view());
+        assert_eq!(d, vec![0.0, 1.0, 0.0, 50.0]);
+        // No centres: the first pick is seeded, and the same seed picks the same.
+        let none = ndarray::Array2::<f32>::zeros((0, 2));
+        let a = k_center_greedy(x.view(), none.view(), 2, 9);
+        assert_eq!(a, k_center_greedy(x.view(), none.view(), 2, 9));
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn badge_embedding_has_classes_times_width_values() {
+        let p = arr2(&[[0.7f32, 0.2, 0.1]]);
+        let h = arr2(&[[1.0f32, 2.0]]);
+        let g = badge_embedding(p.row(0), h.row(0));
+        assert_eq!(g.len(), 3 * 2);
+        // ŷ = 0: u = (−0.3, 0.2, 0.1)
+        let want = [-0.3f32, -0.6, 0.2, 0.4, 0.1, 0.2];
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn badge_starts_with_the_largest_gradient_and_spreads_out() {
+        // Rows 0 and 1 identical and confident; row 2 uncertain with a large h; row 3 mid.
+        let p = arr2(&[[0.99f32, 0.01], [0.99, 0.01], [0.5, 0.5], [0.6, 0.4]]);
+        let h = arr2(&[[1.0f32, 1.0], [1.0, 1.0], [5.0, 5.0], [1.0, -1.0]]);
+        let picks = badge(p.view(), h.view(), 3, 3);
+        assert_eq!(picks[0].0, 2);
+        let mut sorted: Vec<usize> = picks.iter().map(|p| p.0).collect();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3, "distinct picks");
+        // The rank-one distance equals the explicit one.
+        let g: Vec<Vec<f32>> = (0..4)
+            .map(|i| badge_embedding(p.row(i), h.row(i)))
+            .collect();
+        let explicit: f32 = g[2].iter().zip(&g[3]).map(|(a, b)| (a - b) * (a - b)).sum();
+        let n = |i: usize| g[i].iter().map(|x| x * x).sum::<f32>();
+        let cross: f32 = g[2].iter().zip(&g[3]).map(|(a, b)| a * b).sum();
+        assert!((explicit - (n(2) + n(3) - 2.0 * cross)).abs() < 1e-4);
+        assert_eq!(badge(p.view(), h.view(), 3, 3), picks, "seeded");
+    }
+}

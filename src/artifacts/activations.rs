@@ -1,0 +1,131 @@
+//! `activations/<split>.parquet`: `id`, `label`, `predicted`, then one
+//! `FixedSizeList<Float32, width>` column per recorded layer in order (`dense_1`, …, `output` =
+//! class probabilities). The layer order is in the metadata key `mode.layers`.
+
+use super::Artifact;
+use super::tensor::{Col, TensorFile, write_tensors};
+use anyhow::{Result, anyhow};
+use ndarray::Array2;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The probabilities' column: every activations file ends with it.
+pub const OUTPUT: &str = "output";
+/// The pseudo-layer of the input pixels in layer selection (never a column).
+pub const INPUT: &str = "input";
+
+const LAYERS_KEY: &str = "mode.layers";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activations {
+    pub ids: Vec<u32>,
+    pub labels: Vec<u16>,
+    pub predicted: Vec<u16>,
+    pub layers: Vec<(String, Array2<f32>)>,
+    /// Further metadata: `mode.model`, `mode.architecture`, `mode.probe.conv`, …
+    pub info: BTreeMap<String, String>,
+}
+
+impl Activations {
+    pub fn layer(&self, name: &str) -> Result<&Array2<f32>> {
+        self.layers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m)
+            .ok_or_else(|| {
+                anyhow!(
+                    "no layer {name:?} in activations (have {:?})",
+                    self.layer_names()
+                )
+            })
+    }
+
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The class probabilities (the `output` column).
+    pub fn probs(&self) -> Result<&Array2<f32>> {
+        self.layer(OUTPUT)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl Artifact for Activations {
+    fn write(&self, path: &Path) -> Result<()> {
+        let mut cols = vec![
+            Col::u32("id", self.ids.clone()),
+            Col::u16("label", self.labels.clone()),
+            Col::u16("predicted", self.predicted.clone()),
+        ];
+        for (name, m) in &self.layers {
+            cols.push(Col::tensor(name, m.clone()));
+        }
+        let mut kv = self.info.clone();
+        kv.insert(
+            LAYERS_KEY.into(),
+            self.layers
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        write_tensors(path, cols, &kv)
+    }
+
+    fn read(path: &Path) -> Result<Activations> {
+        let t = TensorFile::read(path)?;
+        let names: Vec<String> = t
+            .meta(LAYERS_KEY)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: no {LAYERS_KEY} metadata: list the layer columns there, in order, comma-separated (see the README's activations contract)",
+                    path.display()
+                )
+            })?
+            .split(',')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if names.last().map(String::as_str) != Some(OUTPUT) {
+            anyhow::bail!(
+                "{}: the last layer in {LAYERS_KEY} must be {OUTPUT:?} (the class probabilities), got {names:?}",
+                path.display()
+            );
+        }
+        let layers = names
+            .iter()
+            .map(|n| Ok((n.clone(), t.tensor(n)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let info = t
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.as_str() != LAYERS_KEY && k.as_str() != "ARROW:schema")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let a = Activations {
+            ids: t.u32("id")?,
+            labels: t.u16("label")?,
+            predicted: t.u16("predicted")?,
+            layers,
+            info,
+        };
+        let classes = a.probs()?.ncols();
+        if let Some(i) = a.labels.iter().position(|&l| l as usize >= classes) {
+            anyhow::bail!(
+                "{}: label {} in row {i} is not below the {classes} classes of {OUTPUT:?}",
+                path.display(),
+                a.labels[i]
+            );
+        }
+        Ok(a)
+    }
+}

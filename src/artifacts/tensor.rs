@@ -1,0 +1,302 @@
+//! Tensor artifacts: rows with `FixedSizeList<Float32, N>` columns, written and read with
+//! arrow-rs + parquet. Every float column read back is checked to be finite.
+
+use super::io::{open, write_atomic};
+use anyhow::{Context, Result, anyhow, bail};
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
+    UInt16Array, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, UInt16Type, UInt32Type};
+use ndarray::Array2;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A column of a tensor artifact being written.
+pub struct Col {
+    pub name: String,
+    pub array: ArrayRef,
+    pub nullable: bool,
+}
+
+impl Col {
+    pub fn u32(name: &str, v: Vec<u32>) -> Col {
+        Col {
+            name: name.into(),
+            array: Arc::new(UInt32Array::from(v)),
+            nullable: false,
+        }
+    }
+    pub fn u16(name: &str, v: Vec<u16>) -> Col {
+        Col {
+            name: name.into(),
+            array: Arc::new(UInt16Array::from(v)),
+            nullable: false,
+        }
+    }
+    pub fn u16_opt(name: &str, v: Vec<Option<u16>>) -> Col {
+        Col {
+            name: name.into(),
+            array: Arc::new(UInt16Array::from(v)),
+            nullable: true,
+        }
+    }
+    pub fn f32(name: &str, v: Vec<f32>) -> Col {
+        Col {
+            name: name.into(),
+            array: Arc::new(Float32Array::from(v)),
+            nullable: false,
+        }
+    }
+    pub fn str(name: &str, v: Vec<String>) -> Col {
+        Col {
+            name: name.into(),
+            array: Arc::new(StringArray::from(v)),
+            nullable: false,
+        }
+    }
+    /// A `FixedSizeList<Float32, ncols>` column with one row per matrix row.
+    pub fn tensor(name: &str, m: Array2<f32>) -> Col {
+        let width = m.ncols();
+        let m = if m.is_standard_layout() {
+            m
+        } else {
+            m.as_standard_layout().to_owned()
+        };
+        let (values, offset) = m.into_raw_vec_and_offset();
+        debug_assert!(offset.unwrap_or(0) == 0);
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let array = FixedSizeListArray::new(
+            item,
+            width as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        );
+        Col {
+            name: name.into(),
+            array: Arc::new(array),
+            nullable: false,
+        }
+    }
+}
+
+/// Write a tensor artifact with key-value metadata.
+pub fn write_tensors(
+    path: &Path,
+    cols: Vec<Col>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    write_tensors_with(path, cols, metadata, false)
+}
+
+/// As [`write_tensors`]; `dictionary` turns on Parquet dictionary encoding, which suits
+/// columns of few distinct values (8-bit pixels) and slows down everything else.
+pub fn write_tensors_with(
+    path: &Path,
+    cols: Vec<Col>,
+    metadata: &BTreeMap<String, String>,
+    dictionary: bool,
+) -> Result<()> {
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|c| Field::new(&c.name, c.array.data_type().clone(), c.nullable))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|c| c.array).collect())
+        .with_context(|| format!("building {}", path.display()))?;
+    let kv: Vec<KeyValue> = metadata
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(16_384))
+        .set_dictionary_enabled(dictionary)
+        .set_key_value_metadata(Some(kv))
+        .build();
+    write_atomic(path, |file| {
+        let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
+        w.write(&batch)?;
+        w.close()?;
+        Ok(())
+    })
+}
+
+/// A tensor artifact read back whole.
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub batch: RecordBatch,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TensorFile {
+    /// Read a whole file; row groups are decoded in parallel.
+    pub fn read(path: &Path) -> Result<TensorFile> {
+        let file = open(path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+        let metadata = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kv| {
+                kv.iter()
+                    .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let schema = builder.schema().clone();
+        let groups = builder.metadata().num_row_groups();
+        let read_group = |g: usize| -> Result<Vec<RecordBatch>> {
+            let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)?;
+            let reader = b
+                .with_row_groups(vec![g])
+                .with_batch_size(1 << 20)
+                .build()?;
+            Ok(reader.collect::<Result<Vec<_>, _>>()?)
+        };
+        use rayon::prelude::*;
+        let parts: Vec<Result<Vec<RecordBatch>>> =
+            (0..groups).into_par_iter().map(read_group).collect();
+        let mut batches = Vec::new();
+        for p in parts {
+            batches.extend(p.with_context(|| format!("reading {}", path.display()))?);
+        }
+        let batch = match batches.len() {
+            1 => batches.pop().expect("one batch"),
+            _ => arrow::compute::concat_batches(&schema, &batches)?,
+        };
+        Ok(TensorFile {
+            path: path.into(),
+            batch,
+            metadata,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.batch.column_by_name(name).is_some()
+    }
+
+    fn col(&self, name: &str) -> Result<&ArrayRef> {
+        let c = self.batch.column_by_name(name).ok_or_else(|| {
+            anyhow!(
+                "{}: missing column {name:?} (has {:?})",
+                self.path.display(),
+                self.column_names()
+            )
+        })?;
+        if c.null_count() > 0 {
+            bail!("{}: column {name:?} has nulls", self.path.display());
+        }
+        Ok(c)
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        self.batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    pub fn u32(&self, name: &str) -> Result<Vec<u32>> {
+        let c = arrow::compute::cast(self.col(name)?, &DataType::UInt32).with_context(|| {
+            format!(
+                "{}: column {name:?} is not an unsigned integer",
+                self.path.display()
+            )
+        })?;
+        Ok(c.as_primitive::<UInt32Type>().values().to_vec())
+    }
+
+    pub fn u16(&self, name: &str) -> Result<Vec<u16>> {
+        let c = arrow::compute::cast(self.col(name)?, &DataType::UInt16).with_context(|| {
+            format!(
+                "{}: column {name:?} does not fit UInt16",
+                self.path.display()
+            )
+        })?;
+        Ok(c.as_primitive::<UInt16Type>().values().to_vec())
+    }
+
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let c = arrow::compute::cast(self.col(name)?, &DataType::Float32)?;
+        let v = c.as_primitive::<Float32Type>().values().to_vec();
+        self.check_finite(name, &v, 1)?;
+        Ok(v)
+    }
+
+    /// Every value finite, else an error naming the file, the column and the first bad row.
+    fn check_finite(&self, name: &str, values: &[f32], width: usize) -> Result<()> {
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: column {name:?} has a non-finite value ({}) in row {} (of {}); the file is corrupt or was written from a diverged model",
+                self.path.display(),
+                values[i],
+                i / width.max(1),
+                self.rows()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn str(&self, name: &str) -> Result<Vec<String>> {
+        let c = arrow::compute::cast(self.col(name)?, &DataType::Utf8)?;
+        Ok(c.as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_string())
+            .collect())
+    }
+
+    pub fn u16_opt(&self, name: &str) -> Result<Vec<Option<u16>>> {
+        let c = self
+            .batch
+            .column_by_name(name)
+            .ok_or_else(|| anyhow!("{}: missing column {name:?}", self.path.display()))?;
+        let c = arrow::compute::cast(c, &DataType::UInt16)?;
+        Ok(c.as_primitive::<UInt16Type>().iter().collect())
+    }
+
+    /// A `FixedSizeList<Float32>` (or `List<Float32>`) column as a matrix, one row per row.
+    pub fn tensor(&self, name: &str) -> Result<Array2<f32>> {
+        let c = self.col(name)?;
+        let n = c.len();
+        let (width, values) = match c.data_type() {
+            DataType::FixedSizeList(_, w) => {
+                let l = c.as_fixed_size_list();
+                if l.values().null_count() > 0 {
+                    bail!("{}: column {name:?} has null values", self.path.display());
+                }
+                let v = arrow::compute::cast(l.values(), &DataType::Float32)?;
+                let start = l.offset() * *w as usize;
+                (
+                    *w as usize,
+                    v.as_primitive::<Float32Type>().values()[start..start + n * *w as usize]
+                        .to_vec(),
+                )
+            }
+            other => bail!(
+                "{}: column {name:?} has type {other}, expected FixedSizeList<Float32>",
+                self.path.display()
+            ),
+        };
+        self.check_finite(name, &values, width)?;
+        Array2::from_shape_vec((n, width), values)
+            .map_err(|e| anyhow!("{}: {e}", self.path.display()))
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(|s| s.as_str())
+    }
+}

@@ -1,0 +1,521 @@
+//! The command line: clap types, turned into checked inputs of one stage, run under the
+//! output root's lock. Library types derive no clap traits; this is the only module that
+//! knows the flags.
+
+use crate::arm::Arm;
+use crate::artifacts::{IterDir, Layout, Lock, LockKind, Split};
+use crate::config::Pipeline;
+use crate::stages::{self, At, Ctx};
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "mode",
+    version,
+    about = "MODE: debug a neural network by state differential analysis and input selection"
+)]
+pub struct Cli {
+    /// Pipeline file with the parameters (pipelines/<name>.toml); built-in defaults otherwise.
+    #[arg(long, short, global = true)]
+    pipeline: Option<PathBuf>,
+    /// Override one pipeline parameter, e.g. --set mode.theta=0.9 (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Output folder of the pipeline [default: output/<pipeline name>].
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Only print errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Worker threads for the runners (arms, seeds, settings and row-parallel scoring run on
+    /// them; each training runs on one) [default: RAYON_NUM_THREADS, else every core].
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// An arm's iteration, for the loop's stages.
+#[derive(Args, Clone)]
+struct AtArgs {
+    /// The arm: mode-<metric>[-nols], label-random, uncertainty, random, …
+    #[arg(long)]
+    arm: Arm,
+    /// The iteration (1-based).
+    #[arg(long)]
+    iteration: u32,
+}
+
+impl AtArgs {
+    fn at(&self) -> At {
+        At {
+            arm: self.arm,
+            k: self.iteration,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Split idx data into train / bug-fix pool / test Parquet files.
+    Split {
+        /// Folder with the idx files [default: data.idx_dir].
+        #[arg(long)]
+        idx_dir: Option<PathBuf>,
+        /// Output folder [default: <root>/splits].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Train the initial model on a Parquet of samples (or continue one with --init).
+    Train {
+        /// Samples to train on [default: <root>/splits/train.parquet].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Continue training this model instead of starting from fresh weights.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Output folder for model.safetensors and train_log.parquet [default: <root>/initial].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Epochs (overrides train.epochs).
+        #[arg(long)]
+        epochs: Option<usize>,
+    },
+    /// Evaluate a model on a split: metrics.parquet and predictions.parquet.
+    Evaluate {
+        /// The arm whose iteration is evaluated (with --iteration); else the initial model.
+        #[arg(long, requires = "iteration", conflicts_with_all = ["model", "data", "out"])]
+        arm: Option<Arm>,
+        #[arg(long, requires = "arm")]
+        iteration: Option<u32>,
+        /// Model file [default: <root>/initial/model.safetensors].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Samples [default: <root>/splits/test.parquet].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output folder [default: the model's folder].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Record every layer's activations: an arm's iteration, or any model on any samples.
+    Probe {
+        #[arg(long, requires = "iteration", conflicts_with_all = ["model", "data", "out"])]
+        arm: Option<Arm>,
+        #[arg(long, requires = "arm")]
+        iteration: Option<u32>,
+        /// Model file (instead of --arm/--iteration).
+        #[arg(long, requires = "out")]
+        model: Option<PathBuf>,
+        /// Sample files to probe (repeatable) [default: the train and test splits].
+        #[arg(long)]
+        data: Vec<PathBuf>,
+        /// Folder: writes <out>/activations/<file stem>.parquet.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Target-layer selection with feature models: layers.parquet and heads/.
+    Layers {
+        #[arg(long, requires = "iteration", required_unless_present = "input_only")]
+        arm: Option<Arm>,
+        #[arg(long, requires = "arm")]
+        iteration: Option<u32>,
+        /// Only fit the input-pixel feature model (<root>/input_head.parquet).
+        #[arg(long, conflicts_with = "arm")]
+        input_only: bool,
+    },
+    /// Heat maps per label and the diagnosis: heatmaps.parquet and diagnosis.parquet.
+    Heatmap(AtArgs),
+    /// Choose the next retraining batch: scores.parquet, batch.parquet, pool.parquet.
+    Select(AtArgs),
+    /// Continue training the previous model on the selected batch.
+    Retrain(AtArgs),
+    /// Run the loop for many arms in one process (same steps, same files), in parallel.
+    Experiment {
+        /// Arms, comma-separated, or a set ("all": the 21 arms of the replication).
+        #[arg(long, default_value = "all")]
+        arms: String,
+    },
+    /// Many seeds × arms in one process: sweep.parquet, sweep_summary.parquet and .md.
+    Sweep {
+        /// Number of seeds (seed, seed + 1, …).
+        #[arg(long, default_value_t = 10)]
+        seeds: usize,
+        /// Arms, comma-separated, or a set; must include the control `random`.
+        #[arg(long, default_value = "all")]
+        arms: String,
+        /// Folder with the idx files [default: data.idx_dir].
+        #[arg(long)]
+        idx_dir: Option<PathBuf>,
+        /// Keep every seed's artifacts under <root>/sweep/seed-<s>/.
+        #[arg(long)]
+        keep_artifacts: bool,
+    },
+    /// Protocol settings × arms × seeds: ablation.parquet, ablation_summary.parquet and .md.
+    Ablate {
+        /// A setting: "base" or overrides "k=v; k=v" (repeatable) [default: ablate.settings].
+        #[arg(long = "setting", value_name = "K=V; K=V")]
+        settings: Vec<String>,
+        /// Arms, comma-separated, or a set [default: ablate.arms].
+        #[arg(long)]
+        arms: Option<String>,
+        /// Seeds per setting [default: ablate.seeds].
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// Folder with the idx files [default: data.idx_dir].
+        #[arg(long)]
+        idx_dir: Option<PathBuf>,
+    },
+    /// Summarise every arm against the control: summary.parquet and the seed's tables.
+    Summary {
+        /// Output file [default: <root>/summary.parquet].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Include incomplete runs (flagged `interrupted`) instead of refusing them.
+        #[arg(long)]
+        allow_incomplete: bool,
+    },
+    /// The HTML report with PNG figures: <root>/report/index.html.
+    Report {
+        /// The MODE arm whose analysis is shown [default: mode-<select.metric>].
+        #[arg(long)]
+        arm: Option<Arm>,
+        /// The pair i,k of the HC_i − HC_k map.
+        #[arg(long, default_value = "3,5", value_parser = parse_pair)]
+        pair: (u16, u16),
+        /// Output folder [default: <root>/report].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// What the Makefile needs: iterations, arms, artifact paths, the chain's make rules.
+    Info {
+        #[command(subcommand)]
+        what: InfoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InfoCommand {
+    /// mode.max_iter after --set.
+    MaxIter,
+    /// The arms of a list, sets expanded.
+    Arms { list: String },
+    /// The path of an artifact (of --arm's --iteration; iteration 0 = the initial model).
+    Path {
+        artifact: String,
+        #[arg(long)]
+        arm: Option<Arm>,
+        #[arg(long, default_value_t = 0)]
+        iteration: u32,
+    },
+    /// Make rules of the foundation, the in-process loop and the per-stage chain.
+    Makefile {
+        #[arg(long, default_value = "all")]
+        experiment: String,
+        #[arg(long, default_value = "mode-dot,random")]
+        chain: String,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(u16, u16), String> {
+    s.split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .ok_or_else(|| format!("{s:?} must be two labels, e.g. 3,5"))
+}
+
+/// What a command printed: a one-line log, or text for standard output.
+pub enum Printed {
+    Log(String),
+    Stdout(String),
+}
+
+fn log(r: impl std::fmt::Display) -> Printed {
+    Printed::Log(r.to_string())
+}
+
+fn out(r: impl std::fmt::Display) -> Printed {
+    Printed::Stdout(r.to_string())
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Split { .. } => "split",
+            Command::Train { .. } => "train",
+            Command::Evaluate { .. } => "evaluate",
+            Command::Probe { .. } => "probe",
+            Command::Layers { .. } => "layers",
+            Command::Heatmap(_) => "heatmap",
+            Command::Select(_) => "select",
+            Command::Retrain(_) => "retrain",
+            Command::Experiment { .. } => "experiment",
+            Command::Sweep { .. } => "sweep",
+            Command::Ablate { .. } => "ablate",
+            Command::Summary { .. } => "summary",
+            Command::Report { .. } => "report",
+            Command::Info { .. } => "info",
+        }
+    }
+
+    /// How the command holds the output root: (root, kind, unit, sweep the root's
+    /// temporaries); `None`: it writes nothing. An explicit `--out` folder is locked as a unit
+    /// of its parent folder.
+    fn lock(&self, layout: &Layout) -> Option<(PathBuf, LockKind, Option<String>, bool)> {
+        let root = layout.root.clone();
+        let shared = |unit: String| Some((root.clone(), LockKind::Shared, Some(unit), true));
+        let own = |dir: &Path| {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            let name = dir.file_name().map(|n| n.to_string_lossy().to_string());
+            Some((
+                parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                LockKind::Shared,
+                Some(name.unwrap_or_else(|| "out".into())),
+                false,
+            ))
+        };
+        let arm = |a: &Arm| shared(format!("runs/{a}"));
+        match self {
+            Command::Split { out: Some(d), .. } | Command::Train { out: Some(d), .. } => own(d),
+            Command::Evaluate { out: Some(d), .. } | Command::Probe { out: Some(d), .. } => own(d),
+            Command::Split { .. } => shared("splits".into()),
+            Command::Train { .. } | Command::Evaluate { arm: None, .. } => shared("initial".into()),
+            Command::Evaluate { arm: Some(a), .. } | Command::Probe { arm: Some(a), .. } => arm(a),
+            Command::Layers { arm: Some(a), .. } => arm(a),
+            Command::Layers { .. } => shared("input_head".into()),
+            Command::Heatmap(a) | Command::Select(a) | Command::Retrain(a) => arm(&a.arm),
+            Command::Sweep { .. } => shared("sweep".into()),
+            Command::Ablate { .. } => shared("ablation".into()),
+            Command::Experiment { .. } | Command::Summary { .. } | Command::Report { .. } => {
+                Some((root, LockKind::Exclusive, None, true))
+            }
+            Command::Probe { .. } | Command::Info { .. } => None,
+        }
+    }
+}
+
+/// Load and check the pipeline, take the lock, run the command; append its wall time to the
+/// root's timings log.
+pub fn run(cli: Cli) -> Result<Printed> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            bail!("--threads 0: give at least one thread");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads {n}: {e}"))?;
+    }
+    let mut p = Pipeline::load(cli.pipeline.as_deref(), &cli.set)?;
+    if let Command::Train {
+        epochs: Some(e), ..
+    } = cli.command
+    {
+        p.train.epochs = e;
+        p.validate()
+            .map_err(|err| anyhow::anyhow!("--epochs {e}: {err}"))?;
+    }
+    let layout = Layout::new(
+        cli.root
+            .clone()
+            .unwrap_or_else(|| Layout::default_root(&p.name)),
+    );
+    let ctx = Ctx { p, layout };
+    let _lock = match cli.command.lock(&ctx.layout) {
+        Some((root, kind, unit, sweep)) => Some(Lock::acquire(
+            &root,
+            kind,
+            unit.as_deref(),
+            &format!("mode {}", cli.command.name()),
+            sweep,
+        )?),
+        None => None,
+    };
+    let t0 = Instant::now();
+    let name = cli.command.name();
+    let printed = match dispatch(&ctx, cli.command)? {
+        Printed::Log(line) => Printed::Log(format!("{line} ({:.2} s)", t0.elapsed().as_secs_f64())),
+        other => other,
+    };
+    if ctx.layout.root.is_dir() && name != "info" {
+        use std::io::Write;
+        let line = format!("{name}\t{:.4}\n", t0.elapsed().as_secs_f64());
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ctx.layout.timings())
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+    Ok(printed)
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
+    let l = &ctx.layout;
+    let step_or = |arm: Option<Arm>, k: Option<u32>| arm.zip(k).map(|(arm, k)| At { arm, k });
+    Ok(match command {
+        Command::Split { idx_dir, out } => log(stages::split::run(
+            ctx,
+            &stages::split::SplitArgs {
+                idx_dir,
+                out: out.unwrap_or_else(|| l.splits_dir()),
+            },
+        )?),
+        Command::Train {
+            data, init, out, ..
+        } => log(stages::train::run(
+            ctx,
+            &stages::train::TrainArgs {
+                data: data.unwrap_or_else(|| l.split(Split::Train)),
+                init,
+                out: out.map(IterDir).unwrap_or_else(|| l.initial()),
+            },
+        )?),
+        Command::Evaluate {
+            arm,
+            iteration,
+            model,
+            data,
+            out,
+        } => {
+            use stages::evaluate::EvaluateArgs;
+            let a = match step_or(arm, iteration) {
+                Some(at) => EvaluateArgs::Step(at),
+                None => {
+                    let model = model.unwrap_or_else(|| l.initial().model());
+                    let out = out
+                        .or_else(|| model.parent().map(Path::to_path_buf))
+                        .unwrap_or_default();
+                    EvaluateArgs::Model {
+                        model,
+                        data: data.unwrap_or_else(|| l.split(Split::Test)),
+                        out: IterDir(out),
+                        arm: "initial".into(),
+                        iteration: 0,
+                    }
+                }
+            };
+            log(stages::evaluate::run(ctx, &a)?)
+        }
+        Command::Probe {
+            arm,
+            iteration,
+            model,
+            data,
+            out,
+        } => {
+            use stages::probe::ProbeArgs;
+            let a = match (step_or(arm, iteration), model, out) {
+                (Some(at), _, _) => ProbeArgs::Step(at),
+                (None, Some(model), Some(out)) => ProbeArgs::Model {
+                    model,
+                    data: if data.is_empty() {
+                        vec![l.split(Split::Train), l.split(Split::Test)]
+                    } else {
+                        data
+                    },
+                    out: IterDir(out),
+                },
+                _ => bail!("probe what? pass --arm A --iteration K, or --model FILE --out DIR"),
+            };
+            log(stages::probe::run(ctx, &a)?)
+        }
+        Command::Layers { arm, iteration, .. } => {
+            use stages::layers::LayersArgs;
+            let a = match step_or(arm, iteration) {
+                Some(at) => LayersArgs::Step(at),
+                None => LayersArgs::InputHead,
+            };
+            log(stages::layers::run(ctx, &a)?)
+        }
+        Command::Heatmap(a) => log(stages::heatmap::run(ctx, a.at())?),
+        Command::Select(a) => log(stages::select::run(ctx, a.at())?),
+        Command::Retrain(a) => log(stages::retrain::run(ctx, a.at())?),
+        Command::Experiment { arms } => log(stages::experiment::run(
+            ctx,
+            &stages::experiment::ExperimentArgs {
+                arms: Arm::parse_list(&arms)?,
+            },
+        )?),
+        Command::Sweep {
+            seeds,
+            arms,
+            idx_dir,
+            keep_artifacts,
+        } => out(stages::sweep::run(
+            ctx,
+            &stages::sweep::SweepArgs {
+                seeds,
+                arms: Arm::parse_list(&arms)?,
+                idx_dir,
+                keep: keep_artifacts,
+            },
+        )?),
+        Command::Ablate {
+            settings,
+            arms,
+            seeds,
+            idx_dir,
+        } => {
+            let list = if settings.is_empty() {
+                ctx.p.ablate.settings.clone()
+            } else {
+                settings
+            };
+            out(stages::ablate::run(
+                ctx,
+                &stages::ablate::AblateArgs {
+                    settings: list
+                        .iter()
+                        .map(|s| stages::ablate::Setting::parse(s))
+                        .collect::<Result<_>>()?,
+                    arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
+                    seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
+                    idx_dir,
+                },
+            )?)
+        }
+        Command::Summary {
+            out: file,
+            allow_incomplete,
+        } => out(stages::summary::run(
+            ctx,
+            &stages::summary::SummaryArgs {
+                out: file.unwrap_or_else(|| l.summary()),
+                allow_incomplete,
+            },
+        )?),
+        Command::Report { arm, pair, out } => log(stages::report::run(
+            ctx,
+            &stages::report::ReportArgs {
+                arm: arm.unwrap_or(Arm::mode(ctx.p.select.metric, true)),
+                pair,
+                out: out.unwrap_or_else(|| l.report_dir()),
+            },
+        )?),
+        Command::Info { what } => {
+            use stages::info::InfoArgs;
+            let a = match what {
+                InfoCommand::MaxIter => InfoArgs::MaxIter,
+                InfoCommand::Arms { list } => InfoArgs::Arms(Arm::parse_list(&list)?),
+                InfoCommand::Path {
+                    artifact,
+                    arm,
+                    iteration,
+                } => InfoArgs::Path {
+                    artifact,
+                    arm,
+                    k: iteration,
+                },
+                InfoCommand::Makefile { experiment, chain } => InfoArgs::Makefile {
+                    experiment: Arm::parse_list(&experiment)?,
+                    chain: Arm::parse_list(&chain)?,
+                },
+            };
+            out(stages::info::run(ctx, &a)?)
+        }
+    })
+}

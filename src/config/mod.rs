@@ -1,0 +1,349 @@
+//! The one typed configuration of a pipeline.
+//!
+//! A pipeline is a TOML file (`pipelines/<name>.toml`). Every field has a default, unknown keys
+//! are rejected, and [`Pipeline::validate`] checks every range before any stage does work.
+//! Command-line overrides (`--set section.key=value`) are applied to the TOML document before
+//! it is deserialised, so they go through exactly the same checks; an error they cause names
+//! the `--set` that caused it.
+
+mod check;
+mod sections;
+
+pub use sections::*;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// All parameters of one pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    /// Name of the pipeline; outputs go to `output/<name>/`.
+    pub name: String,
+    /// Master seed: every random choice (split, weights, shuffling, selection) derives from it.
+    pub seed: u64,
+    pub data: DataConfig,
+    pub split: SplitConfig,
+    pub model: ModelConfig,
+    pub probe: ProbeConfig,
+    pub train: TrainConfig,
+    pub mode: ModeConfig,
+    pub layers: LayersConfig,
+    pub heatmap: HeatmapConfig,
+    pub select: SelectConfig,
+    pub retrain: RetrainConfig,
+    /// What `mode ablate` sweeps (not part of a run's settings).
+    pub ablate: AblateConfig,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self {
+            name: "mnist".into(),
+            seed: 123,
+            data: DataConfig::default(),
+            split: SplitConfig::default(),
+            model: ModelConfig::default(),
+            probe: ProbeConfig::default(),
+            train: TrainConfig::default(),
+            mode: ModeConfig::default(),
+            layers: LayersConfig::default(),
+            heatmap: HeatmapConfig::default(),
+            select: SelectConfig::default(),
+            retrain: RetrainConfig::default(),
+            ablate: AblateConfig::default(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Load a pipeline file (or the defaults), apply `section.key=value` overrides in order,
+    /// and validate.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Pipeline> {
+        let origin = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+        let mut doc: toml::Table = match path {
+            Some(p) => read_doc(p, 0)?,
+            None => toml::Table::new(),
+        };
+        let decode = |doc: &toml::Table| -> Result<Pipeline> {
+            toml::Value::Table(doc.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", one_line(&e.to_string())))
+        };
+        decode(&doc).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        for o in overrides {
+            apply_override(&mut doc, o).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
+            decode(&doc).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
+        }
+        let pipeline = decode(&doc)?;
+        pipeline.validate().map_err(|e| {
+            // Name the override that set the offending key, else the file.
+            let msg = e.to_string();
+            let culprit = overrides.iter().rev().find(|o| {
+                o.split_once('=')
+                    .is_some_and(|(k, _)| msg.starts_with(k.trim()))
+            });
+            match culprit {
+                Some(o) => anyhow::anyhow!("--set {o}: {msg}"),
+                None => anyhow::anyhow!("{origin}: {msg}"),
+            }
+        })?;
+        Ok(pipeline)
+    }
+
+    /// Check every range; the message starts with the key that is wrong and says what is
+    /// allowed.
+    pub fn validate(&self) -> Result<()> {
+        check::validate(self)
+    }
+
+    /// The split's seed.
+    pub fn split_seed(&self) -> u64 {
+        self.split
+            .seed
+            .unwrap_or_else(|| derive_seed(self.seed, "split"))
+    }
+
+    /// The weight-initialisation seed.
+    pub fn model_seed(&self) -> u64 {
+        self.model
+            .seed
+            .unwrap_or_else(|| derive_seed(self.seed, "model"))
+    }
+
+    /// A fingerprint of every setting that shapes a run (16 hex digits): equal fingerprints,
+    /// equal results. The `[ablate]` plan is not one of them.
+    pub fn fingerprint(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("ablate");
+        }
+        fingerprint(&v.to_string())
+    }
+
+    /// A fingerprint of the settings the splits depend on (data and split sections, seeds).
+    pub fn splits_fingerprint(&self) -> String {
+        fingerprint(
+            &serde_json::json!([self.split_seed(), self.seed, &self.data, &self.split]).to_string(),
+        )
+    }
+
+    /// A fingerprint of the settings the splits and the initial model depend on.
+    pub fn initial_fingerprint(&self) -> String {
+        fingerprint(
+            &serde_json::json!([
+                self.splits_fingerprint(),
+                self.model_seed(),
+                &self.model,
+                &self.train
+            ])
+            .to_string(),
+        )
+    }
+
+    /// The same pipeline with master seed `seed` and the split and weight seeds derived from
+    /// it (a sweep's seed i).
+    pub fn with_seed(&self, seed: u64) -> Pipeline {
+        let mut q = self.clone();
+        q.seed = seed;
+        q.split.seed = None;
+        q.model.seed = None;
+        q
+    }
+}
+
+/// FNV-1a 64 of a text, as 16 hex digits.
+pub fn fingerprint(text: &str) -> String {
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A seed for one named random stream, derived from the master seed (SplitMix64 over the
+/// master seed and an FNV-1a hash of the stream's name).
+pub fn derive_seed(seed: u64, stream: &str) -> u64 {
+    let mut z = seed ^ fnv1a(stream.as_bytes());
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The key by which a pipeline file extends another (a path relative to its own folder).
+const EXTENDS: &str = "extends";
+
+/// A pipeline file as a TOML table, with the file it `extends` merged under it.
+fn read_doc(path: &Path, depth: usize) -> Result<toml::Table> {
+    if depth > 8 {
+        bail!(
+            "{}: `extends` nests more than 8 files deep (a cycle?)",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read pipeline file {}: check the path (pipelines live in pipelines/<name>.toml)",
+            path.display()
+        )
+    })?;
+    let mut doc = text.parse::<toml::Table>().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: invalid TOML: {}",
+            path.display(),
+            one_line(&e.to_string())
+        )
+    })?;
+    match doc.remove(EXTENDS) {
+        None => Ok(doc),
+        Some(toml::Value::String(base)) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let mut merged = read_doc(&dir.join(&base), depth + 1)
+                .with_context(|| format!("{}: extends = {base:?}", path.display()))?;
+            merge(&mut merged, doc);
+            Ok(merged)
+        }
+        Some(_) => bail!(
+            "{}: `extends` must be a file name, e.g. \"mnist.toml\"",
+            path.display()
+        ),
+    }
+}
+
+/// Merge `over` into `base`, table by table (values of `over` win).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Apply one `a.b.c=value` override to the TOML document. The value is parsed as TOML
+/// (`3`, `0.5`, `true`, `[1, 2]`, `"text"`); anything that is not valid TOML is taken as a string.
+pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {
+    let Some((key, raw)) = spec.split_once('=') else {
+        bail!("an override must look like section.key=value (e.g. mode.theta=0.9)");
+    };
+    let key = key.trim();
+    let raw = raw.trim();
+    let value: toml::Value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("empty key segment in {key:?}");
+    }
+    let mut table = doc;
+    for part in &parts[..parts.len() - 1] {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("{part} is not a section"),
+        };
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::Metric;
+
+    #[test]
+    fn defaults_validate() {
+        Pipeline::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, "[mode]\nthetaa = 0.5\n").unwrap();
+        let err = Pipeline::load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(err.contains("thetaa") && err.contains("p.toml"), "{err}");
+    }
+
+    #[test]
+    fn override_and_range_check() {
+        let p = Pipeline::load(
+            None,
+            &["mode.theta=0.5".into(), "select.metric=cosine".into()],
+        )
+        .unwrap();
+        assert_eq!(p.mode.theta, 0.5);
+        assert_eq!(p.select.metric, Metric::Cosine);
+        let err = Pipeline::load(None, &["mode.alpha=1.5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--set mode.alpha=1.5: mode.alpha"), "{err}");
+        let err = Pipeline::load(None, &["select.metric=nope".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--set select.metric=nope:") && err.contains("nope"),
+            "{err}"
+        );
+        let err = Pipeline::load(None, &["mode.bogus=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--set mode.bogus=1:"), "{err}");
+    }
+
+    #[test]
+    fn a_pipeline_extends_another() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.toml"),
+            "name = \"b\"\n[mode]\ntheta = 0.8\nalpha = 0.5\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("x.toml"),
+            "extends = \"base.toml\"\nname = \"x\"\n[mode]\nalpha = 0.1\n",
+        )
+        .unwrap();
+        let p = Pipeline::load(Some(&dir.path().join("x.toml")), &[]).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.mode.theta, p.mode.alpha),
+            ("x", 0.8, 0.1)
+        );
+        std::fs::write(dir.path().join("loop.toml"), "extends = \"loop.toml\"\n").unwrap();
+        let e = Pipeline::load(Some(&dir.path().join("loop.toml")), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("cycle"), "{e:#}");
+    }
+
+    #[test]
+    fn seeds_and_fingerprints() {
+        assert_ne!(derive_seed(1, "split"), derive_seed(1, "model"));
+        assert_eq!(derive_seed(7, "x"), derive_seed(7, "x"));
+        let p = Pipeline::default();
+        let mut q = p.clone();
+        q.mode.theta = 0.5;
+        assert_ne!(p.fingerprint(), q.fingerprint());
+        assert_eq!(p.initial_fingerprint(), q.initial_fingerprint());
+        q.train.epochs = 4;
+        assert_ne!(p.initial_fingerprint(), q.initial_fingerprint());
+        assert_eq!(p.splits_fingerprint(), q.splits_fingerprint());
+        assert_eq!(p.fingerprint().len(), 16);
+    }
+}

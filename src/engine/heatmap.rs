@@ -1,0 +1,203 @@
+//! The heatmap step: per-label heat maps and the diagnosis, from the target layer's
+//! predictions.
+//!
+//! The target comes from the layer selection (forward for the diagnosis and underfitting,
+//! backward when the faultiest label overfits). Its predictions are the model's own when the
+//! target is the output layer, else its feature model's.
+
+use super::{Step, Store};
+use crate::analysis::heatmap as hm;
+use crate::analysis::layers::{self as sel, SoftmaxHead};
+use crate::artifacts::{
+    Activations, DiagnosisRow, Head, HeatmapRow, Heatmaps, INPUT, LayerRow, OUTPUT, Samples, Split,
+};
+use crate::config::Pipeline;
+use crate::vocab::{Action, Direction, Space};
+use anyhow::{Result, anyhow};
+use ndarray::Array2;
+use std::collections::BTreeMap;
+
+use super::layers::target;
+
+/// One split as the analysis sees it: activations, and pixels when they are needed.
+pub struct SplitStates<'a> {
+    pub acts: &'a Activations,
+    pub pixels: Option<&'a Array2<f32>>,
+}
+
+impl SplitStates<'_> {
+    /// A layer's states: pixels for `input`, activations otherwise.
+    pub fn layer(&self, layer: &str) -> Result<&Array2<f32>> {
+        if layer == INPUT {
+            self.pixels
+                .ok_or_else(|| anyhow!("the input layer's states (pixels) were not loaded"))
+        } else {
+            self.acts.layer(layer)
+        }
+    }
+
+    /// Predictions at `layer`: the model's own for `output`, the layer's head otherwise.
+    fn predictions(
+        &self,
+        layer: &str,
+        heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
+    ) -> Result<Vec<u16>> {
+        if layer == OUTPUT {
+            return Ok(self.acts.predicted.clone());
+        }
+        let head = heads(layer)?;
+        Ok(sel::predictions(
+            head.probs(self.layer(layer)?.view()).view(),
+        ))
+    }
+}
+
+/// Diagnosis and heat maps in memory. `test` below is the analysis split (`heatmap.split`):
+/// the test split as in the seed, the train split, or the holdout.
+pub struct Analysis {
+    pub diagnosis: Vec<DiagnosisRow>,
+    pub maps: Heatmaps,
+    /// The layer whose predictions split the inputs.
+    pub layer: String,
+}
+
+/// Whether the analysis needs the train / test pixels for these layer targets.
+pub fn needs_pixels(p: &Pipeline, rows: &[LayerRow]) -> Result<(bool, bool)> {
+    let (fwd, bwd) = (
+        target(rows, Direction::Forward)?,
+        target(rows, Direction::Backward)?,
+    );
+    Ok((
+        fwd == INPUT,
+        fwd == INPUT || bwd == INPUT || p.heatmap.space == Space::Input,
+    ))
+}
+
+const WEIGHTED_KEY: &str = "mode.weighted";
+
+/// Diagnose every label and build the heat maps (pure but for the given head lookup).
+pub fn analyse(
+    p: &Pipeline,
+    layers: &[LayerRow],
+    heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
+    train: &SplitStates,
+    test: &SplitStates,
+    test_meta: Option<&crate::artifacts::DatasetMeta>,
+) -> Result<Analysis> {
+    let fwd = target(layers, Direction::Forward)?.to_string();
+    let bwd = target(layers, Direction::Backward)?.to_string();
+    let classes = test.acts.probs()?.ncols();
+    let train_pred = train.predictions(&fwd, heads)?;
+    let test_pred = test.predictions(&fwd, heads)?;
+    let d = hm::diagnose(
+        &hm::per_label_accuracy(&train.acts.labels, &train_pred, classes),
+        &hm::per_label_accuracy(&test.acts.labels, &test_pred, classes),
+        p.mode.theta,
+        p.mode.gamma,
+        p.mode.underfit_rule,
+    );
+    // Overfitting is analysed at the backward target.
+    let overfit = d
+        .iter()
+        .any(|r| r.faultiest && r.action == Action::FixOverfit);
+    let (layer, pred) = if overfit && bwd != fwd {
+        let pred = test.predictions(&bwd, heads)?;
+        (bwd, pred)
+    } else {
+        (fwd, test_pred)
+    };
+    let space = p.heatmap.space;
+    let x = match space {
+        Space::Input => test.layer(INPUT)?,
+        Space::Feature => test.layer(&layer)?,
+    };
+    let weights = if space == Space::Feature && p.heatmap.weighted && layer != OUTPUT {
+        Some(heads(&layer)?.weights)
+    } else {
+        None
+    };
+    let rows = hm::heatmaps(x.view(), &test.acts.labels, &pred, classes)
+        .into_iter()
+        .map(|m| {
+            let mut values = m.values;
+            if let Some(w) = &weights {
+                values *= &w.row(m.label as usize);
+            }
+            HeatmapRow {
+                label: m.label,
+                other: m.other,
+                kind: m.kind,
+                space,
+                layer: layer.clone(),
+                n: m.n,
+                values: values.to_vec(),
+            }
+        })
+        .collect();
+    let mut info = BTreeMap::new();
+    info.insert(WEIGHTED_KEY.to_string(), weights.is_some().to_string());
+    if let (Space::Input, Some(m)) = (space, test_meta) {
+        info.extend(m.to_kv());
+    }
+    let diagnosis = d
+        .into_iter()
+        .map(|r| DiagnosisRow {
+            label: r.label,
+            train_acc: r.train_acc,
+            test_acc: r.test_acc,
+            gap: r.gap,
+            underfit: r.underfit,
+            overfit: r.overfit,
+            faultiest: r.faultiest,
+            action: r.action,
+            n_train: r.n_train,
+            n_test: r.n_test,
+        })
+        .collect();
+    Ok(Analysis {
+        diagnosis,
+        maps: Heatmaps { rows, info },
+        layer,
+    })
+}
+
+/// Diagnose and build the heat maps for the step; write `heatmaps.parquet` and
+/// `diagnosis.parquet`.
+pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
+    let layers = store.get::<Vec<LayerRow>>(&s.dir.layers())?;
+    let train_acts = store.get::<Activations>(&s.dir.activations(Split::Train.as_str()))?;
+    let on = s.analysis_split();
+    let test_acts = store.get::<Activations>(&s.dir.activations(on.as_str()))?;
+    // Pixels are read only where needed.
+    let (need_train, need_test) = needs_pixels(&s.p, &layers)?;
+    let train = if need_train {
+        Some(store.get::<Samples>(&s.layout.split(Split::Train))?)
+    } else {
+        None
+    };
+    let test = if need_test {
+        Some(store.get::<Samples>(&s.layout.split(on))?)
+    } else {
+        None
+    };
+    let heads = |layer: &str| -> Result<SoftmaxHead> {
+        Ok(store.get::<Head>(&s.dir.head(layer))?.head.clone())
+    };
+    let a = analyse(
+        &s.p,
+        &layers,
+        &heads,
+        &SplitStates {
+            acts: &train_acts,
+            pixels: train.as_ref().map(|t| &t.pixels),
+        },
+        &SplitStates {
+            acts: &test_acts,
+            pixels: test.as_ref().map(|t| &t.pixels),
+        },
+        test.as_ref().map(|t| &t.meta),
+    )?;
+    store.put(&s.dir.heatmaps(), a.maps.clone())?;
+    store.put(&s.dir.diagnosis(), a.diagnosis.clone())?;
+    Ok(a)
+}

@@ -1,0 +1,232 @@
+//! Where the iteration engine's artifacts live: on disk (the stage commands of a make chain)
+//! or in memory (the in-process runners), optionally written through to disk.
+//!
+//! Artifacts are addressed by their layout paths in both cases, so the in-process runners and
+//! the stage commands run the very same step functions and, when writing, produce the very
+//! same files. In memory, an iteration being written is staged in a hidden folder and renamed
+//! into place only when complete.
+
+use crate::artifacts::{Artifact, IterDir, Layout};
+use anyhow::{Context, Result, anyhow};
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+type Entry = Arc<dyn Any + Send + Sync>;
+
+/// Files, or memory with optional write-through.
+pub struct Store {
+    layout: Layout,
+    /// Keep artifacts in memory (else every read goes to disk).
+    memory: bool,
+    /// Write artifacts to disk.
+    write: bool,
+    cache: Mutex<HashMap<PathBuf, Entry>>,
+    /// Iteration folders being written → their staging folders.
+    staging: Mutex<Vec<(PathBuf, PathBuf)>>,
+}
+
+impl Store {
+    /// Read from and write to the files of `layout` (the stage commands).
+    pub fn files(layout: Layout) -> Store {
+        Store::new(layout, false, true)
+    }
+
+    /// Keep everything in memory; with `write`, also write every artifact where the stage
+    /// commands would (the in-process runners).
+    pub fn memory(layout: Layout, write: bool) -> Store {
+        Store::new(layout, true, write)
+    }
+
+    fn new(layout: Layout, memory: bool, write: bool) -> Store {
+        Store {
+            layout,
+            memory,
+            write,
+            cache: Mutex::new(HashMap::new()),
+            staging: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Whether artifacts reach the disk.
+    pub fn writes(&self) -> bool {
+        self.write
+    }
+
+    fn cached<A: Artifact>(&self, path: &Path) -> Result<Option<Arc<A>>> {
+        let cache = self.cache.lock().expect("store lock");
+        match cache.get(path) {
+            None => Ok(None),
+            Some(e) => e.clone().downcast::<A>().map(Some).map_err(|_| {
+                anyhow!(
+                    "{}: held as another kind of artifact (internal error)",
+                    path.display()
+                )
+            }),
+        }
+    }
+
+    /// The artifact at `path`: from memory when held, else read from disk (and, in memory
+    /// mode, kept).
+    pub fn get<A: Artifact>(&self, path: &Path) -> Result<Arc<A>> {
+        if let Some(a) = self.cached::<A>(path)? {
+            return Ok(a);
+        }
+        let a = Arc::new(A::read(path)?);
+        if self.memory {
+            self.cache
+                .lock()
+                .expect("store lock")
+                .insert(path.to_path_buf(), a.clone());
+        }
+        Ok(a)
+    }
+
+    /// Whether an artifact is held in memory or exists on disk.
+    pub fn has(&self, path: &Path) -> bool {
+        self.cache.lock().expect("store lock").contains_key(path) || path.exists()
+    }
+
+    /// Store `value` at `path`: in memory, and on disk when writing (into the staging folder
+    /// while its iteration is open).
+    pub fn put<A: Artifact>(&self, path: &Path, value: A) -> Result<Arc<A>> {
+        self.put_arc(path, Arc::new(value))
+    }
+
+    /// [`Store::put`] of a shared value (no copy in memory).
+    pub fn put_arc<A: Artifact>(&self, path: &Path, value: Arc<A>) -> Result<Arc<A>> {
+        if self.write {
+            value.write(&self.disk_path(path))?;
+        }
+        if self.memory {
+            self.cache
+                .lock()
+                .expect("store lock")
+                .insert(path.to_path_buf(), value.clone());
+        }
+        Ok(value)
+    }
+
+    /// Where `path` is written now: inside the staging folder of an open iteration.
+    fn disk_path(&self, path: &Path) -> PathBuf {
+        let staging = self.staging.lock().expect("store lock");
+        for (dir, stage) in staging.iter() {
+            if let Ok(rest) = path.strip_prefix(dir) {
+                return stage.join(rest);
+            }
+        }
+        path.to_path_buf()
+    }
+
+    /// Open iteration `dir` for writing: in memory mode with write-through, its files go to
+    /// `staging` until [`Store::commit`].
+    pub fn open_iteration(&self, dir: &IterDir, staging: PathBuf) -> Result<()> {
+        if !(self.memory && self.write) {
+            return Ok(());
+        }
+        if self
+            .staging
+            .lock()
+            .expect("store lock")
+            .iter()
+            .any(|(d, _)| d == dir.path())
+        {
+            return Ok(()); // already open
+        }
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("cannot clear {}", staging.display()))?;
+        }
+        self.staging
+            .lock()
+            .expect("store lock")
+            .push((dir.path().to_path_buf(), staging));
+        Ok(())
+    }
+
+    /// Make an opened iteration visible: rename its staging folder into place.
+    pub fn commit(&self, dir: &IterDir) -> Result<()> {
+        let staged = {
+            let mut staging = self.staging.lock().expect("store lock");
+            let i = staging.iter().position(|(d, _)| d == dir.path());
+            i.map(|i| staging.remove(i))
+        };
+        if let Some((dir, stage)) = staged {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot replace {}", dir.display()))?;
+            }
+            if stage.exists() {
+                std::fs::rename(&stage, &dir).with_context(|| {
+                    format!("cannot move {} to {}", stage.display(), dir.display())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop an iteration that failed: its staging folder and its entries in memory.
+    pub fn abandon(&self, dir: &IterDir) {
+        let staged = {
+            let mut staging = self.staging.lock().expect("store lock");
+            let i = staging.iter().position(|(d, _)| d == dir.path());
+            i.map(|i| staging.remove(i))
+        };
+        if let Some((_, stage)) = staged {
+            let _ = std::fs::remove_dir_all(stage);
+        }
+        self.forget(dir.path(), &[]);
+    }
+
+    /// Forget everything held in memory under `dir`, except the paths in `keep`.
+    pub fn forget(&self, dir: &Path, keep: &[PathBuf]) {
+        self.cache
+            .lock()
+            .expect("store lock")
+            .retain(|p, _| !p.starts_with(dir) || keep.contains(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::{Manifest, PoolRow};
+
+    #[test]
+    fn memory_store_stages_and_commits() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        let s = Store::memory(layout.clone(), true);
+        let dir = layout.iter("random", 1);
+        s.open_iteration(&dir, layout.iter_staging("random", 1))
+            .unwrap();
+        let rows = vec![PoolRow { id: 1, label: 2 }];
+        s.put(&dir.pool(), rows.clone()).unwrap();
+        assert!(!dir.pool().exists(), "invisible until committed");
+        assert_eq!(*s.get::<Vec<PoolRow>>(&dir.pool()).unwrap(), rows);
+        s.commit(&dir).unwrap();
+        assert_eq!(Vec::<PoolRow>::read(&dir.pool()).unwrap(), rows);
+        assert!(s.get::<Manifest>(&dir.pool()).is_err(), "wrong kind");
+        s.forget(&layout.runs_dir(), &[]);
+        assert_eq!(
+            *s.get::<Vec<PoolRow>>(&dir.pool()).unwrap(),
+            rows,
+            "re-read"
+        );
+    }
+
+    #[test]
+    fn memory_only_store_writes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path().join("x"));
+        let s = Store::memory(layout.clone(), false);
+        let p = layout.iter("random", 1).pool();
+        s.put(&p, vec![PoolRow { id: 1, label: 2 }]).unwrap();
+        assert!(s.has(&p) && !p.exists() && !layout.root.exists());
+    }
+}

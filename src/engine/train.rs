@@ -1,0 +1,278 @@
+//! The retrain and evaluate steps, and the initial training they continue from.
+
+use super::{Step, Store};
+use crate::artifacts::{
+    BatchRow, DiagnosisRow, MetricRow, Predictions, Samples, Split, TrainLogRow, argmax,
+};
+use crate::config::{OptimizerMode, Pipeline, RetrainData, RetrainInit, derive_seed};
+use crate::model::{self, EpochStats, Net, OptimState};
+use crate::vocab::{IterStatus, Scope};
+use anyhow::{Result, bail};
+use std::path::Path;
+
+/// The rows of `train_log.parquet` for these epochs.
+pub fn log_rows(epochs: &[EpochStats]) -> Vec<TrainLogRow> {
+    epochs
+        .iter()
+        .map(|e| TrainLogRow {
+            epoch: e.epoch as u32,
+            loss: e.loss,
+            accuracy: e.accuracy,
+            seconds: e.seconds,
+        })
+        .collect()
+}
+
+/// The shuffling seed of one arm's retraining at one iteration.
+pub fn shuffle_seed(p: &Pipeline, arm: &str, iteration: u32) -> u64 {
+    derive_seed(p.seed, &format!("retrain/{arm}/{iteration}"))
+}
+
+/// The initial model: fresh weights (the pipeline's architecture and weight seed) trained on
+/// `samples` with the `[train]` section, shuffled from the pipeline's "train" stream, and
+/// Adam's state after it.
+pub fn fit_fresh(
+    p: &Pipeline,
+    samples: &Samples,
+    on_step: impl FnMut(usize, usize),
+) -> Result<(Net, Vec<EpochStats>, OptimState)> {
+    let net = Net::init(p, &samples.meta)?;
+    let seed = derive_seed(p.seed, "train");
+    model::fit(
+        net,
+        &samples.pixels,
+        &samples.labels,
+        &p.train,
+        seed,
+        None,
+        on_step,
+    )
+}
+
+/// What a retrain did.
+pub struct Retrained {
+    pub samples: usize,
+}
+
+/// The samples of a retraining: the step's batch, or (`retrain.data = "train+selected"`) the
+/// train split and every batch selected so far.
+fn retrain_data(store: &Store, s: &Step, batch: &[BatchRow]) -> Result<Samples> {
+    let pool = store.get::<Samples>(&s.layout.split(Split::Pool))?;
+    let what = s.dir.batch().display().to_string();
+    match s.p.retrain.data {
+        RetrainData::Batch => {
+            let ids: Vec<u32> = batch.iter().map(|b| b.id).collect();
+            pool.take_ids(&ids, &what)
+        }
+        RetrainData::TrainSelected => {
+            let mut ids: Vec<u32> = Vec::new();
+            for k in 1..s.k {
+                let d = s.layout.iter(&s.arm_name(), k);
+                ids.extend(store.get::<Vec<BatchRow>>(&d.batch())?.iter().map(|b| b.id));
+            }
+            ids.extend(batch.iter().map(|b| b.id));
+            let selected = pool.take_ids(&ids, &what)?;
+            let train = store.get::<Samples>(&s.layout.split(Split::Train))?;
+            Samples::concat(&[&train, &selected])
+        }
+    }
+}
+
+/// Train on what the step selected (`[retrain]`: the batch or train + every batch so far,
+/// continuing from the previous model or from scratch, keeping Adam's state or not); write the
+/// model, `train_log.parquet` and Adam's state. An empty batch keeps the model as it is.
+pub fn retrain(store: &Store, s: &Step) -> Result<Retrained> {
+    let prev = s.prev.model();
+    let net = store.get::<Net>(&prev)?;
+    net.check_pipeline(&s.p, &prev)?;
+    let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
+    let r = &s.p.retrain;
+    let keep = r.optimizer == OptimizerMode::Keep;
+    // The log first: the model is the file make watches.
+    if batch.is_empty() {
+        store.put(&s.dir.train_log(), Vec::<TrainLogRow>::new())?;
+        if keep && store.has(&s.prev.optimizer()) {
+            store.put_arc(
+                &s.dir.optimizer(),
+                store.get::<OptimState>(&s.prev.optimizer())?,
+            )?;
+        }
+        store.put_arc(&s.dir.model(), net)?;
+        return Ok(Retrained { samples: 0 });
+    }
+    let samples = retrain_data(store, s, &batch)?;
+    let (start, state) = match r.init {
+        RetrainInit::Scratch => (Net::init(&s.p, &samples.meta)?, None),
+        RetrainInit::Continue if keep => {
+            let path = s.prev.optimizer();
+            if !store.has(&path) {
+                bail!(
+                    "{}: no optimizer state beside the model, so Adam cannot continue (retrain.optimizer = \"keep\"); train the initial model again (mode train writes it) or set retrain.optimizer = \"fresh\"",
+                    path.display()
+                );
+            }
+            ((*net).clone(), Some(store.get::<OptimState>(&path)?))
+        }
+        RetrainInit::Continue => ((*net).clone(), None),
+    };
+    let (trained, epochs, st) = model::fit(
+        start,
+        &samples.pixels,
+        &samples.labels,
+        &r.train(),
+        shuffle_seed(&s.p, &s.arm_name(), s.k),
+        state.as_deref(),
+        |_, _| {},
+    )?;
+    store.put(&s.dir.train_log(), log_rows(&epochs))?;
+    if keep {
+        store.put(&s.dir.optimizer(), st)?;
+    }
+    store.put(&s.dir.model(), trained.with_settings(&s.p.fingerprint()))?;
+    Ok(Retrained {
+        samples: samples.len(),
+    })
+}
+
+/// Who is being evaluated: the arm and iteration recorded in the metrics, and how the
+/// iteration went.
+#[derive(Debug, Clone)]
+pub struct EvalTag {
+    pub arm: String,
+    pub iteration: u32,
+    pub status: IterStatus,
+}
+
+/// Overall and per-label accuracy and mean cross-entropy. Pure.
+pub fn metric_rows(
+    p: &Pipeline,
+    tag: &EvalTag,
+    labels: &[u16],
+    probs: &ndarray::Array2<f32>,
+    classes: usize,
+) -> Vec<MetricRow> {
+    let losses = model::cross_entropy(probs, labels);
+    let predicted: Vec<usize> = probs
+        .rows()
+        .into_iter()
+        .map(|r| argmax(r.iter().copied()))
+        .collect();
+    let row = |scope: Scope, label: Option<u16>, idx: &mut dyn Iterator<Item = usize>| {
+        let (mut n, mut correct, mut loss) = (0u32, 0u32, 0.0f64);
+        for i in idx {
+            n += 1;
+            correct += (predicted[i] == labels[i] as usize) as u32;
+            loss += losses[i];
+        }
+        let d = n.max(1) as f64;
+        MetricRow {
+            pipeline: p.name.clone(),
+            seed: p.seed as i64,
+            arm: tag.arm.clone(),
+            iteration: tag.iteration,
+            scope,
+            label,
+            accuracy: correct as f64 / d,
+            loss: loss / d,
+            n,
+            finished_early: tag.status == IterStatus::FinishedEarly,
+            status: tag.status,
+        }
+    };
+    let mut rows = vec![row(Scope::Overall, None, &mut (0..labels.len()))];
+    for c in 0..classes as u16 {
+        rows.push(row(
+            Scope::Label,
+            Some(c),
+            &mut (0..labels.len()).filter(|&i| labels[i] == c),
+        ));
+    }
+    rows
+}
+
+/// Evaluate the model at `model` on the split `data`; write `predictions.parquet` and
+/// `metrics.parquet` into `out`. Returns the metric rows.
+pub fn evaluate_model(
+    store: &Store,
+    p: &Pipeline,
+    model: &Path,
+    data: &Path,
+    out: &crate::artifacts::IterDir,
+    tag: &EvalTag,
+) -> Result<Vec<MetricRow>> {
+    let net = store.get::<Net>(model)?;
+    let samples = store.get::<Samples>(data)?;
+    net.check_data(&samples.meta, data)?;
+    let probs = net.predict(&samples.pixels)?;
+    let rows = metric_rows(p, tag, &samples.labels, &probs, net.arch.classes);
+    store.put(
+        &out.predictions(),
+        Predictions {
+            ids: samples.ids.clone(),
+            labels: samples.labels.clone(),
+            probs,
+        },
+    )?;
+    store.put(&out.metrics(), rows.clone())?;
+    Ok(rows)
+}
+
+/// How an iteration went, from its batch and diagnosis: no faulty label → finished early;
+/// a batch smaller than asked for → the pool ran out.
+pub fn iteration_status(store: &Store, s: &Step) -> Result<IterStatus> {
+    let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
+    if s.arm.strategy.needs_diagnosis() {
+        let d = store.get::<Vec<DiagnosisRow>>(&s.dir.diagnosis())?;
+        if !d.iter().any(|r| r.faultiest) {
+            return Ok(IterStatus::FinishedEarly);
+        }
+    }
+    Ok(if batch.len() < s.p.mode.batch {
+        IterStatus::PoolExhausted
+    } else {
+        IterStatus::Ran
+    })
+}
+
+/// Evaluate the step's new model on the test split.
+pub fn evaluate(store: &Store, s: &Step) -> Result<Vec<MetricRow>> {
+    let tag = EvalTag {
+        arm: s.arm_name(),
+        iteration: s.k,
+        status: iteration_status(store, s)?,
+    };
+    evaluate_model(
+        store,
+        &s.p,
+        &s.dir.model(),
+        &s.layout.split(Split::Test),
+        &s.dir,
+        &tag,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_label_accuracy() {
+        let probs = ndarray::arr2(&[[0.9f32, 0.1], [0.2, 0.8], [0.6, 0.4]]);
+        let tag = EvalTag {
+            arm: "a".into(),
+            iteration: 0,
+            status: IterStatus::Ran,
+        };
+        let rows = metric_rows(&Pipeline::default(), &tag, &[0, 1, 1], &probs, 2);
+        assert_eq!(rows.len(), 3);
+        assert!((rows[0].accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            (rows[1].label, rows[1].accuracy, rows[1].n),
+            (Some(0), 1.0, 1)
+        );
+        assert_eq!(
+            (rows[2].label, rows[2].accuracy, rows[2].n),
+            (Some(1), 0.5, 2)
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! `mode ablate`: protocol settings × arms × seeds in one process — which key of the protocol
+//! moves the verdict. Each setting is the pipeline with some keys overridden; each seed runs
+//! every arm of every setting from that seed's initial model (shared by the settings that do
+//! not change it), and each arm is compared with the control of the same setting and seed.
+//!
+//! Writes `ablation.parquet` (one row per setting × arm × seed, the overridden keys as columns),
+//! `ablation_summary.parquet` and `.md` (per setting and arm: Δ vs control, 95% CI, paired t
+//! and Wilcoxon p, wins/losses, faulty labels lifted past θ) and `ablation_manifest.json`.
+
+use super::Ctx;
+use super::sweep::{self, Foundation, SeedResult};
+use crate::arm::{Arm, CONTROL};
+use crate::artifacts::{
+    AblationRow, AblationSummaryRow, Artifact, Manifest, SweepRow, write_bytes, write_frame_with,
+};
+use crate::config::{Pipeline, apply_override, fingerprint};
+use crate::stages::split;
+use crate::vocab::IterStatus;
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// One setting: a label and its overrides (`key=value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub label: String,
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Setting {
+    /// Parse "base" or "k=v; k=v".
+    pub fn parse(text: &str) -> Result<Setting> {
+        let text = text.trim();
+        if text.is_empty() || text == "base" {
+            return Ok(Setting {
+                label: "base".into(),
+                overrides: Vec::new(),
+            });
+        }
+        let overrides = text
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .with_context(|| format!("ablation setting {text:?}: {kv:?} is not key=value"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Setting {
+            label: overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.trim_matches('"')))
+                .collect::<Vec<_>>()
+                .join("; "),
+            overrides,
+        })
+    }
+
+    /// The pipeline with this setting's overrides, checked.
+    pub fn apply(&self, p: &Pipeline) -> Result<Pipeline> {
+        let mut doc: toml::Table = toml::Value::try_from(p)?
+            .try_into()
+            .context("the pipeline as a TOML table")?;
+        for (k, v) in &self.overrides {
+            apply_override(&mut doc, &format!("{k}={v}"))
+                .with_context(|| format!("setting {:?}", self.label))?;
+        }
+        let q: Pipeline = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("setting {:?}: {}", self.label, e.message())
+            })?;
+        q.validate()
+            .with_context(|| format!("setting {:?}", self.label))?;
+        Ok(q)
+    }
+}
+
+pub struct AblateArgs {
+    pub settings: Vec<Setting>,
+    pub arms: Vec<Arm>,
+    pub seeds: usize,
+    pub idx_dir: Option<PathBuf>,
+}
+
+pub struct AblateReport {
+    pub summary: Vec<AblationSummaryRow>,
+    pub runs: usize,
+    pub seconds: f64,
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for AblateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ablate: {} runs (setting × seed) in {:.1} s → {}\n\n{}",
+            self.runs,
+            self.seconds,
+            self.out.display(),
+            markdown(&self.summary)
+        )
+    }
+}
+
+/// The ablation table in Markdown: per setting, its arms against its control.
+pub fn markdown(rows: &[AblationSummaryRow]) -> String {
+    let mut s = String::from(
+        "| setting | arm | seeds | mean final | Δ vs control | 95% CI | t-test p | Wilcoxon p | W/L/T | faulty labels lifted past θ |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let f = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.4}"));
+    let p = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.3}"));
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {} | {:.4} | {} | {} | {} | {} | {}/{}/{} | {}/{} |\n",
+            r.setting,
+            r.arm,
+            r.seeds,
+            r.mean_final,
+            f(r.mean_delta),
+            match (r.ci_low, r.ci_high) {
+                (Some(a), Some(b)) => format!("[{a:+.4}, {b:+.4}]"),
+                _ => "–".into(),
+            },
+            p(r.t_p),
+            p(r.wilcoxon_p),
+            r.wins,
+            r.losses,
+            r.ties,
+            r.lifted,
+            r.faulty_labels
+        );
+    }
+    s
+}
+
+/// The manifest of an ablation: the base settings, the settings and arms compared.
+pub fn manifest(p: &Pipeline, a: &AblateArgs) -> Manifest {
+    let settings: Vec<&str> = a.settings.iter().map(|s| s.label.as_str()).collect();
+    let arms: Vec<String> = a.arms.iter().map(|x| x.to_string()).collect();
+    Manifest::new(
+        "ablation",
+        &fingerprint(&serde_json::json!([p.fingerprint(), settings, arms, a.seeds]).to_string()),
+        &p.initial_fingerprint(),
+        (a.settings.len() * a.seeds) as u32,
+    )
+}
+
+/// The ablation rows of one setting's seed.
+fn rows_of(setting: &Setting, seed: u64, r: &SeedResult, theta: f64) -> Vec<AblationRow> {
+    let last = r.rows.iter().map(|x| x.iteration).max().unwrap_or(0);
+    let finals: BTreeMap<&str, &SweepRow> = r
+        .rows
+        .iter()
+        .filter(|x| x.iteration == last)
+        .map(|x| (x.arm.as_str(), x))
+        .collect();
+    let control = finals.get(CONTROL.to_string().as_str()).map(|x| x.accuracy);
+    let initial = r
+        .rows
+        .iter()
+        .find(|x| x.iteration == 0)
+        .map_or(f64::NAN, |x| x.accuracy);
+    finals
+        .values()
+        .map(|x| {
+            let fin = r
+                .final_label_acc
+                .iter()
+                .find(|(a, _)| *a == x.arm)
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or(&[]);
+            let faulty: Vec<usize> = (0..r.initial_label_acc.len())
+                .filter(|&l| r.initial_label_acc[l] < theta)
+                .collect();
+            AblationRow {
+                setting: setting.label.clone(),
+                seed: seed as i64,
+                arm: x.arm.clone(),
+                metric: x.metric.clone(),
+                layer_select: x.layer_select,
+                initial_acc: initial,
+                final_acc: x.accuracy,
+                control_acc: control,
+                delta: control.map(|c| x.accuracy - c),
+                faulty_labels: faulty.len() as u32,
+                lifted: faulty
+                    .iter()
+                    .filter(|&&l| fin.get(l).is_some_and(|&a| a >= theta))
+                    .count() as u32,
+                finished_early: r
+                    .rows
+                    .iter()
+                    .any(|y| y.arm == x.arm && y.status == IterStatus::FinishedEarly),
+                pool_exhausted: r
+                    .rows
+                    .iter()
+                    .any(|y| y.arm == x.arm && y.status == IterStatus::PoolExhausted),
+            }
+        })
+        .collect()
+}
+
+pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
+    let (p, layout) = (&ctx.p, &ctx.layout);
+    if a.seeds == 0 {
+        bail!("ablate: at least one seed (ablate.seeds or --seeds)");
+    }
+    if !a.arms.contains(&CONTROL) {
+        bail!("the ablation compares against the control arm `{CONTROL}`: include it in the arms");
+    }
+    if a.settings.is_empty() {
+        bail!("ablate: no settings (ablate.settings or --setting)");
+    }
+    // Check every setting before any work.
+    let pipelines: Vec<Pipeline> = a
+        .settings
+        .iter()
+        .map(|s| s.apply(p))
+        .collect::<Result<_>>()?;
+    let t0 = Instant::now();
+    let src = split::load(p, a.idx_dir.as_deref())?;
+    let bar = crate::progress::bar((a.seeds * a.settings.len()) as u64, "ablate");
+    let per_seed: Vec<Result<Vec<(usize, SeedResult)>>> = (0..a.seeds)
+        .into_par_iter()
+        .map(|i| {
+            let seed = p.seed + i as u64;
+            // Settings that keep the data and the initial model share one foundation.
+            let mut foundations: Vec<Foundation> = Vec::new();
+            let mut out = Vec::new();
+            for (k, q) in pipelines.iter().enumerate() {
+                let q = q.with_seed(seed);
+                if !foundations
+                    .iter()
+                    .any(|f| f.settings == q.initial_fingerprint())
+                {
+                    foundations.push(sweep::foundation(&q, &src)?);
+                }
+                let f = foundations
+                    .iter()
+                    .find(|f| f.settings == q.initial_fingerprint());
+                let scratch = layout.sweep_seed(seed);
+                let r = sweep::one_seed(&q, &src, f, &a.arms, &scratch, false)
+                    .with_context(|| format!("setting {:?}, seed {seed}", a.settings[k].label))?;
+                out.push((k, r));
+                bar.inc(1);
+            }
+            Ok(out)
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut rows: Vec<AblationRow> = Vec::new();
+    let mut sweep_rows: Vec<Vec<SweepRow>> = vec![Vec::new(); a.settings.len()];
+    let mut initial: Vec<BTreeMap<i64, Vec<f64>>> = vec![BTreeMap::new(); a.settings.len()];
+    let mut finals: Vec<BTreeMap<(i64, String), Vec<f64>>> =
+        vec![BTreeMap::new(); a.settings.len()];
+    for (i, r) in per_seed.into_iter().enumerate() {
+        let seed = p.seed + i as u64;
+        for (k, res) in r? {
+            rows.extend(rows_of(&a.settings[k], seed, &res, pipelines[k].mode.theta));
+            initial[k].insert(seed as i64, res.initial_label_acc.clone());
+            for (arm, acc) in &res.final_label_acc {
+                finals[k].insert((seed as i64, arm.clone()), acc.clone());
+            }
+            sweep_rows[k].extend(res.rows);
+        }
+    }
+    let mut summary = Vec::new();
+    for (k, setting) in a.settings.iter().enumerate() {
+        for s in sweep::summarise(
+            &sweep_rows[k],
+            &finals[k],
+            &initial[k],
+            pipelines[k].mode.theta,
+        ) {
+            summary.push(AblationSummaryRow::from_sweep(&setting.label, s));
+        }
+    }
+    // One string column per overridden key, the base value where a setting leaves it.
+    let keys: Vec<String> = {
+        let mut k: Vec<String> = a
+            .settings
+            .iter()
+            .flat_map(|s| s.overrides.iter().map(|(k, _)| k.clone()))
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let value = |label: &str, key: &str| -> String {
+        let s = a
+            .settings
+            .iter()
+            .find(|s| s.label == label)
+            .expect("a setting");
+        match s.overrides.iter().find(|(k, _)| k == key) {
+            Some((_, v)) => v.trim_matches('"').to_string(),
+            None => base_value(p, key),
+        }
+    };
+    let columns = |labels: Vec<&str>| -> Vec<(String, Vec<String>)> {
+        keys.iter()
+            .map(|k| (k.clone(), labels.iter().map(|l| value(l, k)).collect()))
+            .collect()
+    };
+    write_frame_with(
+        &layout.ablation(),
+        &rows,
+        columns(rows.iter().map(|r| r.setting.as_str()).collect()),
+    )?;
+    write_frame_with(
+        &layout.ablation_summary(),
+        &summary,
+        columns(summary.iter().map(|r| r.setting.as_str()).collect()),
+    )?;
+    write_bytes(&layout.ablation_markdown(), markdown(&summary).as_bytes())?;
+    let mut m = manifest(p, a);
+    m.complete(m.planned, IterStatus::Ran);
+    m.write(&layout.ablation_manifest())?;
+    Ok(AblateReport {
+        summary,
+        runs: a.seeds * a.settings.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        out: layout.ablation_summary(),
+    })
+}
+
+/// A key's value in the base pipeline, as text.
+fn base_value(p: &Pipeline, key: &str) -> String {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    for part in key.split('.') {
+        v = v.get(part).cloned().unwrap_or(serde_json::Value::Null);
+    }
+    match v {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_apply() {
+        let s = Setting::parse("retrain.data=\"train+selected\"; select.random_fill=any").unwrap();
+        assert_eq!(
+            s.label,
+            "retrain.data=train+selected; select.random_fill=any"
+        );
+        let q = s.apply(&Pipeline::default()).unwrap();
+        assert_eq!(q.retrain.data, crate::config::RetrainData::TrainSelected);
+        assert_eq!(Setting::parse(" base ").unwrap().overrides.len(), 0);
+        assert!(Setting::parse("nonsense").is_err());
+        let bad = Setting::parse("mode.alpha=3").unwrap();
+        assert!(
+            bad.apply(&Pipeline::default())
+                .unwrap_err()
+                .to_string()
+                .contains("mode.alpha")
+        );
+        assert_eq!(base_value(&Pipeline::default(), "select.order"), "most");
+        assert_eq!(base_value(&Pipeline::default(), "mode.alpha"), "0.25");
+    }
+}

@@ -1,0 +1,197 @@
+//! Section 5: overall test accuracy per iteration for every arm against the control, and
+//! per-label accuracy before and after.
+
+use super::Inputs;
+use super::header::is_flagged;
+use super::html::img;
+use crate::arm::{CONTROL, Strategy};
+use crate::artifacts::MetricRow;
+use crate::plots::{self, Series};
+use crate::stages::summary::ArmRun;
+use crate::vocab::Scope;
+use anyhow::Result;
+use plotters::chart::SeriesLabelPosition;
+use plotters::style::RGBColor;
+
+pub(super) fn section(cx: &Inputs) -> Result<String> {
+    let mut html =
+        String::from("<h2>5. Accuracy per iteration, every arm against the control (black)</h2>");
+    html += &per_iteration(cx)?;
+    html += &per_label(cx)?;
+    Ok(html)
+}
+
+/// The overall test accuracy of the initial model (NaN when its row is missing).
+pub(super) fn initial_accuracy(metrics: &[MetricRow]) -> f64 {
+    metrics
+        .iter()
+        .find(|r| r.scope == Scope::Overall && r.iteration == 0)
+        .map_or(f64::NAN, |r| r.accuracy)
+}
+
+/// Per-label test accuracy of `arm` at `iteration` (`None`: the initial model, iteration 0),
+/// NaN for a label without a row.
+pub(super) fn label_acc(
+    metrics: &[MetricRow],
+    arm: Option<&str>,
+    iteration: u32,
+    classes: u16,
+) -> Vec<f64> {
+    (0..classes)
+        .map(|l| {
+            metrics
+                .iter()
+                .find(|r| {
+                    r.scope == Scope::Label
+                        && r.label == Some(l)
+                        && r.iteration == iteration
+                        && arm.is_none_or(|a| r.arm == a)
+                })
+                .map_or(f64::NAN, |r| r.accuracy)
+        })
+        .collect()
+}
+
+/// An arm's accuracy line: the initial model at 0, then each complete iteration. The control
+/// is solid black, MODE arms solid, the other baselines dashed; a run that did not go as
+/// planned says so in the legend.
+fn series_of(cx: &Inputs, run: &ArmRun, initial: f64, i: usize) -> Series {
+    let name = run.arm.to_string();
+    let mut rows: Vec<&MetricRow> = cx
+        .metrics
+        .iter()
+        .filter(|r| r.arm == name && r.scope == Scope::Overall && r.iteration > 0)
+        .collect();
+    rows.sort_by_key(|r| r.iteration);
+    let mut points = vec![(0.0, initial)];
+    points.extend(rows.iter().map(|r| (r.iteration as f64, r.accuracy)));
+    let status = run.manifest.status;
+    Series {
+        name: if is_flagged(status) {
+            format!("{name} ({status})")
+        } else {
+            name
+        },
+        points,
+        color: if run.arm.is_control() {
+            RGBColor(0, 0, 0)
+        } else {
+            plots::palette(i)
+        },
+        dashed: !run.arm.is_control() && !matches!(run.arm.strategy, Strategy::Mode(_)),
+    }
+}
+
+fn per_iteration(cx: &Inputs) -> Result<String> {
+    let initial = initial_accuracy(&cx.metrics);
+    let iters: Vec<String> = (0..=cx.p.mode.max_iter).map(|k| k.to_string()).collect();
+    let mut html = String::new();
+    for (name, title, layer_select) in [
+        ("accuracy_ls", "with layer selection (and baselines)", true),
+        ("accuracy_nols", "without layer selection", false),
+    ] {
+        let chosen: Vec<Series> = cx
+            .runs
+            .iter()
+            .filter(|r| r.arm.is_control() || r.arm.layer_select == layer_select)
+            .enumerate()
+            .map(|(i, r)| series_of(cx, r, initial, i))
+            .collect();
+        if chosen.len() < 2 {
+            html += &format!("<p>(No arm {title} has run: no chart.)</p>");
+            continue;
+        }
+        let file = cx.figure(name);
+        plots::line_png(
+            &file,
+            &format!("test accuracy, {title}"),
+            "iteration",
+            "accuracy",
+            &chosen,
+            &iters,
+            &[],
+            (1000, 520),
+            SeriesLabelPosition::LowerRight,
+        )?;
+        html += &img(&file, title);
+    }
+    Ok(html)
+}
+
+fn per_label(cx: &Inputs) -> Result<String> {
+    let classes = cx.test.meta.classes as u16;
+    let cats: Vec<String> = cx.labels().map(|l| cx.name_of(l)).collect();
+    let mut groups = vec![(
+        "initial".to_string(),
+        label_acc(&cx.metrics, None, 0, classes),
+    )];
+    let mut shown = vec![cx.args.arm];
+    if cx.args.arm != CONTROL {
+        shown.push(CONTROL);
+    }
+    for arm in shown {
+        if let Some(run) = cx.run_of(arm) {
+            let (name, k) = (arm.to_string(), run.manifest.completed);
+            groups.push((
+                format!("{name} after {k}"),
+                label_acc(&cx.metrics, Some(&name), k, classes),
+            ));
+        }
+    }
+    let file = cx.figure("per_label");
+    plots::bars_png(
+        &file,
+        "per-label test accuracy before and after",
+        &cats,
+        &groups,
+        (1000, 420),
+    )?;
+    Ok(String::from("<h3>Per-label accuracy before and after</h3>")
+        + &img(&file, "per-label accuracy"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::IterStatus;
+
+    fn row(arm: &str, iteration: u32, label: Option<u16>, accuracy: f64) -> MetricRow {
+        MetricRow {
+            pipeline: "p".into(),
+            seed: 1,
+            arm: arm.into(),
+            iteration,
+            scope: if label.is_some() {
+                Scope::Label
+            } else {
+                Scope::Overall
+            },
+            label,
+            accuracy,
+            loss: 0.0,
+            n: 1,
+            finished_early: false,
+            status: IterStatus::Ran,
+        }
+    }
+
+    #[test]
+    fn per_label_picks_arm_and_iteration() {
+        let m = vec![
+            row("initial", 0, None, 0.8),
+            row("initial", 0, Some(0), 0.7),
+            row("initial", 0, Some(1), 0.9),
+            row("mode-dot", 1, Some(0), 0.75),
+            row("mode-dot", 2, Some(0), 0.78),
+            row("mode-dot", 2, Some(1), 0.88),
+            row("random", 2, Some(0), 0.71),
+        ];
+        assert_eq!(label_acc(&m, None, 0, 2), [0.7, 0.9]);
+        assert_eq!(label_acc(&m, Some("mode-dot"), 2, 2), [0.78, 0.88]);
+        let r = label_acc(&m, Some("random"), 2, 2);
+        assert_eq!(r[0], 0.71);
+        assert!(r[1].is_nan(), "no row: NaN");
+        assert_eq!(initial_accuracy(&m), 0.8);
+        assert!(initial_accuracy(&m[1..]).is_nan());
+    }
+}

@@ -1,0 +1,117 @@
+//! The page's header: dataset, model, parameters, every arm's run status and stage times.
+
+use super::html::{esc, flag, table, warn};
+use super::{Inputs, stage_times};
+use crate::artifacts::Artifact;
+use crate::model::Net;
+use crate::vocab::RunStatus;
+use anyhow::Result;
+use std::fmt::Write as _;
+
+/// Whether a run status means the arm did not get through all its iterations as planned.
+pub(super) fn is_flagged(s: RunStatus) -> bool {
+    !matches!(s, RunStatus::Complete | RunStatus::FinishedEarly)
+}
+
+pub(super) fn section(cx: &Inputs) -> Result<String> {
+    let (p, meta) = (cx.p, &cx.test.meta);
+    let arch = Net::read(&cx.layout.initial().model())?.arch;
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<h1>mode report — {}</h1><p>MODE (Ma et al., FSE 2018) on <b>{}</b> ({}×{}, {} classes): model {}; seed {}.</p>",
+        esc(&p.name),
+        esc(&meta.dataset),
+        meta.height,
+        meta.width,
+        meta.classes,
+        esc(&arch.describe()),
+        p.seed
+    );
+    let params: Vec<Vec<String>> = [
+        ("θ (underfit)", p.mode.theta.to_string()),
+        ("γ (overfit gap)", p.mode.gamma.to_string()),
+        ("α (targeted share)", p.mode.alpha.to_string()),
+        ("batch", p.mode.batch.to_string()),
+        ("iterations", p.mode.max_iter.to_string()),
+        ("layer threshold", p.layers.threshold.to_string()),
+        ("heat-map space", p.heatmap.space.to_string()),
+        ("shown arm", cx.args.arm.to_string()),
+        (
+            "train / retrain epochs",
+            format!("{} / {}", p.train.epochs, p.retrain.epochs),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| vec![k.to_string(), v])
+    .collect();
+    html += &table(&["parameter", "value"], &params);
+    html += &run_statuses(cx);
+    html += &wall_times(cx);
+    Ok(html)
+}
+
+/// Every arm's run: iterations complete of planned, and its status (flagged unless it ran to
+/// the end).
+fn run_statuses(cx: &Inputs) -> String {
+    let mut html = String::from("<h3>Runs</h3>");
+    let rows: Vec<Vec<String>> = cx
+        .runs
+        .iter()
+        .map(|r| {
+            let m = &r.manifest;
+            vec![
+                r.arm.to_string(),
+                format!("{} / {}", m.completed, m.planned),
+                flag(m.status.as_str(), is_flagged(m.status)),
+            ]
+        })
+        .collect();
+    html += &table(&["arm", "iterations", "status"], &rows);
+    let bad: Vec<String> = cx
+        .runs
+        .iter()
+        .filter(|r| is_flagged(r.manifest.status))
+        .map(|r| format!("{} ({})", r.arm, r.manifest.status))
+        .collect();
+    if !bad.is_empty() {
+        html += &warn(&format!(
+            "Not every run ran as planned: {}. interrupted = fewer iterations complete than planned (numbers below are from the last complete one); pool_exhausted = the pool held fewer samples than a batch asks for.",
+            bad.join(", ")
+        ));
+    }
+    html
+}
+
+fn wall_times(cx: &Inputs) -> String {
+    let times = stage_times(&cx.layout.timings());
+    if times.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = times
+        .iter()
+        .map(|(s, n, t)| {
+            vec![
+                s.clone(),
+                n.to_string(),
+                format!("{t:.2} s"),
+                format!("{:.2} s", t / *n as f64),
+            ]
+        })
+        .collect();
+    String::from("<h3>Wall time per stage</h3>")
+        + &table(&["stage", "runs", "total", "mean"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagged_statuses() {
+        assert!(!is_flagged(RunStatus::Complete));
+        assert!(!is_flagged(RunStatus::FinishedEarly));
+        assert!(is_flagged(RunStatus::PoolExhausted));
+        assert!(is_flagged(RunStatus::Interrupted));
+    }
+}

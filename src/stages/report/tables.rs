@@ -1,0 +1,192 @@
+//! Tables 1 and 2 (the seed's summary, with and without layer selection) and the sweep over
+//! seeds (table and forest plot) — each shown only when it belongs to these settings.
+
+use super::Inputs;
+use super::header::is_flagged;
+use super::html::{esc, flag, img, table, warn};
+use crate::arm::Arm;
+use crate::artifacts::{Artifact, Manifest, SummaryRow, SweepSummaryRow};
+use crate::plots;
+use anyhow::Result;
+use std::fmt::Write as _;
+
+pub(super) fn seed_tables(cx: &Inputs) -> Result<String> {
+    let path = cx.layout.summary();
+    if !path.exists() {
+        return Ok(warn(
+            "No seed summary yet (run `mode summary`): the accuracy tables are not shown.",
+        ));
+    }
+    let rows = Vec::<SummaryRow>::read(&path)?;
+    let mut html = String::new();
+    let flagged: Vec<String> = rows
+        .iter()
+        .filter(|r| is_flagged(r.status))
+        .map(|r| format!("{} ({})", r.arm, r.status))
+        .collect();
+    if !flagged.is_empty() {
+        html += &warn(&format!(
+            "The tables include runs that did not finish as planned, marked ⚠: {}.",
+            flagged.join(", ")
+        ));
+    }
+    let stale: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let now = r
+                .arm
+                .parse::<Arm>()
+                .ok()
+                .and_then(|a| cx.run_of(a))
+                .map(|run| run.manifest.status);
+            (now != Some(r.status)).then(|| r.arm.clone())
+        })
+        .collect();
+    if !stale.is_empty() {
+        html += &warn(&format!(
+            "The summary is older than the runs (run `mode summary` again): its status differs from the run folders' for {}.",
+            stale.join(", ")
+        ));
+    }
+    for (title, layer_select) in [
+        ("Table 1 — with layer selection", true),
+        ("Table 2 — without layer selection", false),
+    ] {
+        let part: Vec<Vec<String>> = rows
+            .iter()
+            .filter(|r| r.layer_select == layer_select)
+            .map(summary_cells)
+            .collect();
+        if !part.is_empty() {
+            let _ = write!(html, "<h3>{}</h3>", esc(title));
+            html += &table(
+                &[
+                    "arm",
+                    "initial acc",
+                    "final acc",
+                    "control acc",
+                    "finished early",
+                    "status",
+                    "diff I−F",
+                    "diff F−C",
+                ],
+                &part,
+            );
+        }
+    }
+    Ok(html)
+}
+
+fn summary_cells(r: &SummaryRow) -> Vec<String> {
+    vec![
+        r.arm.clone(),
+        format!("{:.4}", r.initial_acc),
+        format!("{:.4}", r.final_acc),
+        format!("{:.4}", r.control_acc),
+        r.finished_early.to_string(),
+        flag(r.status.as_str(), is_flagged(r.status)),
+        format!("{:+.4}", r.diff_i_f),
+        format!("{:+.4}", r.diff_f_c),
+    ]
+}
+
+/// Whether the sweep on disk may be shown: `Ok(note)` when its manifest says it started from
+/// this pipeline's splits and initial settings (the note says how far that was checked),
+/// `Err(reason)` otherwise.
+fn sweep_check(cx: &Inputs, rows: &[SweepSummaryRow]) -> Result<String, String> {
+    let path = cx.layout.sweep_manifest();
+    if !path.exists() {
+        return Err("it has no sweep manifest, so nothing says which settings made it".into());
+    }
+    let m = Manifest::read(&path).map_err(|e| format!("{e:#}"))?;
+    if m.initial != cx.p.initial_fingerprint() {
+        return Err("it was made with other data, split, model or training settings".into());
+    }
+    // The settings fingerprint covers the arms in the order they were given; try the orders
+    // the summary's arms can be recovered in.
+    let arms: Vec<Arm> = rows.iter().filter_map(|r| r.arm.parse().ok()).collect();
+    let in_replication: Vec<Arm> = Arm::replication()
+        .into_iter()
+        .filter(|a| arms.contains(a))
+        .collect();
+    let seeds = m.planned as usize;
+    let same = [arms, in_replication]
+        .iter()
+        .any(|a| crate::stages::sweep::manifest(cx.p, seeds, a).settings == m.settings);
+    Ok(if same {
+        String::new()
+    } else {
+        "Made from the same splits and initial-model settings; whether its MODE settings equal these could not be confirmed.".into()
+    })
+}
+
+pub(super) fn sweep(cx: &Inputs) -> Result<String> {
+    let path = cx.layout.sweep_summary();
+    if !path.exists() {
+        return Ok(String::new());
+    }
+    let s = Vec::<SweepSummaryRow>::read(&path)?;
+    let note = match sweep_check(cx, &s) {
+        Ok(note) => note,
+        Err(why) => {
+            return Ok(String::from("<h2>Sweep</h2>")
+                + &warn(&format!(
+                    "A sweep summary is on disk, but {why}: it is not shown (run `mode sweep` again with these settings)."
+                )));
+        }
+    };
+    let seeds = s.first().map_or(0, |r| r.seeds);
+    let mut html = format!("<h2>Sweep over {seeds} seeds</h2>");
+    if !note.is_empty() {
+        html += &warn(&note);
+    }
+    let forest: Vec<(String, f64, f64, f64)> = s
+        .iter()
+        .filter_map(|r| Some((r.arm.clone(), r.mean_delta?, r.ci_low?, r.ci_high?)))
+        .collect();
+    if !forest.is_empty() {
+        let file = cx.figure("forest");
+        plots::forest_png(&file, "Δ final accuracy vs the random control", &forest)?;
+        html += &img(&file, "forest plot");
+    }
+    html += &sweep_table(&s);
+    Ok(html)
+}
+
+fn sweep_table(s: &[SweepSummaryRow]) -> String {
+    let delta = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.4}"));
+    let p = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.3}"));
+    let rows: Vec<Vec<String>> = s
+        .iter()
+        .map(|r| {
+            vec![
+                r.arm.clone(),
+                format!("{:.4}", r.mean_initial),
+                format!("{:.4}", r.mean_final),
+                delta(r.mean_delta),
+                match (r.ci_low, r.ci_high) {
+                    (Some(a), Some(b)) => format!("[{a:+.4}, {b:+.4}]"),
+                    _ => "–".into(),
+                },
+                p(r.t_p),
+                p(r.wilcoxon_p),
+                format!("{}/{}/{}", r.wins, r.losses, r.ties),
+                format!("{}/{}", r.lifted, r.faulty_labels),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "arm",
+            "mean initial",
+            "mean final",
+            "Δ vs control",
+            "95% CI",
+            "t-test p",
+            "Wilcoxon p",
+            "W/L/T",
+            "faulty labels lifted past θ",
+        ],
+        &rows,
+    )
+}

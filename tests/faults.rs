@@ -1,0 +1,575 @@
+//! A hostile user: runs killed at several points and rerun, a full disk, bad inputs of every
+//! kind, stale and concurrent runs, and a seeded mutation loop over the readers. Every case
+//! must end in either the right answer or one clear `error:` line with nothing half-written.
+
+use mode::arm::Arm;
+use mode::artifacts::{
+    Activations, Artifact, Layout, Manifest, MetricRow, Samples, Split, SummaryRow,
+};
+use mode::vocab::{IterStatus, RunStatus, Scope};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("faults")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `mode --pipeline pipelines/smoke.toml --root ROOT <args>`.
+fn mode(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mode"));
+    c.current_dir(repo())
+        .arg("--pipeline")
+        .arg("pipelines/smoke.toml")
+        .arg("--root")
+        .arg(root)
+        .args(args);
+    c
+}
+
+fn ok(c: &mut Command) -> Output {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{:?} failed:\n{}",
+        c,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// A failure with exactly one `error:` line containing `needle`.
+fn fails(c: &mut Command, needle: &str) -> String {
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{c:?} must fail, stderr:\n{err}");
+    assert_ne!(o.status.code(), Some(101), "a panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line, got:\n{err}");
+    assert!(
+        lines[0].contains(needle),
+        "{needle:?} not in {:?}",
+        lines[0]
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_string()
+}
+
+/// The foundation of the smoke pipeline: splits, initial model and metrics.
+fn foundation(root: &Path) {
+    ok(&mut mode(root, &["split"]));
+    ok(&mut mode(root, &["train"]));
+    ok(&mut mode(root, &["evaluate"]));
+}
+
+/// Every file under `dir` (relative path → bytes), without locks and timings.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name == ".locks" || name == "timings.log" {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().into(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out
+}
+
+fn assert_same_files(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        "{} and {} hold different files",
+        a.display(),
+        b.display()
+    );
+    for (k, v) in &fa {
+        assert!(same_content(k, v, &fb[k]), "{} differs", k.display());
+    }
+}
+
+/// Equal bytes — but for train logs, whose `seconds` column is a wall time: equal rows
+/// otherwise.
+fn same_content(rel: &Path, a: &[u8], b: &[u8]) -> bool {
+    if a == b {
+        return true;
+    }
+    if rel.file_name().is_some_and(|n| n == "train_log.parquet") {
+        let read = |bytes: &[u8]| {
+            let f = std::env::temp_dir().join(format!("flog-{}.parquet", std::process::id()));
+            std::fs::write(&f, bytes).unwrap();
+            let mut rows = Vec::<mode::artifacts::TrainLogRow>::read(&f).unwrap();
+            rows.iter_mut().for_each(|r| r.seconds = 0.0);
+            rows
+        };
+        return read(a) == read(b);
+    }
+    false
+}
+
+/// Start a command, kill -9 it after `ms`, wait for it.
+fn kill_after(mut c: Command, ms: u64) {
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+const ARMS: &str = "mode-dot,random,uncertainty";
+
+#[test]
+fn killed_runs_rerun_to_the_uninterrupted_result() {
+    let whole = scratch("whole");
+    foundation(&whole);
+    ok(&mut mode(&whole, &["experiment", "--arms", ARMS]));
+    for (i, ms) in [40u64, 150, 400, 900].into_iter().enumerate() {
+        let root = scratch(&format!("killed-{i}"));
+        // split and train killed, then rerun
+        kill_after(mode(&root, &["split"]), ms / 4);
+        ok(&mut mode(&root, &["split"]));
+        assert_same_files(&whole.join("splits"), &root.join("splits"));
+        kill_after(mode(&root, &["train"]), ms / 2);
+        ok(&mut mode(&root, &["train"]));
+        ok(&mut mode(&root, &["evaluate"]));
+        assert_same_files(&whole.join("initial"), &root.join("initial"));
+        // the experiment killed, then rerun: it resumes and ends where the whole run ended
+        kill_after(mode(&root, &["experiment", "--arms", ARMS]), ms);
+        for e in std::fs::read_dir(root.join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for it in std::fs::read_dir(e.path()).unwrap().flatten() {
+                let name = it.file_name().to_string_lossy().to_string();
+                if name.starts_with("iter-") {
+                    assert!(
+                        it.path().join("metrics.parquet").exists(),
+                        "a visible iteration folder is complete: {}",
+                        it.path().display()
+                    );
+                }
+            }
+        }
+        ok(&mut mode(&root, &["experiment", "--arms", ARMS]));
+        assert_same_files(&whole.join("runs"), &root.join("runs"));
+        assert!(
+            !files(&root)
+                .keys()
+                .any(|k| k.to_string_lossy().contains(".tmp-")),
+            "no temporary file left"
+        );
+    }
+}
+
+#[test]
+fn summary_refuses_incomplete_and_stale_runs() {
+    let root = scratch("stale");
+    foundation(&root);
+    ok(&mut mode(
+        &root,
+        &["experiment", "--arms", "mode-dot,random"],
+    ));
+    ok(&mut mode(&root, &["summary"]));
+    // An arm cut back to iteration 1 (as a killed run leaves it) is refused, or flagged.
+    let l = Layout::new(&root);
+    let mut m = Manifest::read(&l.manifest("mode-dot")).unwrap();
+    m.completed = 1;
+    m.iterations.truncate(1);
+    m.status = RunStatus::Interrupted;
+    m.write(&l.manifest("mode-dot")).unwrap();
+    fails(&mut mode(&root, &["summary"]), "1 of 2 iterations complete");
+    ok(&mut mode(&root, &["summary", "--allow-incomplete"]));
+    let rows = Vec::<SummaryRow>::read(&l.summary()).unwrap();
+    assert_eq!(rows[0].status, RunStatus::Interrupted);
+    // Other settings: the summary refuses; the experiment starts those runs again.
+    fails(
+        &mut mode(&root, &["--set", "mode.alpha=0.5", "summary"]),
+        "made with other settings",
+    );
+    ok(&mut mode(
+        &root,
+        &[
+            "--set",
+            "mode.max_iter=1",
+            "experiment",
+            "--arms",
+            "mode-dot,random",
+        ],
+    ));
+    assert!(
+        !l.iter("mode-dot", 2).path().exists(),
+        "no stale iteration 2"
+    );
+    ok(&mut mode(&root, &["--set", "mode.max_iter=1", "summary"]));
+    fails(&mut mode(&root, &["summary"]), "made with other settings");
+}
+
+#[test]
+fn an_exhausted_pool_is_not_finished_early() {
+    let root = scratch("exhausted");
+    let set = ["--set", "mode.batch=1500"];
+    ok(&mut mode(&root, &[&set[..], &["split"]].concat()));
+    ok(&mut mode(&root, &[&set[..], &["train"]].concat()));
+    ok(&mut mode(
+        &root,
+        &[&set[..], &["experiment", "--arms", "random"]].concat(),
+    ));
+    let l = Layout::new(&root);
+    // 2 000 pool samples: iteration 1 takes 1 500, iteration 2 the last 500.
+    let m = Vec::<MetricRow>::read(&l.iter("random", 2).metrics()).unwrap();
+    assert_eq!(m[0].status, IterStatus::PoolExhausted);
+    assert!(!m[0].finished_early);
+    let man = Manifest::read(&l.manifest("random")).unwrap();
+    assert_eq!(man.status, RunStatus::PoolExhausted);
+}
+
+#[test]
+fn one_writer_per_root() {
+    let root = scratch("lock");
+    foundation(&root);
+    let mut first = mode(&root, &["experiment", "--arms", "all"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let e = fails(
+        &mut mode(&root, &["experiment", "--arms", "random"]),
+        "is being written by another run",
+    );
+    assert!(e.contains("pid"), "{e}");
+    fails(
+        &mut mode(&root, &["train"]),
+        "is being written by another run",
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    // The killed holder's lock is gone with it.
+    ok(&mut mode(&root, &["experiment", "--arms", "random"]));
+}
+
+#[test]
+fn same_seed_same_model_bytes() {
+    let (a, b) = (scratch("bytes-a"), scratch("bytes-b"));
+    for r in [&a, &b] {
+        ok(&mut mode(r, &["split"]));
+        ok(&mut mode(r, &["train"]));
+    }
+    let l = |r: &Path| Layout::new(r).initial().model();
+    assert!(std::fs::read(l(&a)).unwrap() == std::fs::read(l(&b)).unwrap());
+}
+
+/// Write a split with one NaN pixel; train and the analysis must refuse it.
+#[test]
+fn non_finite_values_are_refused() {
+    let root = scratch("nan");
+    foundation(&root);
+    let l = Layout::new(&root);
+    let train = l.split(Split::Train);
+    let mut s = Samples::read(&train).unwrap();
+    s.pixels[[17, 300]] = f32::NAN;
+    s.write(&train).unwrap();
+    let e = fails(
+        &mut mode(
+            &root,
+            &["train", "--out", root.join("nan-model").to_str().unwrap()],
+        ),
+        "non-finite",
+    );
+    assert!(e.contains("\"pixels\"") && e.contains("row 17"), "{e}");
+    assert!(!root.join("nan-model").exists());
+    // Activations with a NaN: layers refuses them.
+    let fresh = scratch("nan2");
+    foundation(&fresh);
+    ok(&mut mode(
+        &fresh,
+        &["probe", "--arm", "mode-dot", "--iteration", "1"],
+    ));
+    let lf = Layout::new(&fresh);
+    let path = lf.iter("mode-dot", 1).activations("test");
+    let mut a = Activations::read(&path).unwrap();
+    a.layers[0].1[[3, 2]] = f32::INFINITY;
+    a.write(&path).unwrap();
+    let e = fails(
+        &mut mode(&fresh, &["layers", "--arm", "mode-dot", "--iteration", "1"]),
+        "non-finite",
+    );
+    assert!(e.contains("dense_1") && e.contains("row 3"), "{e}");
+    assert!(!lf.iter("mode-dot", 1).layers().exists());
+}
+
+/// idx folders with bad contents: each is a clear error and no split is written.
+#[test]
+fn degenerate_idx_data_is_refused() {
+    use mode::idx::encode_pair;
+    let write = |dir: &Path, train: (usize, u8), test: (usize, u8)| {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, (n, bad_label)) in [("train", train), ("t10k", test)] {
+            let mut labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            if let Some(l) = labels.first_mut() {
+                *l = bad_label;
+            }
+            let (i, lb) = encode_pair(28, 28, &vec![9u8; n * 784], &labels);
+            std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), i).unwrap();
+            std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), lb).unwrap();
+        }
+    };
+    let root = scratch("idx");
+    let cases: [((usize, u8), (usize, u8), &str); 3] = [
+        ((100, 0), (0, 0), "hold no images"),
+        ((100, 255), (20, 0), "never occurs"),
+        ((100, 0), (20, 0), ""),
+    ];
+    for (i, (train, test, needle)) in cases.into_iter().enumerate() {
+        let dir = root.join(format!("case-{i}"));
+        write(&dir, train, test);
+        let out = root.join(format!("out-{i}"));
+        let mut c = mode(&out, &["split", "--idx-dir", dir.to_str().unwrap()]);
+        if needle.is_empty() {
+            ok(&mut c);
+        } else {
+            fails(&mut c, needle);
+            assert!(!out.join("splits").exists(), "no split written");
+        }
+    }
+    // The MNIST pipeline names 10 classes: a label 255 is refused with that count.
+    let dir = root.join("case-255");
+    write(&dir, (100, 255), (20, 0));
+    fails(
+        &mut Command::new(env!("CARGO_BIN_EXE_mode"))
+            .current_dir(repo())
+            .args(["--pipeline", "pipelines/mnist.toml", "--root"])
+            .arg(root.join("out-255"))
+            .args(["split", "--idx-dir", dir.to_str().unwrap()]),
+        "not below the 10 classes",
+    );
+    // A crafted header (2^22 × 2^21 × 2^21) is a clean error, not an abort.
+    let crafted = root.join("crafted");
+    write(&crafted, (10, 0), (10, 0));
+    let mut h = 0x0803u32.to_be_bytes().to_vec();
+    for d in [1u32 << 22, 1 << 21, 1 << 21] {
+        h.extend_from_slice(&d.to_be_bytes());
+    }
+    std::fs::write(crafted.join("train-images-idx3-ubyte"), h).unwrap();
+    fails(
+        &mut mode(
+            &root.join("out-crafted"),
+            &["split", "--idx-dir", crafted.to_str().unwrap()],
+        ),
+        "corrupt",
+    );
+}
+
+#[test]
+fn mismatched_models_are_refused() {
+    let root = scratch("mismatch");
+    foundation(&root);
+    // The pipeline describes another architecture than the model file.
+    fails(
+        &mut mode(
+            &root,
+            &[
+                "--set",
+                "model.hidden=[16]",
+                "probe",
+                "--arm",
+                "mode-dot",
+                "--iteration",
+                "1",
+            ],
+        ),
+        "",
+    );
+    // A model of 10 classes on data of another class count.
+    let l = Layout::new(&root);
+    let test = l.split(Split::Test);
+    let mut s = Samples::read(&test).unwrap();
+    s.meta.classes = 12;
+    let other = root.join("test12.parquet");
+    s.write(&other).unwrap();
+    fails(
+        &mut mode(
+            &root,
+            &[
+                "evaluate",
+                "--data",
+                other.to_str().unwrap(),
+                "--out",
+                root.join("ev").to_str().unwrap(),
+            ],
+        ),
+        "12 classes",
+    );
+    assert!(!root.join("ev").exists());
+}
+
+#[test]
+fn set_errors_name_the_override() {
+    let root = scratch("set");
+    let e = fails(
+        &mut mode(&root, &["--set", "mode.theta=2", "split"]),
+        "--set mode.theta=2",
+    );
+    assert!(e.contains("mode.theta = 2"), "{e}");
+    fails(
+        &mut mode(&root, &["--set", "select.metric=\"nope\"", "split"]),
+        "--set select.metric",
+    );
+    fails(
+        &mut mode(&root, &["--set", "nonsense", "split"]),
+        "--set nonsense",
+    );
+}
+
+#[test]
+fn temporaries_of_killed_runs_are_swept() {
+    let root = scratch("sweep-tmp");
+    foundation(&root);
+    let stale = root.join("initial/.model.safetensors.tmp-4000000000");
+    std::fs::write(&stale, b"half").unwrap();
+    ok(&mut mode(&root, &["evaluate"]));
+    assert!(!stale.exists());
+}
+
+#[test]
+fn full_disk_leaves_no_half_iteration() {
+    // Needs a small tmpfs: only as root (CI runs as root); skipped otherwise.
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("skipped: not root, cannot mount a tmpfs");
+        return;
+    }
+    let base = scratch("disk");
+    foundation(&base);
+    let mnt = scratch("disk-mnt");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: mount failed");
+        return;
+    }
+    let root = mnt.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for d in ["splits", "initial"] {
+        Command::new("cp")
+            .arg("-a")
+            .arg(base.join(d))
+            .arg(&root)
+            .status()
+            .unwrap();
+    }
+    let o = mode(&root, &["experiment", "--arms", "all"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    // What is visible is complete: no staging folder, every iteration folder has its metrics.
+    let mut half = Vec::new();
+    for e in std::fs::read_dir(root.join("runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for it in std::fs::read_dir(e.path()).unwrap().flatten() {
+            let name = it.file_name().to_string_lossy().to_string();
+            if name.starts_with('.')
+                || (name.starts_with("iter-") && !it.path().join("metrics.parquet").exists())
+            {
+                half.push(it.path());
+            }
+        }
+    }
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert!(!o.status.success(), "40 MB cannot hold 21 arms");
+    assert!(err.contains("error:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(half.is_empty(), "half-written: {half:?}");
+}
+
+#[test]
+fn mutated_files_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let root = scratch("mutate");
+    foundation(&root);
+    let l = Layout::new(&root);
+    let parquet = std::fs::read(l.split(Split::Test)).unwrap();
+    let (images, labels) = mode::idx::encode_pair(4, 4, &[7u8; 5 * 16], &[0, 1, 2, 3, 4]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let target = root.join("mutant.parquet");
+    let mut refused = 0;
+    for round in 0..300 {
+        let mut p = parquet.clone();
+        let mut i = images.clone();
+        match round % 3 {
+            0 => {
+                for _ in 0..rng.random_range(1..8) {
+                    let at = rng.random_range(0..p.len());
+                    p[at] = rng.random();
+                    let at = rng.random_range(0..i.len());
+                    i[at] = rng.random();
+                }
+            }
+            1 => {
+                p.truncate(rng.random_range(0..p.len()));
+                i.truncate(rng.random_range(0..i.len()));
+            }
+            _ => {
+                let at = rng.random_range(0..p.len().saturating_sub(8));
+                p[at..at + 8].copy_from_slice(&rng.random::<u64>().to_le_bytes());
+                let at = rng.random_range(0..i.len().saturating_sub(4));
+                i[at..at + 4].copy_from_slice(&rng.random::<u32>().to_be_bytes());
+            }
+        }
+        std::fs::write(&target, &p).unwrap();
+        let r = std::panic::catch_unwind(|| Samples::read(&target).is_err());
+        assert!(
+            r.is_ok(),
+            "round {round}: reading a mutated Parquet file panicked"
+        );
+        refused += r.unwrap() as usize;
+        let r = std::panic::catch_unwind(|| {
+            mode::idx::parse_pair(Path::new("i"), &i, Path::new("l"), &labels).is_err()
+        });
+        assert!(
+            r.is_ok(),
+            "round {round}: parsing a mutated idx file panicked"
+        );
+    }
+    assert!(refused > 100, "most mutants are refused ({refused})");
+    let _ = (Arm::parse_list("all"), Scope::Overall);
+}
