@@ -436,3 +436,108 @@ fn hc_map_correlates_with_its_label_mean_image() {
         );
     }
 }
+
+/// The convolutional path end to end: a tiny LeNet-5 pipeline through `make all`.
+#[test]
+fn lenet_runs_through_every_stage() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-lenet");
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new("make")
+        .current_dir(repo())
+        .args([
+            "--no-print-directory",
+            "all",
+            "PIPELINE=smoke-lenet",
+            "EXPERIMENT_ARMS=mode-dot,uncertainty,random",
+        ])
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
+        .arg("CARGO_BUILD=true")
+        .status()
+        .unwrap();
+    assert!(status.success(), "make all PIPELINE=smoke-lenet failed");
+    let l = Layout::new(&out);
+    let d = l.iter("mode-dot", 1);
+    let a = Activations::read(&d.activations("train")).unwrap();
+    assert_eq!(
+        a.layer_names(),
+        [
+            "conv2d_1",
+            "max_pool2d_1",
+            "conv2d_2",
+            "max_pool2d_2",
+            "dense_1",
+            "dense_2",
+            "output"
+        ]
+    );
+    let widths: Vec<usize> = a.layers.iter().map(|(_, m)| m.ncols()).collect();
+    assert_eq!(
+        widths,
+        [6, 6, 16, 16, 120, 84, 10],
+        "conv layers as per-channel means"
+    );
+    assert_eq!(
+        a.info.get("mode.probe.conv").map(String::as_str),
+        Some("mean")
+    );
+    let layers = Vec::<LayerRow>::read(&d.layers()).unwrap();
+    assert!(
+        layers
+            .iter()
+            .any(|r| r.layer == "conv2d_2" && r.probe_accuracy > 0.3)
+    );
+    let maps = Heatmaps::read(&d.heatmaps()).unwrap();
+    assert!(
+        maps.rows
+            .iter()
+            .all(|m| m.values.iter().all(|v| v.is_finite()))
+    );
+    let m = Vec::<MetricRow>::read(&l.initial().metrics()).unwrap();
+    assert!(
+        m[0].accuracy > 0.8,
+        "LeNet on 2 000 images: {}",
+        m[0].accuracy
+    );
+    assert!(Layout::report_index(&l.report_dir()).exists());
+}
+
+/// `mode ablate` on smoke: settings × arms × seeds, with the settings' keys as columns.
+#[test]
+fn ablation_table_has_a_row_per_setting_arm_and_seed() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-ablate");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_mode"))
+        .current_dir(repo())
+        .args(["--pipeline", "pipelines/smoke.toml", "--root"])
+        .arg(&out)
+        .arg("ablate")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let l = Layout::new(&out);
+    let rows = Vec::<mode::artifacts::AblationRow>::read(&l.ablation()).unwrap();
+    assert_eq!(rows.len(), 3 * 3 * 2, "3 settings × 3 arms × 2 seeds");
+    let df = mode::artifacts::table::read_frame(&l.ablation(), None).unwrap();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for key in ["select.random_fill", "retrain.data"] {
+        assert!(names.iter().any(|n| n == key), "{key} in {names:?}");
+    }
+    let data: Vec<String> = mode::artifacts::table::Cell::read(&df, "retrain.data").unwrap();
+    assert!(data.iter().any(|v| v == "train+selected"));
+    assert!(
+        data.iter().any(|v| v == "batch"),
+        "the base value where a setting leaves it"
+    );
+    let summary = Vec::<mode::artifacts::AblationSummaryRow>::read(&l.ablation_summary()).unwrap();
+    assert_eq!(summary.len(), 3 * 3);
+    for r in rows.iter().filter(|r| r.arm != "random") {
+        let d = r.delta.expect("a control of the same setting and seed");
+        assert!((d - (r.final_acc - r.control_acc.unwrap())).abs() < 1e-12);
+    }
+    assert!(l.ablation_markdown().exists() && l.ablation_manifest().exists());
+}

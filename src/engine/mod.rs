@@ -93,4 +93,6 @@ impl Step {
 }
 
 #[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
 mod tests;

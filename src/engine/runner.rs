@@ -138,8 +138,11 @@ fn run_arm(
             &batch,
             t0.elapsed().as_secs_f64(),
         ));
-        // The previous iteration is no longer needed in memory but for its selection.
-        store.forget(s.prev.path(), &[s.prev.batch(), s.prev.metrics()]);
+        // The previous iteration is no longer needed in memory but for its selection (the
+        // initial model's folder is shared by every arm and stays).
+        if k > 1 {
+            store.forget(s.prev.path(), &[s.prev.batch(), s.prev.metrics()]);
+        }
     }
     Ok(records)
 }

@@ -12,7 +12,7 @@ use crate::vocab::{Action, Direction, MapKind, Metric, Origin, Space};
 use ndarray::{Array2, arr2};
 use std::collections::BTreeMap;
 
-fn meta(classes: usize, h: usize, w: usize) -> DatasetMeta {
+pub(super) fn meta(classes: usize, h: usize, w: usize) -> DatasetMeta {
     DatasetMeta {
         dataset: "t".into(),
         channels: 1,
@@ -23,7 +23,7 @@ fn meta(classes: usize, h: usize, w: usize) -> DatasetMeta {
     }
 }
 
-fn samples(ids: &[u32], labels: &[u16], pixels: Array2<f32>, classes: usize) -> Samples {
+pub(super) fn samples(ids: &[u32], labels: &[u16], pixels: Array2<f32>, classes: usize) -> Samples {
     Samples {
         meta: meta(classes, 1, pixels.ncols()),
         ids: ids.to_vec(),
@@ -34,13 +34,13 @@ fn samples(ids: &[u32], labels: &[u16], pixels: Array2<f32>, classes: usize) -> 
     }
 }
 
-fn store() -> (Store, Layout) {
+pub(super) fn store() -> (Store, Layout) {
     let layout = Layout::new("/nonexistent/mode-test");
     (Store::memory(layout.clone(), false), layout)
 }
 
 /// Pool: label 1 has ids 10 (pixels [1, 0]), 11 ([0.6, 0.4]), 12 ([0, 1]); label 0 has 20–23.
-fn pool() -> Samples {
+pub(super) fn pool() -> Samples {
     samples(
         &[10, 11, 12, 20, 21, 22, 23],
         &[1, 1, 1, 0, 0, 0, 0],
@@ -57,7 +57,7 @@ fn pool() -> Samples {
     )
 }
 
-fn diagnosis_faulty(label: u16) -> Vec<DiagnosisRow> {
+pub(super) fn diagnosis_faulty(label: u16) -> Vec<DiagnosisRow> {
     (0..2u16)
         .map(|l| DiagnosisRow {
             label: l,
@@ -78,7 +78,7 @@ fn diagnosis_faulty(label: u16) -> Vec<DiagnosisRow> {
         .collect()
 }
 
-fn hc_map(label: u16, values: Vec<f32>) -> Heatmaps {
+pub(super) fn hc_map(label: u16, values: Vec<f32>) -> Heatmaps {
     Heatmaps {
         rows: vec![HeatmapRow {
             label,
@@ -93,7 +93,7 @@ fn hc_map(label: u16, values: Vec<f32>) -> Heatmaps {
     }
 }
 
-fn pipeline(batch: usize, alpha: f64) -> Pipeline {
+pub(super) fn pipeline(batch: usize, alpha: f64) -> Pipeline {
     let mut p = Pipeline::default();
     p.mode.batch = batch;
     p.mode.alpha = alpha;
