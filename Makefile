@@ -10,7 +10,7 @@
 #   make sweep SEEDS=10           every arm over many seeds, with CIs and p-values
 #   make ablate                   protocol settings × arms × seeds ([ablate] of the pipeline)
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
-#   make bench                    per-stage wall times and scoring throughput
+#   make bench                    per-stage and end-to-end wall times, selection and scoring speed
 #   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
 #   make test                     the test suite
 #   make clean                    remove output/<pipeline>
@@ -78,8 +78,9 @@ chain: build
 	$(SUB) -j$(JOBS) chain-inner && \
 	t1=$$(date +%s%N) && echo "make chain ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms"
 
+SWEEP_ARMS ?= all
 sweep: build
-	$(MODE) sweep --seeds $(SEEDS) $(if $(KEEP),--keep-artifacts)
+	$(MODE) sweep --seeds $(SEEDS) --arms $(SWEEP_ARMS) $(if $(KEEP),--keep-artifacts)
 
 ablate: build
 	$(MODE) ablate
@@ -89,6 +90,7 @@ mnist-skewed mnist-noisy fashion:
 
 bench: build
 	cargo bench --locked --bench stages
+	bench/end_to_end.sh $(PIPELINE)
 
 build:
 	$(CARGO_BUILD)

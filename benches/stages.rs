@@ -10,7 +10,6 @@ use mode::config::Pipeline;
 use mode::engine::{Step, Store, heatmap, layers, probe, select, train};
 use mode::model::Net;
 use mode::stages::split;
-use mode::text_enum::TextEnum;
 use mode::vocab::Metric;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -70,7 +69,7 @@ fn main() {
         Samples::read(&f).unwrap()
     });
     let (net, _, state) = measure("train 30 000 × 3 epochs, batch 32", 3, || {
-        train::fit_fresh(&p, &s.train, |_, _| {}).unwrap()
+        train::fit_initial(&p, &s.train, None, |_, _| {}).unwrap()
     });
     // A memory store holding what `mode experiment` holds after the foundation.
     let layout = Layout::new(dir.path().join("out"));
@@ -117,7 +116,50 @@ fn main() {
     });
     let _: &Net = &net;
     println!("peak RSS so far: {:.0} MB", peak_rss_mb());
-    drop((s, src, store, all));
+
+    println!("\n== selection: each strategy, 30 000 pool, batch 2 000, α = 1 (pure) ==");
+    let mut pure = q.clone();
+    pure.mode.alpha = 1.0;
+    let pool_step = |arm: Arm| {
+        let s = Step::new(&layout, &pure, arm, 1);
+        probe::run(&store, &s).unwrap();
+        layers::run(&store, &s).unwrap();
+        heatmap::run(&store, &s).unwrap();
+        s
+    };
+    for name in [
+        "mode-dot",
+        "mode-cosine",
+        "mode-wasserstein",
+        "uncertainty",
+        "margin",
+        "entropy",
+        "least-confidence",
+        "coreset",
+        "badge",
+        "label-margin",
+        "label-random",
+        "random",
+    ] {
+        let arm: Arm = name.parse().unwrap();
+        let s = pool_step(arm);
+        let sel = measure(&format!("select {name}"), 3, || {
+            select::run(&store, &s).unwrap()
+        });
+        assert!(sel.batch.len() <= pure.mode.batch);
+    }
+    drop((s, store));
+
+    println!("\n== LeNet-5 (pipelines/mnist-lenet.toml) ==");
+    let pl = Pipeline::load(Some(&root.join("pipelines/mnist-lenet.toml")), &[]).expect("pipeline");
+    let sl = split::make(&pl, &src).unwrap();
+    let (lenet, _, _) = measure("train LeNet-5 30 000 × 3 epochs, batch 32", 1, || {
+        train::fit_initial(&pl, &sl.train, None, |_, _| {}).unwrap()
+    });
+    measure("probe LeNet-5 on 70 000 images", 3, || {
+        lenet.activations(&all.pixels).unwrap()
+    });
+    drop((sl, src, all));
 
     println!(
         "\n== pool scoring: 1 000 000 × 784 synthetic rows (uniform [0, 1)), {} threads ==",

@@ -533,8 +533,11 @@ fn ablation_table_has_a_row_per_setting_arm_and_seed() {
         data.iter().any(|v| v == "batch"),
         "the base value where a setting leaves it"
     );
-    let summary = Vec::<mode::artifacts::AblationSummaryRow>::read(&l.ablation_summary()).unwrap();
+    let summary = Vec::<mode::artifacts::SweepSummaryRow>::read(&l.ablation_summary()).unwrap();
     assert_eq!(summary.len(), 3 * 3);
+    let df = mode::artifacts::table::read_frame(&l.ablation_summary(), None).unwrap();
+    let settings: Vec<String> = mode::artifacts::table::Cell::read(&df, "setting").unwrap();
+    assert_eq!(settings[0], "base");
     for r in rows.iter().filter(|r| r.arm != "random") {
         let d = r.delta.expect("a control of the same setting and seed");
         assert!((d - (r.final_acc - r.control_acc.unwrap())).abs() < 1e-12);

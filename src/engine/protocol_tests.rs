@@ -235,7 +235,7 @@ fn tiny(store: &super::Store, layout: &crate::artifacts::Layout, p: &crate::conf
         arr2(&[[0.0f32, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.1]]),
         2,
     );
-    let (net, _, state) = train::fit_fresh(p, &train, |_, _| {}).unwrap();
+    let (net, _, state) = train::fit_initial(p, &train, None, |_, _| {}).unwrap();
     store.put(&layout.split(Split::Train), train).unwrap();
     store.put(&layout.split(Split::Pool), pool()).unwrap();
     store.put(&layout.initial().model(), net).unwrap();

@@ -28,22 +28,25 @@ pub fn shuffle_seed(p: &Pipeline, arm: &str, iteration: u32) -> u64 {
     derive_seed(p.seed, &format!("retrain/{arm}/{iteration}"))
 }
 
-/// The initial model: fresh weights (the pipeline's architecture and weight seed) trained on
-/// `samples` with the `[train]` section, shuffled from the pipeline's "train" stream, and
-/// Adam's state after it.
-pub fn fit_fresh(
+/// The initial model: fresh weights (the pipeline's architecture and weight seed), or `init`
+/// continued, trained on `samples` with the `[train]` section (shuffled from the pipeline's
+/// "train" or "continue" stream), and Adam's state after it.
+pub fn fit_initial(
     p: &Pipeline,
     samples: &Samples,
+    init: Option<Net>,
     on_step: impl FnMut(usize, usize),
 ) -> Result<(Net, Vec<EpochStats>, OptimState)> {
-    let net = Net::init(p, &samples.meta)?;
-    let seed = derive_seed(p.seed, "train");
+    let (net, stream) = match init {
+        Some(net) => (net.with_settings(""), "continue"),
+        None => (Net::init(p, &samples.meta)?, "train"),
+    };
     model::fit(
         net,
         &samples.pixels,
         &samples.labels,
         &p.train,
-        seed,
+        derive_seed(p.seed, stream),
         None,
         on_step,
     )

@@ -8,7 +8,13 @@
 
 mod arch;
 mod net;
+mod network;
 pub mod safetensors;
+mod train;
 
 pub use arch::{Activation, Architecture, Layer, Shape, lenet5};
-pub use net::{EpochStats, Net, OptimState, cross_entropy, fit};
+pub use net::Net;
+pub use train::{EpochStats, OptimState, cross_entropy, fit};
+
+#[cfg(test)]
+mod tests;

@@ -4,14 +4,15 @@
 //! not change it), and each arm is compared with the control of the same setting and seed.
 //!
 //! Writes `ablation.parquet` (one row per setting × arm × seed, the overridden keys as columns),
-//! `ablation_summary.parquet` and `.md` (per setting and arm: Δ vs control, 95% CI, paired t
-//! and Wilcoxon p, wins/losses, faulty labels lifted past θ) and `ablation_manifest.json`.
+//! `ablation_summary.parquet` and `.md` (per setting and arm, the columns of
+//! `sweep_summary.parquet` — Δ vs control, 95% CI, paired t and Wilcoxon p, wins/losses, faulty
+//! labels lifted past θ — then `setting` and the keys) and `ablation_manifest.json`.
 
 use super::Ctx;
 use super::sweep::{self, Foundation, SeedResult};
 use crate::arm::{Arm, CONTROL};
 use crate::artifacts::{
-    AblationRow, AblationSummaryRow, Artifact, Manifest, SweepRow, write_bytes, write_frame_with,
+    AblationRow, Artifact, Manifest, SweepRow, SweepSummaryRow, write_bytes, write_frame_with,
 };
 use crate::config::{Pipeline, apply_override, fingerprint};
 use crate::stages::split;
@@ -87,7 +88,8 @@ pub struct AblateArgs {
 }
 
 pub struct AblateReport {
-    pub summary: Vec<AblationSummaryRow>,
+    /// Per setting (its label), the sweep summary rows of its arms.
+    pub summary: Vec<(String, SweepSummaryRow)>,
     pub runs: usize,
     pub seconds: f64,
     pub out: PathBuf,
@@ -107,34 +109,18 @@ impl std::fmt::Display for AblateReport {
 }
 
 /// The ablation table in Markdown: per setting, its arms against its control.
-pub fn markdown(rows: &[AblationSummaryRow]) -> String {
-    let mut s = String::from(
-        "| setting | arm | seeds | mean final | Δ vs control | 95% CI | t-test p | Wilcoxon p | W/L/T | faulty labels lifted past θ |\n|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    let f = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.4}"));
-    let p = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.3}"));
-    for r in rows {
-        s += &format!(
-            "| {} | {} | {} | {:.4} | {} | {} | {} | {} | {}/{}/{} | {}/{} |\n",
-            r.setting,
-            r.arm,
-            r.seeds,
-            r.mean_final,
-            f(r.mean_delta),
-            match (r.ci_low, r.ci_high) {
-                (Some(a), Some(b)) => format!("[{a:+.4}, {b:+.4}]"),
-                _ => "–".into(),
-            },
-            p(r.t_p),
-            p(r.wilcoxon_p),
-            r.wins,
-            r.losses,
-            r.ties,
-            r.lifted,
-            r.faulty_labels
-        );
-    }
-    s
+pub fn markdown(rows: &[(String, SweepSummaryRow)]) -> String {
+    let mut head = vec!["setting"];
+    head.extend(sweep::HEAD);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(setting, r)| {
+            let mut c = vec![setting.clone()];
+            c.extend(sweep::cells(r));
+            c
+        })
+        .collect();
+    super::markdown::table(&head, &cells)
 }
 
 /// The manifest of an ablation: the base settings, the settings and arms compared.
@@ -276,7 +262,7 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
             &initial[k],
             pipelines[k].mode.theta,
         ) {
-            summary.push(AblationSummaryRow::from_sweep(&setting.label, s));
+            summary.push((setting.label.clone(), s));
         }
     }
     // One string column per overridden key, the base value where a setting leaves it.
@@ -311,11 +297,13 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
         &rows,
         columns(rows.iter().map(|r| r.setting.as_str()).collect()),
     )?;
-    write_frame_with(
-        &layout.ablation_summary(),
-        &summary,
-        columns(summary.iter().map(|r| r.setting.as_str()).collect()),
-    )?;
+    let mut extra = vec![(
+        "setting".to_string(),
+        summary.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+    )];
+    extra.extend(columns(summary.iter().map(|(l, _)| l.as_str()).collect()));
+    let rows: Vec<SweepSummaryRow> = summary.iter().map(|(_, r)| r.clone()).collect();
+    write_frame_with(&layout.ablation_summary(), &rows, extra)?;
     write_bytes(&layout.ablation_markdown(), markdown(&summary).as_bytes())?;
     let mut m = manifest(p, a);
     m.complete(m.planned, IterStatus::Ran);

@@ -8,6 +8,7 @@ pub mod experiment;
 pub mod heatmap;
 pub mod info;
 pub mod layers;
+pub mod markdown;
 pub mod probe;
 pub mod report;
 pub mod retrain;

@@ -58,24 +58,36 @@ pub fn summarise(initial: f64, runs: &[ArmRun]) -> Result<Vec<SummaryRow>> {
 
 /// The rows as the seed's table, in Markdown.
 pub fn markdown(rows: &[SummaryRow]) -> String {
-    let mut s = String::from(
-        "| arm | metric | layer sel. | initial acc | final acc | control acc | status | diff I−F | diff F−C |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        s += &format!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {} | {:+.4} | {:+.4} |\n",
-            r.arm,
-            r.metric,
-            r.layer_select,
-            r.initial_acc,
-            r.final_acc,
-            r.control_acc,
-            r.status,
-            r.diff_i_f,
-            r.diff_f_c
-        );
-    }
-    s
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.arm.clone(),
+                r.metric.clone(),
+                r.layer_select.to_string(),
+                format!("{:.4}", r.initial_acc),
+                format!("{:.4}", r.final_acc),
+                format!("{:.4}", r.control_acc),
+                r.status.to_string(),
+                format!("{:+.4}", r.diff_i_f),
+                format!("{:+.4}", r.diff_f_c),
+            ]
+        })
+        .collect();
+    super::markdown::table(
+        &[
+            "arm",
+            "metric",
+            "layer sel.",
+            "initial acc",
+            "final acc",
+            "control acc",
+            "status",
+            "diff I−F (final − initial)",
+            "diff F−C (final − control)",
+        ],
+        &cells,
+    )
 }
 
 /// Every arm run under the layout, checked against the pipeline.

@@ -15,7 +15,7 @@ use crate::artifacts::{
 use crate::config::Pipeline;
 use crate::engine::Store;
 use crate::engine::runner::{IterRecord, run_arms};
-use crate::engine::train::{EvalTag, evaluate_model, fit_fresh};
+use crate::engine::train::{EvalTag, evaluate_model, fit_initial};
 use crate::model::{Net, OptimState};
 use crate::stages::split;
 use crate::vocab::IterStatus;
@@ -48,7 +48,7 @@ pub struct Foundation {
 pub fn foundation(q: &Pipeline, src: &split::Source) -> Result<Foundation> {
     let t0 = Instant::now();
     let s = split::make(q, src)?;
-    let (net, _, state) = fit_fresh(q, &s.train, |_, _| {})?;
+    let (net, _, state) = fit_initial(q, &s.train, None, |_, _| {})?;
     Ok(Foundation {
         splits: s
             .each()
@@ -259,40 +259,40 @@ pub fn summarise(
     out
 }
 
+/// The header of a summary table's arm columns.
+pub const HEAD: [&str; 10] = [
+    "arm",
+    "seeds",
+    "mean initial",
+    "mean final",
+    "Δ vs control",
+    "95% CI",
+    "t-test p",
+    "Wilcoxon p",
+    "W/L/T",
+    "faulty labels lifted past θ",
+];
+
+/// A summary row's cells, in the order of [`HEAD`].
+pub fn cells(r: &SweepSummaryRow) -> Vec<String> {
+    use super::markdown::{interval, lifted, p_value, signed};
+    vec![
+        r.arm.clone(),
+        r.seeds.to_string(),
+        format!("{:.4}", r.mean_initial),
+        format!("{:.4}", r.mean_final),
+        signed(r.mean_delta),
+        interval(r.ci_low, r.ci_high),
+        p_value(r.t_p),
+        p_value(r.wilcoxon_p),
+        format!("{}/{}/{}", r.wins, r.losses, r.ties),
+        lifted(r.lifted, r.faulty_labels),
+    ]
+}
+
 /// The summary as a Markdown table.
 pub fn markdown(rows: &[SweepSummaryRow]) -> String {
-    let f = |x: Option<f64>, prec: usize| x.map_or("–".to_string(), |v| format!("{v:+.prec$}"));
-    let p = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.3}"));
-    let mut s = String::from(
-        "| arm | seeds | mean initial | mean final | Δ vs control | 95% CI | t-test p | Wilcoxon p | W/L/T | faulty labels lifted past θ |\n|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        s += &format!(
-            "| {} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {}/{}/{} | {}/{} ({:.0}%) |\n",
-            r.arm,
-            r.seeds,
-            r.mean_initial,
-            r.mean_final,
-            f(r.mean_delta, 4),
-            match (r.ci_low, r.ci_high) {
-                (Some(a), Some(b)) => format!("[{a:+.4}, {b:+.4}]"),
-                _ => "–".into(),
-            },
-            p(r.t_p),
-            p(r.wilcoxon_p),
-            r.wins,
-            r.losses,
-            r.ties,
-            r.lifted,
-            r.faulty_labels,
-            if r.faulty_labels == 0 {
-                0.0
-            } else {
-                100.0 * r.lifted as f64 / r.faulty_labels as f64
-            }
-        );
-    }
-    s
+    super::markdown::table(&HEAD, &rows.iter().map(cells).collect::<Vec<_>>())
 }
 
 pub struct SweepArgs {

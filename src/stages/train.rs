@@ -3,9 +3,8 @@
 
 use super::Ctx;
 use crate::artifacts::{Artifact, IterDir, Samples, Split};
-use crate::config::derive_seed;
-use crate::engine::train::{fit_fresh, log_rows};
-use crate::model::{self, EpochStats, Net};
+use crate::engine::train::{fit_initial, log_rows};
+use crate::model::{EpochStats, Net};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -59,24 +58,15 @@ pub fn run(ctx: &Ctx, a: &TrainArgs) -> Result<TrainReport> {
     let steps = (samples.len().div_ceil(p.train.batch_size) * p.train.epochs) as u64;
     let bar = crate::progress::bar(steps, "train");
     let progress = |done: usize, _| bar.set_position(done as u64);
-    let (net, epochs, state) = match &a.init {
-        None => fit_fresh(p, &samples, progress)?,
-        Some(init) => {
-            let net = Net::read(init)?;
+    let init = match &a.init {
+        None => None,
+        Some(path) => {
+            let net = Net::read(path)?;
             net.check_data(&samples.meta, &a.data)?;
-            let seed = derive_seed(p.seed, "continue");
-            let (net, epochs, state) = model::fit(
-                net,
-                &samples.pixels,
-                &samples.labels,
-                &p.train,
-                seed,
-                None,
-                progress,
-            )?;
-            (net.with_settings(""), epochs, state)
+            Some(net)
         }
     };
+    let (net, epochs, state) = fit_initial(p, &samples, init, progress)?;
     bar.finish_and_clear();
     for e in &epochs {
         tracing::info!(
