@@ -474,12 +474,20 @@ fn lenet_runs_through_every_stage() {
     let widths: Vec<usize> = a.layers.iter().map(|(_, m)| m.ncols()).collect();
     assert_eq!(
         widths,
-        [6, 6, 16, 16, 120, 84, 10],
-        "conv layers as per-channel means"
+        [
+            6 * 28 * 28,
+            6 * 14 * 14,
+            16 * 10 * 10,
+            16 * 5 * 5,
+            120,
+            84,
+            10
+        ],
+        "conv layers as full maps (probe.conv = full)"
     );
     assert_eq!(
         a.info.get("mode.probe.conv").map(String::as_str),
-        Some("mean")
+        Some("full")
     );
     let layers = Vec::<LayerRow>::read(&d.layers()).unwrap();
     assert!(
@@ -499,7 +507,15 @@ fn lenet_runs_through_every_stage() {
         "LeNet on 2 000 images: {}",
         m[0].accuracy
     );
-    assert!(Layout::report_index(&l.report_dir()).exists());
+    let html = std::fs::read_to_string(Layout::report_index(&l.report_dir())).unwrap();
+    let target = maps.rows[0].layer.clone();
+    if target.starts_with("conv2d") || target.starts_with("max_pool2d") {
+        assert!(
+            html.contains("channels_hc.png"),
+            "conv heat maps per channel"
+        );
+    }
+    assert!(html.contains("Protocol"), "the protocol in the header");
 }
 
 /// `mode ablate` on smoke: settings × arms × seeds, with the settings' keys as columns.

@@ -46,9 +46,85 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
     .map(|(k, v)| vec![k.to_string(), v])
     .collect();
     html += &table(&["parameter", "value"], &params);
+    html += &protocol(cx);
     html += &run_statuses(cx);
     html += &wall_times(cx);
     Ok(html)
+}
+
+/// The protocol keys of the loop (the seed's values unmarked, others marked).
+fn protocol(cx: &Inputs) -> String {
+    let p = cx.p;
+    let seed = crate::config::Pipeline::default();
+    let keys: Vec<(&str, String, String)> = vec![
+        (
+            "select.random_fill",
+            p.select.random_fill.to_string(),
+            seed.select.random_fill.to_string(),
+        ),
+        (
+            "select.underfit_kind / overfit_kind",
+            format!("{} / {}", p.select.underfit_kind, p.select.overfit_kind),
+            format!(
+                "{} / {}",
+                seed.select.underfit_kind, seed.select.overfit_kind
+            ),
+        ),
+        (
+            "select.empty_map",
+            p.select.empty_map.to_string(),
+            seed.select.empty_map.to_string(),
+        ),
+        (
+            "select.order",
+            p.select.order.to_string(),
+            seed.select.order.to_string(),
+        ),
+        (
+            "select.targets",
+            p.select.targets.to_string(),
+            seed.select.targets.to_string(),
+        ),
+        (
+            "retrain.optimizer",
+            p.retrain.optimizer.to_string(),
+            seed.retrain.optimizer.to_string(),
+        ),
+        (
+            "retrain.data",
+            p.retrain.data.to_string(),
+            seed.retrain.data.to_string(),
+        ),
+        (
+            "retrain.init",
+            p.retrain.init.to_string(),
+            seed.retrain.init.to_string(),
+        ),
+        (
+            "heatmap.space / split",
+            format!("{} / {}", p.heatmap.space, p.heatmap.split),
+            format!("{} / {}", seed.heatmap.space, seed.heatmap.split),
+        ),
+        (
+            "mode.on_finish",
+            p.mode.on_finish.to_string(),
+            seed.mode.on_finish.to_string(),
+        ),
+        (
+            "layers.force_target",
+            p.layers.force_target.clone().unwrap_or_else(|| "–".into()),
+            "–".into(),
+        ),
+    ];
+    let rows: Vec<Vec<String>> = keys
+        .into_iter()
+        .map(|(k, v, s)| {
+            let differs = v != s;
+            vec![k.to_string(), flag(&v, differs), s]
+        })
+        .collect();
+    String::from("<h3>Protocol (⚠ = differs from the seed's loop)</h3>")
+        + &table(&["key", "this run", "the seed's loop"], &rows)
 }
 
 /// Every arm's run: iterations complete of planned, and its status (flagged unless it ran to

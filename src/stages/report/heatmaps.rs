@@ -3,7 +3,8 @@
 
 use super::Inputs;
 use super::html::{esc, img};
-use crate::artifacts::HeatmapRow;
+use crate::artifacts::{Artifact, HeatmapRow};
+use crate::model::{Net, Shape};
 use crate::plots::{self, Tile};
 use crate::vocab::{MapKind, Space};
 use anyhow::Result;
@@ -45,8 +46,64 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
         .find(|m| m.kind == MapKind::DhCc && m.label == pi && m.other == Some(pk));
     if space == Space::Input {
         html += &images(cx, pair)?;
+    } else if let Some(shape) = conv_shape(cx, &layer)? {
+        html += &channels(cx, shape)?;
+        html += &strips(cx, pair)?;
     } else {
         html += &strips(cx, pair)?;
+    }
+    Ok(html)
+}
+
+/// The channels × height × width of a convolution or pooling layer whose maps hold the full
+/// feature maps (`probe.conv = "full"`); `None` for dense layers and per-channel means.
+fn conv_shape(cx: &Inputs, layer: &str) -> Result<Option<(usize, usize, usize)>> {
+    let arch = Net::read(&cx.layout.initial().model())?.arch;
+    let shapes = arch.shapes()?;
+    let Some((Some(i), _)) = arch.probed().into_iter().find(|(_, n)| n == layer) else {
+        return Ok(None);
+    };
+    let width = cx.maps.rows.first().map_or(0, |m| m.values.len());
+    Ok(match shapes[i] {
+        Shape::Image(c, h, w) if c * h * w == width => Some((c, h, w)),
+        _ => None,
+    })
+}
+
+/// Convolutional heat maps with full feature maps: one small image per channel, a row per
+/// label, for HC and for the differential map DH_CW.
+fn channels(cx: &Inputs, (c, h, w): (usize, usize, usize)) -> Result<String> {
+    let mut html = String::new();
+    for kind in [MapKind::Hc, MapKind::DhCw] {
+        let mut tiles = Vec::new();
+        let mut titles = Vec::new();
+        for l in cx.labels() {
+            let Some(m) = cx.maps.get(l, kind) else {
+                continue;
+            };
+            titles.push(format!("label {} {kind} n={}", cx.name_of(l), m.n));
+            for ch in 0..c {
+                tiles.push(Tile {
+                    values: m.values[ch * h * w..(ch + 1) * h * w].to_vec(),
+                    caption: format!("ch {ch}"),
+                    signed: signed(kind),
+                });
+            }
+        }
+        let file = cx.figure(&format!("channels_{}", kind.as_str().to_lowercase()));
+        plots::grid_png(
+            &file,
+            &tiles,
+            (h, w),
+            c,
+            (84 / h.max(1)).clamp(2, 8) as i32,
+            &titles,
+        )?;
+        let _ = write!(
+            html,
+            "<h3>{kind} per channel of the target layer (one {h}×{w} image per channel)</h3>"
+        );
+        html += &img(&file, &format!("{kind} per channel"));
     }
     Ok(html)
 }

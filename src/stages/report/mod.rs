@@ -59,6 +59,7 @@ pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportReport> {
         accuracy::section(&cx)?,
         tables::seed_tables(&cx)?,
         tables::sweep(&cx)?,
+        tables::ablation(&cx)?,
     ]
     .concat();
     let index = Layout::report_index(&a.out);

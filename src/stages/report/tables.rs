@@ -154,39 +154,63 @@ pub(super) fn sweep(cx: &Inputs) -> Result<String> {
 }
 
 fn sweep_table(s: &[SweepSummaryRow]) -> String {
-    let delta = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.4}"));
-    let p = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.3}"));
-    let rows: Vec<Vec<String>> = s
+    let rows: Vec<Vec<String>> = s.iter().map(crate::stages::sweep::cells).collect();
+    table(&crate::stages::sweep::HEAD, &rows)
+}
+
+/// The ablation on disk (`mode ablate`), when it started from these splits and initial
+/// settings: per setting and arm, Δ vs the control of the same setting, a forest plot and the
+/// table.
+pub(super) fn ablation(cx: &Inputs) -> Result<String> {
+    let path = cx.layout.ablation_summary();
+    if !path.exists() {
+        return Ok(String::new());
+    }
+    let mut html = String::from("<h2>Ablation: which protocol key moves the result</h2>");
+    let manifest = cx.layout.ablation_manifest();
+    let same = manifest.exists()
+        && Manifest::read(&manifest).is_ok_and(|m| m.initial == cx.p.initial_fingerprint());
+    if !same {
+        return Ok(html
+            + &warn(
+                "An ablation summary is on disk, but it was made from other data, split, model or training settings (or has no manifest): it is not shown (run `mode ablate` again).",
+            ));
+    }
+    let df = crate::artifacts::table::read_frame(&path, None)?;
+    let rows = <SweepSummaryRow as crate::artifacts::Table>::from_frame(&df)?;
+    let settings: Vec<String> = crate::artifacts::table::Cell::read(&df, "setting")?;
+    let forest: Vec<(String, f64, f64, f64)> = rows
         .iter()
-        .map(|r| {
-            vec![
-                r.arm.clone(),
-                format!("{:.4}", r.mean_initial),
-                format!("{:.4}", r.mean_final),
-                delta(r.mean_delta),
-                match (r.ci_low, r.ci_high) {
-                    (Some(a), Some(b)) => format!("[{a:+.4}, {b:+.4}]"),
-                    _ => "–".into(),
-                },
-                p(r.t_p),
-                p(r.wilcoxon_p),
-                format!("{}/{}/{}", r.wins, r.losses, r.ties),
-                format!("{}/{}", r.lifted, r.faulty_labels),
-            ]
+        .zip(&settings)
+        .filter_map(|(r, s)| {
+            Some((
+                format!("{s} · {}", r.arm),
+                r.mean_delta?,
+                r.ci_low?,
+                r.ci_high?,
+            ))
         })
         .collect();
-    table(
-        &[
-            "arm",
-            "mean initial",
-            "mean final",
-            "Δ vs control",
-            "95% CI",
-            "t-test p",
-            "Wilcoxon p",
-            "W/L/T",
-            "faulty labels lifted past θ",
-        ],
-        &rows,
-    )
+    if !forest.is_empty() {
+        let file = cx.figure("ablation");
+        plots::forest_png(
+            &file,
+            "Δ final accuracy vs the control of the same setting",
+            &forest,
+        )?;
+        html += &img(&file, "ablation forest plot");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .zip(&settings)
+        .map(|(r, s)| {
+            let mut c = vec![s.clone()];
+            c.extend(crate::stages::sweep::cells(r));
+            c
+        })
+        .collect();
+    let mut head = vec!["setting"];
+    head.extend(crate::stages::sweep::HEAD);
+    html += &table(&head, &cells);
+    Ok(html)
 }
