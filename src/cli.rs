@@ -276,18 +276,21 @@ impl Command {
                 false,
             ))
         };
-        let arm = |a: &Arm| shared(format!("runs/{a}"));
+        let unit = |p: PathBuf| layout.relative(&p);
+        let arm = |a: &Arm| shared(unit(layout.arm_dir(&a.to_string())));
         match self {
             Command::Split { out: Some(d), .. } | Command::Train { out: Some(d), .. } => own(d),
             Command::Evaluate { out: Some(d), .. } | Command::Probe { out: Some(d), .. } => own(d),
-            Command::Split { .. } => shared("splits".into()),
-            Command::Train { .. } | Command::Evaluate { arm: None, .. } => shared("initial".into()),
+            Command::Split { .. } => shared(unit(layout.splits_dir())),
+            Command::Train { .. } | Command::Evaluate { arm: None, .. } => {
+                shared(unit(layout.initial().path().to_path_buf()))
+            }
             Command::Evaluate { arm: Some(a), .. } | Command::Probe { arm: Some(a), .. } => arm(a),
             Command::Layers { arm: Some(a), .. } => arm(a),
-            Command::Layers { .. } => shared("input_head".into()),
+            Command::Layers { .. } => shared(unit(layout.input_head())),
             Command::Heatmap(a) | Command::Select(a) | Command::Retrain(a) => arm(&a.arm),
-            Command::Sweep { .. } => shared("sweep".into()),
-            Command::Ablate { .. } => shared("ablation".into()),
+            Command::Sweep { .. } => shared(unit(layout.sweep())),
+            Command::Ablate { .. } => shared(unit(layout.ablation())),
             Command::Experiment { .. } | Command::Summary { .. } | Command::Report { .. } => {
                 Some((root, LockKind::Exclusive, None, true))
             }
@@ -393,7 +396,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                         model,
                         data: data.unwrap_or_else(|| l.split(Split::Test)),
                         out: IterDir(out),
-                        arm: "initial".into(),
+                        arm: crate::engine::train::INITIAL.into(),
                         iteration: 0,
                     }
                 }

@@ -21,6 +21,20 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `make <args…>` with the test's binary into `out`; panics with the target when it fails.
+fn make(out: &Path, args: &[&str]) {
+    let status = Command::new("make")
+        .current_dir(repo())
+        .arg("--no-print-directory")
+        .args(args)
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
+        .arg("CARGO_BUILD=true")
+        .status()
+        .expect("make runs");
+    assert!(status.success(), "make {args:?} failed");
+}
+
 /// Run the smoke pipeline once for all tests of this file.
 fn smoke() -> &'static Path {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
@@ -28,20 +42,7 @@ fn smoke() -> &'static Path {
         // Under cargo's scratch folder for integration tests; replaced on every run.
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-smoke");
         let _ = std::fs::remove_dir_all(&out);
-        let status = Command::new("make")
-            .current_dir(repo())
-            .args([
-                "--no-print-directory",
-                "all",
-                "PIPELINE=smoke",
-                "METRIC=dot",
-            ])
-            .arg(format!("OUT={}", out.display()))
-            .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
-            .arg("CARGO_BUILD=true")
-            .status()
-            .expect("make runs");
-        assert!(status.success(), "make all PIPELINE=smoke failed");
+        make(&out, &["all", "PIPELINE=smoke", "METRIC=dot"]);
         out
     })
 }
@@ -273,20 +274,7 @@ fn chain_matches_experiment() {
             .unwrap();
         assert!(status.success());
     }
-    let status = Command::new("make")
-        .current_dir(repo())
-        .args([
-            "--no-print-directory",
-            "chain",
-            "PIPELINE=smoke",
-            "ARMS=mode-dot random",
-        ])
-        .arg(format!("OUT={}", out.display()))
-        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
-        .arg("CARGO_BUILD=true")
-        .status()
-        .unwrap();
-    assert!(status.success(), "make chain failed");
+    make(&out, &["chain", "PIPELINE=smoke", "ARMS=mode-dot random"]);
     for arm in ["mode-dot", "random"] {
         let a = files_under(&exp.join("runs").join(arm));
         let b = files_under(&out.join("runs").join(arm));
@@ -442,20 +430,14 @@ fn hc_map_correlates_with_its_label_mean_image() {
 fn lenet_runs_through_every_stage() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-lenet");
     let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new("make")
-        .current_dir(repo())
-        .args([
-            "--no-print-directory",
+    make(
+        &out,
+        &[
             "all",
             "PIPELINE=smoke-lenet",
             "EXPERIMENT_ARMS=mode-dot,uncertainty,random",
-        ])
-        .arg(format!("OUT={}", out.display()))
-        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
-        .arg("CARGO_BUILD=true")
-        .status()
-        .unwrap();
-    assert!(status.success(), "make all PIPELINE=smoke-lenet failed");
+        ],
+    );
     let l = Layout::new(&out);
     let d = l.iter("mode-dot", 1);
     let a = Activations::read(&d.activations("train")).unwrap();

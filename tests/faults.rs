@@ -343,7 +343,9 @@ fn degenerate_idx_data_is_refused() {
         }
     };
     let root = scratch("idx");
-    let cases: [((usize, u8), (usize, u8), &str); 3] = [
+    // (train images, first label), (test images, first label), the error expected ("" = none)
+    type Case = ((usize, u8), (usize, u8), &'static str);
+    let cases: [Case; 3] = [
         ((100, 0), (0, 0), "hold no images"),
         ((100, 255), (20, 0), "never occurs"),
         ((100, 0), (20, 0), ""),
@@ -364,7 +366,7 @@ fn degenerate_idx_data_is_refused() {
     let dir = root.join("case-255");
     write(&dir, (100, 255), (20, 0));
     fails(
-        &mut Command::new(env!("CARGO_BIN_EXE_mode"))
+        Command::new(env!("CARGO_BIN_EXE_mode"))
             .current_dir(repo())
             .args(["--pipeline", "pipelines/mnist.toml", "--root"])
             .arg(root.join("out-255"))

@@ -169,7 +169,7 @@ impl Layout {
         let d = self.root.join(".locks");
         match unit {
             None => d.join("root"),
-            Some(u) => d.join(u.replace(['/', '\\'], "_")),
+            Some(u) => d.join(format!("{}.lock", u.replace(['/', '\\', '.'], "_"))),
         }
     }
 }

@@ -10,6 +10,9 @@ use crate::vocab::{IterStatus, Scope};
 use anyhow::{Result, bail};
 use std::path::Path;
 
+/// The arm name of the initial model's metrics (iteration 0).
+pub const INITIAL: &str = "initial";
+
 /// The rows of `train_log.parquet` for these epochs.
 pub fn log_rows(epochs: &[EpochStats]) -> Vec<TrainLogRow> {
     epochs

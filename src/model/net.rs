@@ -184,7 +184,7 @@ impl Net {
     }
 }
 
-pub(super) fn to_tensor(x: ndarray::ArrayView2<f32>, device: &Device) -> Tensor<2> {
+fn to_tensor(x: ndarray::ArrayView2<f32>, device: &Device) -> Tensor<2> {
     let (n, d) = x.dim();
     let v: Vec<f32> = x.iter().copied().collect();
     Tensor::from_data(TensorData::new(v, [n, d]), device)

@@ -1,6 +1,6 @@
 //! Training: Adam (Keras' β and ε), seeded shuffling and dropout, and Adam's saved state.
 
-use super::net::{Net, to_tensor};
+use super::net::Net;
 use super::network::device;
 use crate::artifacts::{Artifact, write_bytes};
 use crate::config::TrainConfig;
@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
@@ -119,9 +119,9 @@ pub fn fit(
         let mut loss_sum = 0.0f64;
         let mut correct = 0usize;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let xb = x.select(Axis(0), chunk);
+            let xb = gather(x, chunk);
             let yb: Vec<i64> = chunk.iter().map(|&i| y[i] as i64).collect();
-            let input = to_tensor(xb.view(), &device);
+            let input = Tensor::from_data(TensorData::new(xb, [chunk.len(), x.ncols()]), &device);
             let targets =
                 Tensor::<1, Int>::from_data(TensorData::new(yb.clone(), [chunk.len()]), &device);
             let (logits, _) = model.forward(&arch, input, None, Some(&mut drop_rng));
@@ -167,6 +167,18 @@ pub fn fit(
         stats,
         st,
     ))
+}
+
+/// The rows `idx` of `x`, one after the other (a training batch).
+fn gather(x: &Array2<f32>, idx: &[usize]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(idx.len() * x.ncols());
+    for &i in idx {
+        match x.row(i).as_slice() {
+            Some(row) => v.extend_from_slice(row),
+            None => v.extend(x.row(i).iter().copied()),
+        }
+    }
+    v
 }
 
 /// Per-sample cross-entropy of probabilities against labels.

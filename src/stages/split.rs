@@ -189,9 +189,9 @@ pub struct Source {
 /// The metadata key of the settings fingerprint in every split file.
 pub const SETTINGS_KEY: &str = "mode.settings";
 
-/// The class count: `data.classes`, else the number of class names, else the largest label
-/// + 1 — and then every label below it must occur (a stray byte such as 255 would otherwise
-/// make 256 classes).
+/// The class count: `data.classes`, else the number of class names, else one more than the
+/// largest label — and then every label below it must occur (a stray byte such as 255 would
+/// otherwise make 256 classes).
 fn class_count(p: &Pipeline, dir: &Path, train: &IdxImages, test: &IdxImages) -> Result<usize> {
     let max = train.classes().max(test.classes());
     let given = p

@@ -89,7 +89,7 @@ pub fn one_seed(
     store.put_arc(&initial.optimizer(), f.state.clone())?;
     store.put_arc(&initial.model(), f.net.clone())?;
     let tag = EvalTag {
-        arm: "initial".into(),
+        arm: crate::engine::train::INITIAL.into(),
         iteration: 0,
         status: IterStatus::Ran,
     };

@@ -122,7 +122,7 @@ fn per_label(cx: &Inputs) -> Result<String> {
     let classes = cx.test.meta.classes as u16;
     let cats: Vec<String> = cx.labels().map(|l| cx.name_of(l)).collect();
     let mut groups = vec![(
-        "initial".to_string(),
+        crate::engine::train::INITIAL.to_string(),
         label_acc(&cx.metrics, None, 0, classes),
     )];
     let mut shown = vec![cx.args.arm];
