@@ -31,15 +31,15 @@ EXPERIMENT_ARMS ?= all
 ARMS     ?= $(ARM) random
 # Independent stages (arms, the input feature model) run in parallel.
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
-# The generated rules, read only by the inner make (after the build).
-RULES    := $(OUT)/.chain.mk
+# The generated rules, read only by the inner make (after the build); one file per arm choice.
+comma := ,
+space := $() $()
+RULES    = $(OUT)/.rules-$(subst $(space),_,$(strip $(ARMS)))-$(subst $(comma),_,$(EXPERIMENT_ARMS)).mk
 SUB      := $(MAKE) --no-print-directory MODE_RULES=1
 
 .PHONY: all chain build test clean sweep ablate bench report report-check mnist-skewed mnist-noisy fashion \
         probe layers heatmap select retrain evaluate all-inner chain-inner
 .DELETE_ON_ERROR:
-comma := ,
-space := $() $()
 
 # The inner make (after the build) reads the rules the binary generates; make remakes them
 # when the pipeline, the binary or this file change.
