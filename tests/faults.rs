@@ -408,8 +408,22 @@ fn mismatched_models_are_refused() {
                 "1",
             ],
         ),
-        "",
+        "trained with other settings",
     );
+    let e = fails(
+        &mut mode(
+            &root,
+            &[
+                "--set",
+                "model.hidden=[16]",
+                "evaluate",
+                "--out",
+                root.join("ev16").to_str().unwrap(),
+            ],
+        ),
+        "the pipeline describes",
+    );
+    assert!(e.contains("Dense 28"), "{e}");
     // A model of 10 classes on data of another class count.
     let l = Layout::new(&root);
     let test = l.split(Split::Test);

@@ -207,6 +207,7 @@ pub fn evaluate_model(
     tag: &EvalTag,
 ) -> Result<Vec<MetricRow>> {
     let net = store.get::<Net>(model)?;
+    net.check_pipeline(p, model)?;
     let samples = store.get::<Samples>(data)?;
     net.check_data(&samples.meta, data)?;
     let probs = net.predict(&samples.pixels)?;

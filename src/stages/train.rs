@@ -62,6 +62,7 @@ pub fn run(ctx: &Ctx, a: &TrainArgs) -> Result<TrainReport> {
         None => None,
         Some(path) => {
             let net = Net::read(path)?;
+            net.check_pipeline(p, path)?;
             net.check_data(&samples.meta, &a.data)?;
             Some(net)
         }
