@@ -152,8 +152,9 @@ pub struct Series {
     pub dashed: bool,
 }
 
+/// Distinct colours for up to 20 series (matplotlib's tab10, then darker and lighter tones).
 pub fn palette(i: usize) -> RGBColor {
-    const P: [RGBColor; 12] = [
+    const P: [RGBColor; 20] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -166,6 +167,14 @@ pub fn palette(i: usize) -> RGBColor {
         RGBColor(23, 190, 207),
         RGBColor(0, 0, 128),
         RGBColor(128, 0, 0),
+        RGBColor(0, 100, 0),
+        RGBColor(255, 215, 0),
+        RGBColor(75, 0, 130),
+        RGBColor(0, 128, 128),
+        RGBColor(205, 92, 92),
+        RGBColor(85, 107, 47),
+        RGBColor(255, 105, 180),
+        RGBColor(70, 130, 180),
     ];
     P[i % P.len()]
 }
