@@ -334,7 +334,7 @@ pub struct Net {
     module: Network,
 }
 
-const ARCHITECTURE_KEY: &str = "mode.architecture";
+pub(super) const ARCHITECTURE_KEY: &str = "mode.architecture";
 const SETTINGS_KEY: &str = "mode.settings";
 
 impl Net {
