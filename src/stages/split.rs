@@ -389,7 +389,7 @@ mod tests {
         let base = plan(&labels(2000), 0, 10, &SplitConfig::default(), 1).unwrap();
         let p = plan(&labels(2000), 0, 10, &cfg, 1).unwrap();
         let src = labels(2000);
-        for l in [3u8, 5] {
+        for l in [3u16, 5] {
             let before = base.train.iter().filter(|&&i| src[i] == l).count();
             let after = p.train.iter().filter(|&&i| src[i] == l).count();
             assert_eq!(after, (before as f64 * 0.1).round() as usize);
