@@ -120,7 +120,7 @@ pub fn load(p: &Pipeline, idx_dir: Option<&Path>) -> Result<Source> {
             root,
             rows,
             meta,
-            "the index of the image in class-name, then file-name order (splits/sources.parquet names the file)",
+            "the index of the image in class-name, then file-name order (the sources table of the splits names the file)",
         );
     }
     if let Some(file) = &p.data.table {
@@ -130,7 +130,7 @@ pub fn load(p: &Pipeline, idx_dir: Option<&Path>) -> Result<Source> {
             file,
             rows,
             meta,
-            "the row of the table (splits/sources.parquet names it)",
+            "the row of the table (the sources table of the splits names it)",
         );
     }
     load_idx(p, idx_dir)

@@ -64,8 +64,9 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
     }
     if layout.manifest(&name).exists() {
         bail!(
-            "{}: this arm folder holds a run of the engine (manifest.json); debug your own model under another --root",
-            layout.arm_dir(&name).display()
+            "{}: this arm folder holds a run of the engine ({}); debug your own model under another --root",
+            layout.arm_dir(&name).display(),
+            layout.manifest(&name).display()
         );
     }
     let store = Store::memory(layout.clone(), true);
