@@ -10,7 +10,7 @@
 #   make sweep SEEDS=10           every arm over many seeds, with CIs and p-values
 #   make ablate                   protocol settings × arms × seeds ([ablate] of the pipeline)
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
-#   make bench                    per-stage wall times and scoring throughput
+#   make bench                    per-stage wall times, ONNX probe speed, scoring throughput
 #   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
 #   make test                     the test suite
 #   make clean                    remove output/<pipeline>
@@ -88,13 +88,14 @@ mnist-skewed mnist-noisy fashion:
 	$(MAKE) --no-print-directory all sweep PIPELINE=$@
 
 bench: build
+	python3 -m pip install --quiet --disable-pip-version-check onnx numpy
 	cargo bench --locked --bench stages
 
 build:
 	$(CARGO_BUILD)
 
 test:
-	python3 -m pip install --quiet --disable-pip-version-check duckdb polars
+	python3 -m pip install --quiet --disable-pip-version-check duckdb polars numpy pyarrow
 	cargo test --release --locked
 
 clean:

@@ -134,7 +134,20 @@ fn tract_equals_burn_on_the_cnn() {
 }
 
 #[test]
-fn a_fixed_batch_and_an_empty_sample_set() {
+fn a_fixed_batch_an_empty_sample_set_and_normalisation() {
+    // A model declaring a batch of 3 runs in batches of 3 (the last one padded) and gives
+    // what the same model with a symbolic batch gives.
+    let mut p = Pipeline::default();
+    p.model.input = Some(OnnxInput::Image);
+    let fixed = OnnxNet::load(&fixture("cnn_batch3.onnx"), &p, &mnist_meta()).unwrap();
+    let any = OnnxNet::load(&fixture("cnn.onnx"), &p, &mnist_meta()).unwrap();
+    let x = pixels().slice(ndarray::s![..10, ..]).to_owned();
+    let (a, b) = (fixed.activations(&x).unwrap(), any.activations(&x).unwrap());
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.nrows(), 10);
+        assert!(max_diff(a, b) <= 1e-6);
+    }
     let p = Pipeline::default();
     let onnx = OnnxNet::load(&fixture("mlp.onnx"), &p, &mnist_meta()).unwrap();
     let none = onnx.activations(&Array2::zeros((0, 784))).unwrap();
@@ -147,6 +160,16 @@ fn a_fixed_batch_and_an_empty_sample_set() {
     for r in probs.rows() {
         assert!((r.sum() - 1.0).abs() < 1e-5);
     }
+    // model.input_mean / input_std: the model sees (x − mean) / std.
+    let mut q = Pipeline::default();
+    q.model.input_mean = vec![0.5];
+    q.model.input_std = vec![0.25];
+    let normalised = OnnxNet::load(&fixture("mlp.onnx"), &q, &mnist_meta()).unwrap();
+    let d = max_diff(
+        &normalised.predict(&x).unwrap(),
+        &onnx.predict(&x.mapv(|v| (v - 0.5) / 0.25)).unwrap(),
+    );
+    assert!(d <= 1e-6, "{d}");
 }
 
 fn load_err(model: &str, p: &Pipeline) -> String {

@@ -65,6 +65,14 @@ fn show_declared(f: &InferenceFact) -> String {
     }
 }
 
+/// The dimensions of one sample in a layout.
+fn sample_rank(input: OnnxInput) -> usize {
+    match input {
+        OnnxInput::Flat => 1,
+        OnnxInput::Image => 3,
+    }
+}
+
 fn show(dims: &[usize]) -> String {
     let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("N×{}", d.join("×"))
@@ -127,18 +135,25 @@ impl OnnxNet {
             OnnxInput::Image => vec![meta.channels, meta.height, meta.width],
         };
         let declared = model.input_fact(0)?.clone();
+        let other = match input {
+            OnnxInput::Flat => OnnxInput::Image,
+            OnnxInput::Image => OnnxInput::Flat,
+        };
+        let hint = match declared.shape.rank() {
+            GenericFactoid::Only(r) if r as usize == 1 + sample_rank(other) => {
+                format!("set model.input = \"{other}\"")
+            }
+            _ => "give it data of the size it takes (data.channels, data.height, data.width)"
+                .to_string(),
+        };
         let mismatch = || {
             anyhow!(
-                "{shown}: the model's input is {} but the data reach it as {} (model.input = \"{input}\", {}×{}×{} images); set model.input = \"{}\" or use data of the model's size",
+                "{shown}: the model's input is {} but the data reach it as {} (model.input = \"{input}\", {}×{}×{} images); {hint}",
                 show_declared(&declared),
                 show(&sample),
                 meta.channels,
                 meta.height,
                 meta.width,
-                match input {
-                    OnnxInput::Flat => OnnxInput::Image,
-                    OnnxInput::Image => OnnxInput::Flat,
-                }
             )
         };
         if let GenericFactoid::Only(r) = declared.shape.rank()
