@@ -10,7 +10,7 @@
 #   make sweep SEEDS=10           every arm over many seeds, with CIs and p-values
 #   make ablate                   protocol settings × arms × seeds ([ablate] of the pipeline)
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
-#   make bench                    per-stage and end-to-end wall times, selection and scoring speed
+#   make bench                    per-stage and end-to-end wall times, ONNX probe, selection and scoring speed
 #   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
 #   make test                     the test suite
 #   make clean                    remove output/<pipeline>
@@ -89,6 +89,7 @@ mnist-skewed mnist-noisy fashion:
 	$(MAKE) --no-print-directory all sweep PIPELINE=$@
 
 bench: build
+	python3 -m pip install --quiet --disable-pip-version-check onnx numpy
 	cargo bench --locked --bench stages
 	bench/end_to_end.sh $(PIPELINE)
 
@@ -96,7 +97,7 @@ build:
 	$(CARGO_BUILD)
 
 test:
-	python3 -m pip install --quiet --disable-pip-version-check duckdb polars
+	python3 -m pip install --quiet --disable-pip-version-check duckdb polars numpy pyarrow
 	cargo test --release --locked
 
 clean:

@@ -1,14 +1,15 @@
 //! `make bench` (`cargo bench --bench stages`): wall time of every stage of one MODE
-//! iteration on full MNIST (in memory, the engine's own steps over a memory store), and
-//! pool-scoring throughput per metric on 1 000 000 × 784 synthetic rows. Prints figures
+//! iteration on full MNIST (in memory, the engine's own steps over a memory store), probing
+//! 70 000 images through ONNX classifiers (tract), and pool-scoring throughput per metric on
+//! 1 000 000 × 784 synthetic rows. Prints figures
 //! (median of several runs); asserts nothing about time.
 
 use mode::analysis::distance::score_rows;
 use mode::arm::Arm;
 use mode::artifacts::{Artifact, Layout, Samples, Split};
-use mode::config::Pipeline;
+use mode::config::{ModelPreset, OnnxInput, Pipeline};
 use mode::engine::{Step, Store, heatmap, layers, probe, select, train};
-use mode::model::Net;
+use mode::model::{Classifier, Net, OnnxNet};
 use mode::stages::split;
 use mode::vocab::Metric;
 use ndarray::Array2;
@@ -49,6 +50,44 @@ fn peak_rss_mb() -> f64 {
         })
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// Probe 70 000 images through ONNX classifiers with tract: the MLP fixture (784-28-28-10)
+/// and a LeNet-5 made by tests/fixtures/make_onnx.py from fresh `mode` weights (needs
+/// python3 with onnx and numpy; skipped otherwise).
+fn onnx_probes(p: &Pipeline, all: &Samples, tmp: &std::path::Path) {
+    println!(
+        "\n== ONNX classifiers (tract), {} images, {} threads ==",
+        all.len(),
+        rayon::current_num_threads()
+    );
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mlp = OnnxNet::load(&fixtures.join("mlp.onnx"), p, &all.meta).expect("the MLP fixture");
+    measure("probe 70 000 images, ONNX MLP 784-28-28-10", 3, || {
+        mlp.activations(&all.pixels).unwrap()
+    });
+    let mut q = p.clone();
+    q.model.preset = ModelPreset::Lenet5;
+    q.model.input = Some(OnnxInput::Image);
+    let weights = tmp.join("lenet5.safetensors");
+    let model = tmp.join("lenet5.onnx");
+    Net::init(&q, &all.meta).unwrap().write(&weights).unwrap();
+    let made = std::process::Command::new("python3")
+        .arg(fixtures.join("make_onnx.py"))
+        .arg(&weights)
+        .arg(&model)
+        .output();
+    match made {
+        Ok(o) if o.status.success() => {
+            let lenet = OnnxNet::load(&model, &q, &all.meta).expect("the LeNet-5 ONNX");
+            measure("probe 70 000 images, ONNX LeNet-5", 3, || {
+                lenet.activations(&all.pixels).unwrap()
+            });
+        }
+        _ => println!(
+            "probe 70 000 images, ONNX LeNet-5: skipped (python3 -m pip install onnx numpy)"
+        ),
+    }
 }
 
 fn main() {
@@ -159,6 +198,7 @@ fn main() {
     measure("probe LeNet-5 on 70 000 images", 3, || {
         lenet.activations(&all.pixels).unwrap()
     });
+    onnx_probes(&p, &all, dir.path());
     drop((sl, src, all));
 
     println!(

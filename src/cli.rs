@@ -60,9 +60,11 @@ impl AtArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Split idx data into train / bug-fix pool / test Parquet files.
+    /// Split the data into train / bug-fix pool / test Parquet files: idx files, an image
+    /// folder (data.images = "ROOT": ROOT/<class>/*.png|jpg) or a Parquet table (data.table).
     Split {
-        /// Folder with the idx files [default: data.idx_dir].
+        /// Folder with the idx files [default: data.idx_dir; unused with data.images or
+        /// data.table].
         #[arg(long)]
         idx_dir: Option<PathBuf>,
         /// Output folder [default: <root>/splits].
@@ -87,13 +89,16 @@ enum Command {
     /// Evaluate a model on a split: metrics.parquet and predictions.parquet.
     Evaluate {
         /// The arm whose iteration is evaluated (with --iteration); else the initial model.
-        #[arg(long, requires = "iteration", conflicts_with_all = ["model", "data", "out"])]
+        #[arg(long, requires = "iteration", conflicts_with_all = ["model", "data", "out", "onnx"])]
         arm: Option<Arm>,
         #[arg(long, requires = "arm")]
         iteration: Option<u32>,
         /// Model file [default: <root>/initial/model.safetensors].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "onnx")]
         model: Option<PathBuf>,
+        /// An ONNX classifier instead (your own model; model.input says how samples reach it).
+        #[arg(long, requires = "out")]
+        onnx: Option<PathBuf>,
         /// Samples [default: <root>/splits/test.parquet].
         #[arg(long)]
         data: Option<PathBuf>,
@@ -101,15 +106,20 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Record every layer's activations: an arm's iteration, or any model on any samples.
+    /// Record every layer's activations: an arm's iteration, or any model (a `mode` model or
+    /// an ONNX classifier) on any samples.
     Probe {
-        #[arg(long, requires = "iteration", conflicts_with_all = ["model", "data", "out"])]
+        #[arg(long, requires = "iteration", conflicts_with_all = ["model", "data", "out", "onnx"])]
         arm: Option<Arm>,
         #[arg(long, requires = "arm")]
         iteration: Option<u32>,
         /// Model file (instead of --arm/--iteration).
-        #[arg(long, requires = "out")]
+        #[arg(long, requires = "out", conflicts_with = "onnx")]
         model: Option<PathBuf>,
+        /// An ONNX classifier: records every Relu/Gemm/MatMul/Conv output (or model.onnx_layers)
+        /// and `output` (probabilities; softmax applied when the model ends in logits).
+        #[arg(long, requires = "out")]
+        onnx: Option<PathBuf>,
         /// Sample files to probe (repeatable) [default: the train and test splits].
         #[arg(long)]
         data: Vec<PathBuf>,
@@ -133,6 +143,20 @@ enum Command {
     Select(AtArgs),
     /// Continue training the previous model on the selected batch.
     Retrain(AtArgs),
+    /// One iteration for your own trainer: probe an ONNX model, layers, heatmap, select and
+    /// evaluate into runs/<arm>/iter-<k>/, with batch.csv (id, label, origin, source) to train
+    /// on; the next iteration takes the retrained model's ONNX.
+    Debug {
+        /// The ONNX classifier of this iteration (the one the previous batch was trained into).
+        #[arg(long)]
+        onnx: PathBuf,
+        /// The iteration (1-based); iteration k starts from iteration k − 1's pool.
+        #[arg(long)]
+        iteration: u32,
+        /// The selection strategy [default: mode-<select.metric>].
+        #[arg(long)]
+        arm: Option<Arm>,
+    },
     /// Run the loop for many arms in one process (same steps, same files), in parallel.
     Experiment {
         /// Arms, comma-separated, or a set ("all": the 21 arms of the replication).
@@ -220,6 +244,11 @@ enum InfoCommand {
     },
 }
 
+/// The arm of `mode debug`: the given one, else MODE with the pipeline's metric.
+fn debug_arm(arm: Option<Arm>, p: &Pipeline) -> Arm {
+    arm.unwrap_or(Arm::mode(p.select.metric, true))
+}
+
 fn parse_pair(s: &str) -> Result<(u16, u16), String> {
     s.split_once(',')
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
@@ -251,6 +280,7 @@ impl Command {
             Command::Heatmap(_) => "heatmap",
             Command::Select(_) => "select",
             Command::Retrain(_) => "retrain",
+            Command::Debug { .. } => "debug",
             Command::Experiment { .. } => "experiment",
             Command::Sweep { .. } => "sweep",
             Command::Ablate { .. } => "ablate",
@@ -263,7 +293,8 @@ impl Command {
     /// How the command holds the output root: (root, kind, unit, sweep the root's
     /// temporaries); `None`: it writes nothing. An explicit `--out` folder is locked as a unit
     /// of its parent folder.
-    fn lock(&self, layout: &Layout) -> Option<(PathBuf, LockKind, Option<String>, bool)> {
+    fn lock(&self, ctx: &Ctx) -> Option<(PathBuf, LockKind, Option<String>, bool)> {
+        let layout = &ctx.layout;
         let root = layout.root.clone();
         let shared = |unit: String| Some((root.clone(), LockKind::Shared, Some(unit), true));
         let own = |dir: &Path| {
@@ -291,6 +322,7 @@ impl Command {
             Command::Heatmap(a) | Command::Select(a) | Command::Retrain(a) => arm(&a.arm),
             Command::Sweep { .. } => shared(unit(layout.sweep())),
             Command::Ablate { .. } => shared(unit(layout.ablation())),
+            Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.p)),
             Command::Experiment { .. } | Command::Summary { .. } | Command::Report { .. } => {
                 Some((root, LockKind::Exclusive, None, true))
             }
@@ -326,7 +358,7 @@ pub fn run(cli: Cli) -> Result<Printed> {
             .unwrap_or_else(|| Layout::default_root(&p.name)),
     );
     let ctx = Ctx { p, layout };
-    let _lock = match cli.command.lock(&ctx.layout) {
+    let _lock = match cli.command.lock(&ctx) {
         Some((root, kind, unit, sweep)) => Some(Lock::acquire(
             &root,
             kind,
@@ -381,13 +413,19 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             arm,
             iteration,
             model,
+            onnx,
             data,
             out,
         } => {
             use stages::evaluate::EvaluateArgs;
-            let a = match step_or(arm, iteration) {
-                Some(at) => EvaluateArgs::Step(at),
-                None => {
+            let a = match (step_or(arm, iteration), onnx) {
+                (Some(at), _) => EvaluateArgs::Step(at),
+                (None, Some(onnx)) => EvaluateArgs::Onnx {
+                    model: onnx,
+                    data: data.unwrap_or_else(|| l.split(Split::Test)),
+                    out: IterDir(out.unwrap_or_default()),
+                },
+                (None, None) => {
                     let model = model.unwrap_or_else(|| l.initial().model());
                     let out = out
                         .or_else(|| model.parent().map(Path::to_path_buf))
@@ -407,22 +445,31 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             arm,
             iteration,
             model,
+            onnx,
             data,
             out,
         } => {
             use stages::probe::ProbeArgs;
-            let a = match (step_or(arm, iteration), model, out) {
-                (Some(at), _, _) => ProbeArgs::Step(at),
-                (None, Some(model), Some(out)) => ProbeArgs::Model {
+            let data = if data.is_empty() {
+                vec![l.split(Split::Train), l.split(Split::Test)]
+            } else {
+                data
+            };
+            let a = match (step_or(arm, iteration), model, onnx, out) {
+                (Some(at), ..) => ProbeArgs::Step(at),
+                (None, Some(model), None, Some(out)) => ProbeArgs::Model {
                     model,
-                    data: if data.is_empty() {
-                        vec![l.split(Split::Train), l.split(Split::Test)]
-                    } else {
-                        data
-                    },
+                    data,
                     out: IterDir(out),
                 },
-                _ => bail!("probe what? pass --arm A --iteration K, or --model FILE --out DIR"),
+                (None, None, Some(model), Some(out)) => ProbeArgs::Onnx {
+                    model,
+                    data,
+                    out: IterDir(out),
+                },
+                _ => bail!(
+                    "probe what? pass --arm A --iteration K, or --model FILE --out DIR, or --onnx FILE --out DIR"
+                ),
             };
             log(stages::probe::run(ctx, &a)?)
         }
@@ -437,6 +484,20 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
         Command::Heatmap(a) => log(stages::heatmap::run(ctx, a.at())?),
         Command::Select(a) => log(stages::select::run(ctx, a.at())?),
         Command::Retrain(a) => log(stages::retrain::run(ctx, a.at())?),
+        Command::Debug {
+            onnx,
+            iteration,
+            arm,
+        } => log(stages::debug::run(
+            ctx,
+            &stages::debug::DebugArgs {
+                onnx,
+                at: At {
+                    arm: debug_arm(arm, &ctx.p),
+                    k: iteration,
+                },
+            },
+        )?),
         Command::Experiment { arms } => log(stages::experiment::run(
             ctx,
             &stages::experiment::ExperimentArgs {

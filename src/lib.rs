@@ -9,6 +9,7 @@ pub mod idx;
 pub mod model;
 pub mod plots;
 pub mod progress;
+pub mod sources;
 pub mod stages;
 pub mod text_enum;
 pub mod vocab;

@@ -81,7 +81,7 @@ impl Layout {
     }
     /// Where each sample came from (image folders, Parquet tables).
     pub fn sources(&self) -> PathBuf {
-        self.splits_dir().join("sources.parquet")
+        sources_file(&self.splits_dir())
     }
     /// The initial model's folder (iteration 0).
     pub fn initial(&self) -> IterDir {
@@ -183,6 +183,30 @@ pub fn split_file(dir: &Path, s: Split) -> PathBuf {
     dir.join(format!("{}.{PARQUET}", s.as_str()))
 }
 
+/// The sources table in a splits folder: where each sample came from.
+pub fn sources_file(dir: &Path) -> PathBuf {
+    dir.join(format!("sources.{PARQUET}"))
+}
+
+/// A layer name as a file name: unchanged when it is made of letters, digits, `-`, `_` and
+/// inner dots; otherwise (an ONNX name such as `/fc1/Gemm_output_0`) every other character
+/// becomes `_` and a fingerprint of the name keeps different names apart.
+fn file_stem(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    if !name.is_empty() && name.chars().all(plain) && !name.starts_with('.') {
+        return name.to_string();
+    }
+    let safe: String = name
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    format!(
+        "{}-{}",
+        safe.trim_start_matches(['.', '_']),
+        &crate::config::fingerprint(name)[..8]
+    )
+}
+
 /// One model's folder: the initial model or `runs/<arm>/iter-<k>`, holding the analysis of the
 /// previous model, the selection, and the new model with its metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -220,8 +244,10 @@ impl IterDir {
     pub fn heads_dir(&self) -> PathBuf {
         self.0.join("heads")
     }
+    /// A layer's feature model; layer names that are not plain file names are encoded.
     pub fn head(&self, layer: &str) -> PathBuf {
-        self.heads_dir().join(format!("{layer}.{PARQUET}"))
+        self.heads_dir()
+            .join(format!("{}.{PARQUET}", file_stem(layer)))
     }
     pub fn heatmaps(&self) -> PathBuf {
         self.0.join("heatmaps.parquet")
@@ -299,6 +325,18 @@ mod tests {
         );
         assert_eq!(l.iter("x", 0), l.initial());
         assert_eq!(Layout::parse_iter("iter-12"), Some(12));
+        let d = l.iter("mode-dot", 1);
+        let onnx = d.head("/fc1/Gemm_output_0");
+        assert_eq!(onnx.parent(), Some(d.heads_dir().as_path()), "{onnx:?}");
+        assert!(
+            onnx.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("fc1_Gemm_output_0-")
+        );
+        assert_ne!(d.head("a/b"), d.head("a_b"));
+        assert_ne!(d.head(".."), d.head("."));
+        assert_eq!(d.head(".."), d.head(".."));
         for a in ARTIFACTS {
             assert!(l.initial().by_name(a).is_some(), "{a}");
         }

@@ -11,6 +11,7 @@
 //!   checked to be finite when read.
 
 pub mod activations;
+pub mod batch_csv;
 pub mod io;
 pub mod layout;
 pub mod manifest;
@@ -21,6 +22,7 @@ pub mod table;
 pub mod tensor;
 
 pub use activations::{Activations, INPUT, OUTPUT};
+pub use batch_csv::{BatchCsv, BatchCsvRow};
 pub use io::{Lock, LockKind, write_atomic, write_bytes};
 pub use layout::{IterDir, Layout, Split};
 pub use manifest::Manifest;

@@ -75,6 +75,12 @@ table!(
 );
 
 table!(
+    /// `splits/sources.parquet`: where each sample of an image folder or a table came from
+    /// (the image file, or `<table file>#<row>`).
+    SourceRow { id: u32, split: String, source: String }
+);
+
+table!(
     /// `summary.parquet`: one row per arm (Tables 1 and 2 of the seed).
     SummaryRow {
         arm: String,

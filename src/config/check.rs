@@ -130,11 +130,104 @@ pub(super) fn validate(p: &Pipeline) -> Result<()> {
     {
         bail!("layers.force_target = \"\": name a layer (e.g. \"dense_2\") or leave the key out");
     }
+    data(p)?;
+    onnx(p)?;
     if p.split.skew_labels.iter().any(|&l| l > 4095) {
         bail!(
             "split.skew_labels = {:?}: labels must be below 4096",
             p.split.skew_labels
         );
+    }
+    Ok(())
+}
+
+/// The data source keys: one source; shape keys and the test share only where they apply.
+fn data(p: &Pipeline) -> Result<()> {
+    let d = &p.data;
+    if d.images.is_some() && d.table.is_some() {
+        bail!("data.images and data.table are both set: give one source");
+    }
+    let own = d.images.is_some() || d.table.is_some();
+    for (key, set) in [
+        ("data.channels", d.channels.is_some()),
+        ("data.height", d.height.is_some()),
+        ("data.width", d.width.is_some()),
+        ("data.test_fraction", d.test_fraction.is_some()),
+    ] {
+        if set && !own {
+            bail!(
+                "{key} applies to data.images and data.table only (idx files carry their own size and test file)"
+            );
+        }
+    }
+    for (key, set) in [
+        ("data.label_column", d.label_column.is_some()),
+        ("data.pixels_column", d.pixels_column.is_some()),
+        ("data.scale", d.scale.is_some()),
+    ] {
+        if set && d.table.is_none() {
+            bail!("{key} applies to data.table only");
+        }
+    }
+    if let Some(c) = d.channels
+        && (c == 0 || (d.images.is_some() && c != 1 && c != 3) || c > 4096)
+    {
+        bail!("data.channels = {c}: image folders take 1 (grayscale) or 3 (RGB); tables 1 to 4096");
+    }
+    for (key, v) in [("data.height", d.height), ("data.width", d.width)] {
+        if let Some(v) = v
+            && !(1..=65_536).contains(&v)
+        {
+            bail!("{key} = {v} is out of range: 1 to 65536");
+        }
+    }
+    if d.height.is_some() != d.width.is_some() {
+        bail!("data.height and data.width: give both or neither");
+    }
+    if let Some(f) = d.test_fraction
+        && !(f > 0.0 && f < 1.0)
+    {
+        bail!("data.test_fraction = {f} is out of range: it must lie in (0, 1)");
+    }
+    if let Some(s) = d.scale
+        && !(s > 0.0 && s.is_finite())
+    {
+        bail!("data.scale = {s} must be a positive number");
+    }
+    Ok(())
+}
+
+/// The ONNX keys: layer names usable as columns, a normalisation that fits.
+fn onnx(p: &Pipeline) -> Result<()> {
+    let m = &p.model;
+    for name in &m.onnx_layers {
+        if name.trim().is_empty() || name.contains(',') {
+            bail!(
+                "model.onnx_layers: {name:?} is not a node output name (empty, or holds a comma)"
+            );
+        }
+    }
+    for (key, v) in [
+        ("model.input_mean", &m.input_mean),
+        ("model.input_std", &m.input_std),
+    ] {
+        if v.iter().any(|x| !x.is_finite()) {
+            bail!("{key} = {v:?}: every value must be finite");
+        }
+    }
+    if m.input_std.iter().any(|&s| s <= 0.0) {
+        bail!(
+            "model.input_std = {:?}: every value must be positive",
+            m.input_std
+        );
+    }
+    if !m.input_mean.is_empty() && !m.input_std.is_empty() {
+        let (a, b) = (m.input_mean.len(), m.input_std.len());
+        if a != b && a != 1 && b != 1 {
+            bail!(
+                "model.input_mean has {a} values and model.input_std {b}: give one value, or one per channel, to each"
+            );
+        }
     }
     Ok(())
 }

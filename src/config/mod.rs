@@ -310,6 +310,40 @@ mod tests {
     }
 
     #[test]
+    fn own_data_and_onnx_keys_are_checked() {
+        let err = |sets: &[&str]| {
+            let v: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Pipeline::load(None, &v).unwrap_err().to_string()
+        };
+        assert!(err(&["data.height=5"]).contains("data.images and data.table only"));
+        assert!(err(&["data.images=\"a\"", "data.table=\"b\""]).contains("give one source"));
+        assert!(err(&["data.images=\"a\"", "data.height=5"]).contains("give both or neither"));
+        assert!(err(&["data.images=\"a\"", "data.channels=2"]).contains("1 (grayscale) or 3"));
+        assert!(err(&["data.table=\"a\"", "data.test_fraction=1.0"]).contains("(0, 1)"));
+        assert!(err(&["data.label_column=\"y\""]).contains("data.table only"));
+        assert!(err(&["model.onnx_layers=[\"a,b\"]"]).contains("comma"));
+        assert!(err(&["model.input_std=[0.0]"]).contains("positive"));
+        assert!(err(&["model.input=\"nchw\""]).contains("flat, image"));
+        let p = Pipeline::load(
+            None,
+            &["data.images=\"a\"".into(), "model.input=\"image\"".into()],
+        )
+        .unwrap();
+        assert_eq!(p.model.input, Some(OnnxInput::Image));
+        // Unset, the new keys leave the settings' fingerprints as they were.
+        let json = serde_json::to_string(&Pipeline::default()).unwrap();
+        for key in [
+            "images",
+            "table",
+            "test_fraction",
+            "onnx_layers",
+            "input_mean",
+        ] {
+            assert!(!json.contains(key), "{key} in {json}");
+        }
+    }
+
+    #[test]
     fn a_pipeline_extends_another() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

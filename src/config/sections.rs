@@ -19,6 +19,39 @@ pub struct DataConfig {
     /// `class_names` when given, else to the largest label + 1 (and then every label below it
     /// must occur in the data).
     pub classes: Option<usize>,
+    /// An image folder instead of the idx files: `<images>/<class name>/*.png|jpg`, classes
+    /// sorted by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    /// A Parquet table instead of the idx files: one row per sample, a label column and a
+    /// pixel-array column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<PathBuf>,
+    /// The table's label column (integers, or text: class names sorted) [default: "label"].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_column: Option<String>,
+    /// The table's pixel column: a list or array of numbers per row, C × H × W
+    /// [default: "pixels"].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixels_column: Option<String>,
+    /// Image channels (1 grayscale, 3 RGB) [default: images: 3 if any image has colour, else 1;
+    /// table: 1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// Image height and width: images are resized to it [default: the first image's size, and
+    /// every image must have it; table: square images].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    /// Image folders and tables have no test file: this share of the samples (seeded) is the
+    /// test split [default: 0.2].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Table pixel values are multiplied by it [default: 1/255 for integer columns, 1 for
+    /// float columns].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
 }
 
 impl Default for DataConfig {
@@ -28,7 +61,33 @@ impl Default for DataConfig {
             dataset: "mnist".into(),
             class_names: Vec::new(),
             classes: None,
+            images: None,
+            table: None,
+            label_column: None,
+            pixels_column: None,
+            channels: None,
+            height: None,
+            width: None,
+            test_fraction: None,
+            scale: None,
         }
+    }
+}
+
+impl DataConfig {
+    pub const TEST_FRACTION: f64 = 0.2;
+
+    /// The share of an image folder or table that becomes the test split.
+    pub fn test_fraction(&self) -> f64 {
+        self.test_fraction.unwrap_or(Self::TEST_FRACTION)
+    }
+
+    pub fn label_column(&self) -> &str {
+        self.label_column.as_deref().unwrap_or("label")
+    }
+
+    pub fn pixels_column(&self) -> &str {
+        self.pixels_column.as_deref().unwrap_or("pixels")
     }
 }
 
@@ -88,6 +147,20 @@ pub struct ModelConfig {
     pub layers: Option<Vec<crate::model::Layer>>,
     /// Seed of the weight initialisation; defaults to a stream derived from the pipeline seed.
     pub seed: Option<u64>,
+    /// ONNX models (`--onnx`): the node outputs to record, in order; empty = every Relu, Gemm,
+    /// MatMul and Conv output but the model's own output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub onnx_layers: Vec<String>,
+    /// ONNX models: how samples reach the model's input: `flat` (N × C·H·W, the default) or
+    /// `image` (N × C × H × W).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<OnnxInput>,
+    /// ONNX models: per-channel normalisation of the [0, 1] pixels, x' = (x − mean) / std
+    /// (one value for every channel, or one per channel); empty = none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_mean: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_std: Vec<f64>,
 }
 
 impl Default for ModelConfig {
@@ -97,9 +170,18 @@ impl Default for ModelConfig {
             hidden: vec![28, 28],
             layers: None,
             seed: None,
+            onnx_layers: Vec::new(),
+            input: None,
+            input_mean: Vec::new(),
+            input_std: Vec::new(),
         }
     }
 }
+
+crate::text_enum!(
+    /// `model.input`: the layout of an ONNX model's input.
+    pub enum OnnxInput("model.input") { Flat = "flat", Image = "image" }
+);
 
 crate::text_enum!(
     /// `model.preset`.

@@ -180,6 +180,18 @@ pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
     } else {
         None
     };
+    // Pixels and activations must be the same rows.
+    for (samples, acts, split) in [(&train, &train_acts, Split::Train), (&test, &test_acts, on)] {
+        if let Some(samples) = samples
+            && samples.ids != acts.ids
+        {
+            anyhow::bail!(
+                "{}: the activations do not match the {split} split {}: their ids must be the split's, in its order (re-run the probe)",
+                s.dir.activations(split.as_str()).display(),
+                s.layout.split(split).display()
+            );
+        }
+    }
     let heads = |layer: &str| -> Result<SoftmaxHead> {
         Ok(store.get::<Head>(&s.dir.head(layer))?.head.clone())
     };

@@ -203,7 +203,7 @@ pub fn run(store: &Store, s: &Step) -> Result<LayerSelection> {
         let test_split = store.get::<Samples>(&s.layout.split(on))?;
         if test_split.ids != test.ids {
             bail!(
-                "{}: the activations do not match the {on} split {} (re-run the probe)",
+                "{}: the activations do not match the {on} split {}: their ids must be the split's, in its order (re-run the probe)",
                 s.dir.activations(on.as_str()).display(),
                 s.layout.split(on).display()
             );

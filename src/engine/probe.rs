@@ -3,31 +3,48 @@
 use super::{Step, Store};
 use crate::analysis::layers::predictions;
 use crate::artifacts::{Activations, Samples};
-use crate::model::Net;
+use crate::model::{Classifier, Net};
 use anyhow::Result;
-use std::collections::BTreeMap;
 
-/// Metadata keys of an activations file.
+/// Metadata key of an activations file: the model it came from.
 pub const MODEL_KEY: &str = "mode.model";
-pub const ARCHITECTURE_KEY: &str = "mode.architecture";
 
-/// Activations of every layer of `net` on `samples`; `model` names the model file in the
-/// metadata.
-pub fn probe_samples(net: &Net, samples: &Samples, model: &str) -> Result<Activations> {
+/// Activations of every recorded layer of `net` on `samples`; `model` names the model file in
+/// the metadata.
+pub fn probe_samples(
+    net: &(impl Classifier + ?Sized),
+    samples: &Samples,
+    model: &str,
+) -> Result<Activations> {
     let outs = net.activations(&samples.pixels)?;
     let probs = outs.last().expect("the output layer");
     let predicted = predictions(probs.view());
-    let mut info = BTreeMap::new();
+    let mut info = net.info();
     info.insert(MODEL_KEY.to_string(), model.to_string());
-    info.insert(ARCHITECTURE_KEY.to_string(), net.arch.to_json());
-    info.extend(net.probe_info());
     Ok(Activations {
         ids: samples.ids.clone(),
         labels: samples.labels.clone(),
         predicted,
-        layers: net.arch.layer_names().into_iter().zip(outs).collect(),
+        layers: net.layer_names().into_iter().zip(outs).collect(),
         info,
     })
+}
+
+/// Probe `net` on the step's splits (an ONNX model given for the step, `mode debug`).
+pub fn run_with(
+    store: &Store,
+    s: &Step,
+    net: &(impl Classifier + ?Sized),
+    model: &str,
+) -> Result<()> {
+    for split in s.probe_splits() {
+        let path = s.layout.split(split);
+        let samples = store.get::<Samples>(&path)?;
+        net.check_data(&samples.meta, &path)?;
+        let acts = probe_samples(net, &samples, model)?;
+        store.put(&s.dir.activations(split.as_str()), acts)?;
+    }
+    Ok(())
 }
 
 /// Probe the previous model on the step's splits.
@@ -36,11 +53,5 @@ pub fn run(store: &Store, s: &Step) -> Result<()> {
     let net = store.get::<Net>(&model)?;
     net.check_pipeline(&s.p, &model)?;
     let net = (*net).clone().with_probe(&s.p);
-    for split in s.probe_splits() {
-        let samples = store.get::<Samples>(&s.layout.split(split))?;
-        net.check_data(&samples.meta, &s.layout.split(split))?;
-        let acts = probe_samples(&net, &samples, &s.layout.relative(&model))?;
-        store.put(&s.dir.activations(split.as_str()), acts)?;
-    }
-    Ok(())
+    run_with(store, s, &net, &s.layout.relative(&model))
 }

@@ -29,7 +29,7 @@ pub fn manifest(layout: &Layout, arm: &str) -> Result<Option<Manifest>> {
 }
 
 /// Remove every iteration folder of `arm` after iteration `last`.
-fn remove_after(layout: &Layout, arm: &str, last: u32) -> Result<()> {
+pub fn remove_after(layout: &Layout, arm: &str, last: u32) -> Result<()> {
     let dir = layout.arm_dir(arm);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(());
@@ -102,6 +102,9 @@ pub fn begin_stage(store: &Store, s: &Step, first_stage: bool) -> Result<()> {
             clear(layout, &name)?;
             want
         }
+        // Iteration 1 begun without a probe: the activations are the user's own (written
+        // from any framework); the folder is kept.
+        None if s.k == 1 => want,
         Some(_) => bail!(
             "{}: this run was made with other settings; run the arm again from iteration 1 (make chain, or mode experiment)",
             layout.arm_dir(&name).display()
@@ -142,9 +145,9 @@ pub fn record(store: &Store, s: &Step, status: IterStatus) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Check that the splits and the initial model in `layout` were made with the pipeline's
-/// settings (when they say so in their metadata).
-pub fn check_foundation(store: &Store, p: &Pipeline) -> Result<()> {
+/// Check that the splits in `layout` were made with the pipeline's settings (when they say so
+/// in their metadata).
+pub fn check_splits(store: &Store, p: &Pipeline) -> Result<()> {
     let layout = store.layout();
     let split = layout.split(Split::Train);
     let samples = store.get::<crate::artifacts::Samples>(&split)?;
@@ -156,6 +159,14 @@ pub fn check_foundation(store: &Store, p: &Pipeline) -> Result<()> {
             split.display()
         );
     }
+    Ok(())
+}
+
+/// Check that the splits and the initial model in `layout` were made with the pipeline's
+/// settings (when they say so in their metadata).
+pub fn check_foundation(store: &Store, p: &Pipeline) -> Result<()> {
+    check_splits(store, p)?;
+    let layout = store.layout();
     let model = layout.initial().model();
     let net = store.get::<crate::model::Net>(&model)?;
     if !net.settings.is_empty() && net.settings != p.initial_fingerprint() {

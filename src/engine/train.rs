@@ -5,7 +5,7 @@ use crate::artifacts::{
     BatchRow, DiagnosisRow, MetricRow, Predictions, Samples, Split, TrainLogRow, argmax,
 };
 use crate::config::{OptimizerMode, Pipeline, RetrainData, RetrainInit, derive_seed};
-use crate::model::{self, EpochStats, Net, OptimState};
+use crate::model::{self, Classifier, EpochStats, Net, OptimState};
 use crate::vocab::{IterStatus, Scope};
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -209,9 +209,35 @@ pub fn evaluate_model(
     let net = store.get::<Net>(model)?;
     net.check_pipeline(p, model)?;
     let samples = store.get::<Samples>(data)?;
+    evaluate_with(store, p, &*net, (&samples, data), out, tag)
+}
+
+/// Evaluate any classifier on `samples` (read from the path given with them); write
+/// `predictions.parquet` and `metrics.parquet` into `out`.
+pub fn evaluate_with(
+    store: &Store,
+    p: &Pipeline,
+    net: &(impl Classifier + ?Sized),
+    (samples, data): (&Samples, &Path),
+    out: &crate::artifacts::IterDir,
+    tag: &EvalTag,
+) -> Result<Vec<MetricRow>> {
     net.check_data(&samples.meta, data)?;
     let probs = net.predict(&samples.pixels)?;
-    let rows = metric_rows(p, tag, &samples.labels, &probs, net.arch.classes);
+    write_evaluation(store, p, samples, probs, out, tag)
+}
+
+/// The metrics and predictions of class probabilities on `samples` (one row each), written
+/// into `out`.
+pub fn write_evaluation(
+    store: &Store,
+    p: &Pipeline,
+    samples: &Samples,
+    probs: ndarray::Array2<f32>,
+    out: &crate::artifacts::IterDir,
+    tag: &EvalTag,
+) -> Result<Vec<MetricRow>> {
+    let rows = metric_rows(p, tag, &samples.labels, &probs, probs.ncols());
     store.put(
         &out.predictions(),
         Predictions {

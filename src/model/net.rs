@@ -28,7 +28,7 @@ pub struct Net {
     pub(super) module: Network,
 }
 
-const ARCHITECTURE_KEY: &str = "mode.architecture";
+pub(super) const ARCHITECTURE_KEY: &str = "mode.architecture";
 const SETTINGS_KEY: &str = "mode.settings";
 
 impl Net {

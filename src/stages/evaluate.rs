@@ -1,10 +1,11 @@
-//! `mode evaluate`: a model on a split → `metrics.parquet` (long format) and
+//! `mode evaluate`: a model (`mode`'s or an ONNX classifier) on a split → `metrics.parquet` (long format) and
 //! `predictions.parquet`; for an arm's iteration, also the arm's manifest.
 
 use super::{At, Ctx};
-use crate::artifacts::{IterDir, MetricRow};
-use crate::engine::train::{self, EvalTag, evaluate_model};
+use crate::artifacts::{Artifact, IterDir, MetricRow, Samples};
+use crate::engine::train::{self, EvalTag, evaluate_model, evaluate_with};
 use crate::engine::{Store, runs};
+use crate::model::OnnxNet;
 use crate::vocab::IterStatus;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -20,6 +21,12 @@ pub enum EvaluateArgs {
     },
     /// The model of an arm's iteration on the test split.
     Step(At),
+    /// An ONNX classifier on any split, recorded under its file stem, iteration 0.
+    Onnx {
+        model: PathBuf,
+        data: PathBuf,
+        out: IterDir,
+    },
 }
 
 pub struct EvaluateReport {
@@ -59,6 +66,23 @@ pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> Result<EvaluateReport> {
                 status: IterStatus::Ran,
             };
             let rows = evaluate_model(&store, &ctx.p, model, data, out, &tag)?;
+            Ok(EvaluateReport {
+                rows,
+                out: out.path().to_path_buf(),
+            })
+        }
+        EvaluateArgs::Onnx { model, data, out } => {
+            let store = Store::files(ctx.layout.clone());
+            let samples = Samples::read(data)?;
+            let net = OnnxNet::load(model, &ctx.p, &samples.meta)?;
+            let tag = EvalTag {
+                arm: model
+                    .file_stem()
+                    .map_or_else(|| "onnx".into(), |s| s.to_string_lossy().to_string()),
+                iteration: 0,
+                status: IterStatus::Ran,
+            };
+            let rows = evaluate_with(&store, &ctx.p, &net, (&samples, data), out, &tag)?;
             Ok(EvaluateReport {
                 rows,
                 out: out.path().to_path_buf(),

@@ -3,6 +3,7 @@
 //! file store; the runners call the same steps over a memory store.
 
 pub mod ablate;
+pub mod debug;
 pub mod evaluate;
 pub mod experiment;
 pub mod heatmap;

@@ -1,21 +1,24 @@
-//! `mode split`: idx files → `splits/{train,pool,test}.parquet`, with optional fault injection.
+//! `mode split`: idx files, an image folder or a Parquet table → `splits/{train,pool,test}.parquet`
+//! (and `splits/sources.parquet` for folders and tables), with optional fault injection.
 //!
-//! Ids: the i-th image of the training file has id `i`; the j-th image of the test file has
-//! id `N + j`, where N is the number of images in the training file (60 000 for MNIST).
-//! Ids are unique across the three files and never change in later artifacts.
+//! Ids (idx): the i-th image of the training file has id `i`; the j-th image of the test file
+//! has id `N + j`, where N is the number of images in the training file (60 000 for MNIST).
+//! Ids (folders, tables): the sample's index in the source. Ids are unique across the files
+//! and never change in later artifacts.
 
 use super::Ctx;
 use crate::artifacts::io::temp_name;
-use crate::artifacts::layout::split_file;
-use crate::artifacts::{Artifact, DatasetMeta, Samples, Split};
+use crate::artifacts::layout::{sources_file, split_file};
+use crate::artifacts::{Artifact, DatasetMeta, Samples, SourceRow, Split};
 use crate::config::{Pipeline, SplitConfig};
-use crate::idx::{self, IdxImages};
+use crate::sources::Rows;
+pub use crate::sources::{Source, load};
 use anyhow::{Result, bail};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Which source rows go where, and the (possibly flipped) train labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +41,7 @@ pub struct SplitPlan {
 
 /// Plan a split from the source labels. Pure: the same inputs and seed give the same plan.
 pub fn plan(
-    train_labels: &[u8],
+    train_labels: &[u16],
     n_test: usize,
     classes: usize,
     cfg: &SplitConfig,
@@ -66,7 +69,7 @@ pub fn plan(
         let of_label: Vec<usize> = train
             .iter()
             .copied()
-            .filter(|&i| train_labels[i] as u16 == label)
+            .filter(|&i| train_labels[i] == label)
             .collect();
         let keep = (of_label.len() as f64 * cfg.skew_keep).round() as usize;
         let moved: std::collections::HashSet<usize> = of_label[keep..].iter().copied().collect();
@@ -87,7 +90,7 @@ pub fn plan(
     pool.sort_unstable();
 
     // Label noise on train: flip a rate of labels to another random label.
-    let mut labels: Vec<u16> = train.iter().map(|&i| train_labels[i] as u16).collect();
+    let mut labels: Vec<u16> = train.iter().map(|&i| train_labels[i]).collect();
     let n_flip = (train.len() as f64 * cfg.noise_rate).round() as usize;
     if n_flip > 0 && classes < 2 {
         bail!("split.noise_rate needs at least two classes");
@@ -140,25 +143,23 @@ pub fn plan(
     })
 }
 
-fn samples(
-    meta: &DatasetMeta,
-    src: &IdxImages,
-    idx: &[usize],
-    id_offset: u32,
-    labels: Option<&[u16]>,
-) -> Samples {
+fn samples(meta: &DatasetMeta, src: &Rows, idx: &[usize], labels: Option<&[u16]>) -> Samples {
     let d = meta.features();
     let mut pixels = Array2::<f32>::zeros((idx.len(), d));
     for (row, &i) in idx.iter().enumerate() {
-        let src_row = &src.pixels[i * d..(i + 1) * d];
-        for (o, &p) in pixels.row_mut(row).iter_mut().zip(src_row) {
-            *o = p as f32 / 255.0;
-        }
+        src.row_into(
+            i,
+            d,
+            pixels
+                .row_mut(row)
+                .as_slice_mut()
+                .expect("a standard layout"),
+        );
     }
-    let true_labels: Vec<u16> = idx.iter().map(|&i| src.labels[i] as u16).collect();
+    let true_labels: Vec<u16> = idx.iter().map(|&i| src.labels[i]).collect();
     Samples {
         meta: meta.clone(),
-        ids: idx.iter().map(|&i| i as u32 + id_offset).collect(),
+        ids: idx.iter().map(|&i| src.ids[i]).collect(),
         labels: labels
             .map(|l| l.to_vec())
             .unwrap_or_else(|| true_labels.clone()),
@@ -178,103 +179,8 @@ pub struct SplitReport {
     pub out: PathBuf,
 }
 
-/// The source idx data of a pipeline.
-pub struct Source {
-    pub dir: PathBuf,
-    pub train: IdxImages,
-    pub test: IdxImages,
-    pub meta: DatasetMeta,
-}
-
 /// The metadata key of the settings fingerprint in every split file.
 pub const SETTINGS_KEY: &str = "mode.settings";
-
-/// The class count: `data.classes`, else the number of class names, else one more than the
-/// largest label — and then every label below it must occur (a stray byte such as 255 would
-/// otherwise make 256 classes).
-fn class_count(p: &Pipeline, dir: &Path, train: &IdxImages, test: &IdxImages) -> Result<usize> {
-    let max = train.classes().max(test.classes());
-    let given = p
-        .data
-        .classes
-        .or_else(|| (!p.data.class_names.is_empty()).then_some(p.data.class_names.len()));
-    if let Some(c) = given {
-        for (what, set) in [("training", train), ("test", test)] {
-            if let Some(i) = set.labels.iter().position(|&l| l as usize >= c) {
-                bail!(
-                    "{}: label {} of {what} image {i} is not below the {c} classes of the pipeline (data.classes / data.class_names)",
-                    dir.display(),
-                    set.labels[i]
-                );
-            }
-        }
-        return Ok(c);
-    }
-    let mut seen = vec![false; max];
-    for &l in train.labels.iter().chain(&test.labels) {
-        seen[l as usize] = true;
-    }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        bail!(
-            "{}: the labels go up to {} but label {missing} never occurs; if that is right, set data.classes (or data.class_names) in the pipeline, else the label file is corrupt",
-            dir.display(),
-            max - 1
-        );
-    }
-    Ok(max)
-}
-
-/// Read and check the idx folder (`--idx-dir` or `data.idx_dir`).
-pub fn load(p: &Pipeline, idx_dir: Option<&Path>) -> Result<Source> {
-    let dir: PathBuf = idx_dir
-        .map(PathBuf::from)
-        .unwrap_or_else(|| p.data.idx_dir.clone());
-    let (train, test) = idx::load_dir(&dir)?;
-    if (train.height, train.width) != (test.height, test.width) {
-        bail!(
-            "{}: train images are {}×{} but test images are {}×{}",
-            dir.display(),
-            train.height,
-            train.width,
-            test.height,
-            test.width
-        );
-    }
-    if train.height == 0 || train.width == 0 {
-        bail!(
-            "{}: the images are {}×{}",
-            dir.display(),
-            train.height,
-            train.width
-        );
-    }
-    for (what, set) in [("training", &train), ("test", &test)] {
-        if set.is_empty() {
-            bail!(
-                "{}: the {what} idx files hold no images; a split needs train, pool and test samples",
-                dir.display()
-            );
-        }
-    }
-    let classes = class_count(p, &dir, &train, &test)?;
-    if train.len() > u32::MAX as usize / 2 {
-        bail!("{}: too many images for 32-bit ids", dir.display());
-    }
-    let meta = DatasetMeta {
-        dataset: p.data.dataset.clone(),
-        channels: 1,
-        height: train.height,
-        width: train.width,
-        classes,
-        class_names: p.data.class_names.clone(),
-    };
-    Ok(Source {
-        dir,
-        train,
-        test,
-        meta,
-    })
-}
 
 /// The splits in memory.
 pub struct Splits {
@@ -319,15 +225,11 @@ pub fn make(p: &Pipeline, src: &Source) -> Result<Splits> {
             plan.test.len()
         );
     }
-    let test_offset = src.train.len() as u32;
     let mut info = BTreeMap::new();
     info.insert("mode.split_seed".to_string(), p.split_seed().to_string());
     info.insert("mode.source".to_string(), src.dir.display().to_string());
     info.insert(SETTINGS_KEY.to_string(), p.splits_fingerprint());
-    info.insert(
-        "mode.id_mapping".to_string(),
-        format!("id < {test_offset}: index in the training idx file; id >= {test_offset}: {test_offset} + index in the test idx file"),
-    );
+    info.insert("mode.id_mapping".to_string(), src.id_mapping.clone());
     let tagged = |mut s: Samples, split: Split| {
         s.info = info.clone();
         s.info.insert("mode.split".into(), split.as_str().into());
@@ -335,26 +237,17 @@ pub fn make(p: &Pipeline, src: &Source) -> Result<Splits> {
     };
     Ok(Splits {
         train: tagged(
-            samples(
-                &src.meta,
-                &src.train,
-                &plan.train,
-                0,
-                Some(&plan.train_labels),
-            ),
+            samples(&src.meta, &src.train, &plan.train, Some(&plan.train_labels)),
             Split::Train,
         ),
         pool: tagged(
-            samples(&src.meta, &src.train, &plan.pool, 0, None),
+            samples(&src.meta, &src.train, &plan.pool, None),
             Split::Pool,
         ),
-        test: tagged(
-            samples(&src.meta, &src.test, &plan.test, test_offset, None),
-            Split::Test,
-        ),
+        test: tagged(samples(&src.meta, &src.test, &plan.test, None), Split::Test),
         holdout: (!plan.holdout.is_empty()).then(|| {
             tagged(
-                samples(&src.meta, &src.train, &plan.holdout, 0, None),
+                samples(&src.meta, &src.train, &plan.holdout, None),
                 Split::Holdout,
             )
         }),
@@ -385,31 +278,69 @@ impl std::fmt::Display for SplitReport {
     }
 }
 
-/// Read the idx folder, plan the split and write the three files into `out`: all three are
-/// staged under temporary names and renamed only when every one is complete.
+/// Where each sample of the splits came from (image folders and tables).
+fn source_rows(src: &Source, splits: &Splits) -> Vec<SourceRow> {
+    let of: std::collections::HashMap<u32, &str> = [&src.train, &src.test]
+        .iter()
+        .flat_map(|r| {
+            r.ids
+                .iter()
+                .copied()
+                .zip(r.sources.iter().map(String::as_str))
+        })
+        .collect();
+    splits
+        .each()
+        .into_iter()
+        .flat_map(|(split, s)| s.ids.iter().map(move |&id| (split, id)).collect::<Vec<_>>())
+        .map(|(split, id)| SourceRow {
+            id,
+            split: split.as_str().into(),
+            source: of.get(&id).copied().unwrap_or_default().into(),
+        })
+        .collect()
+}
+
+/// Read the source, plan the split and write the split files (and, for image folders and
+/// tables, the sources table) into `out`: all are staged under temporary names and renamed
+/// only when every one is complete.
 pub fn run(ctx: &Ctx, a: &SplitArgs) -> Result<SplitReport> {
     let p = &ctx.p;
     let src = load(p, a.idx_dir.as_deref())?;
     let splits = make(p, &src)?;
-    let files = splits.each();
-    let stale = split_file(&a.out, Split::Holdout);
-    let mut staged = Vec::new();
-    for &(split, s) in &files {
-        let target = split_file(&a.out, split);
+    let sources = src.has_sources().then(|| source_rows(&src, &splits));
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut stage = |target: PathBuf| -> Result<PathBuf> {
         let tmp = temp_name(&target)?;
-        if let Err(e) = s.write(&tmp) {
-            for f in &staged {
-                let _ = std::fs::remove_file(f);
-            }
-            return Err(e);
+        staged.push((tmp.clone(), target));
+        Ok(tmp)
+    };
+    let written = (|| -> Result<()> {
+        for (split, s) in splits.each() {
+            s.write(&stage(split_file(&a.out, split))?)?;
         }
-        staged.push(tmp);
+        if let Some(rows) = &sources {
+            rows.write(&stage(sources_file(&a.out))?)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
     }
-    for ((split, _), tmp) in files.iter().zip(&staged) {
-        std::fs::rename(tmp, split_file(&a.out, *split))?;
+    for (tmp, target) in &staged {
+        std::fs::rename(tmp, target)?;
     }
-    if splits.holdout.is_none() && stale.exists() {
-        std::fs::remove_file(&stale)?;
+    // Files of an earlier split that this one does not make.
+    for (stale, made) in [
+        (split_file(&a.out, Split::Holdout), splits.holdout.is_some()),
+        (sources_file(&a.out), sources.is_some()),
+    ] {
+        if !made && stale.exists() {
+            std::fs::remove_file(&stale)?;
+        }
     }
     Ok(SplitReport {
         train: splits.train.len(),
@@ -425,8 +356,8 @@ pub fn run(ctx: &Ctx, a: &SplitArgs) -> Result<SplitReport> {
 mod tests {
     use super::*;
 
-    fn labels(n: usize) -> Vec<u8> {
-        (0..n).map(|i| (i % 10) as u8).collect()
+    fn labels(n: usize) -> Vec<u16> {
+        (0..n).map(|i| (i % 10) as u16).collect()
     }
 
     #[test]
@@ -458,7 +389,7 @@ mod tests {
         let base = plan(&labels(2000), 0, 10, &SplitConfig::default(), 1).unwrap();
         let p = plan(&labels(2000), 0, 10, &cfg, 1).unwrap();
         let src = labels(2000);
-        for l in [3u8, 5] {
+        for l in [3u16, 5] {
             let before = base.train.iter().filter(|&&i| src[i] == l).count();
             let after = p.train.iter().filter(|&&i| src[i] == l).count();
             assert_eq!(after, (before as f64 * 0.1).round() as usize);
@@ -479,7 +410,7 @@ mod tests {
             .train
             .iter()
             .zip(&p.train_labels)
-            .filter(|(i, l)| src[**i] as u16 != **l)
+            .filter(|(i, l)| src[**i] != **l)
             .count();
         assert_eq!(flipped, 100);
         assert_eq!(p.flipped, 100);

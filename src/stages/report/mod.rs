@@ -126,9 +126,11 @@ impl<'a> Inputs<'a> {
         0..self.test.meta.classes as u16
     }
 
-    /// Image height and width.
+    /// The height and width an image is drawn at: its channels (C × H × W) stacked top to
+    /// bottom, each in gray.
     fn shape(&self) -> (usize, usize) {
-        (self.test.meta.height, self.test.meta.width)
+        let m = &self.test.meta;
+        (m.channels * m.height, m.width)
     }
 
     /// Where the shown heat maps live (the pipeline's setting when the file holds none).

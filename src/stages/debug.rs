@@ -1,0 +1,164 @@
+//! `mode debug`: one iteration of the loop for a user's own trainer. The ONNX model given for
+//! iteration k is probed (train, test, the pool when needed), then the engine's own steps run
+//! — layers → heatmap → select — and the model is evaluated on the test split. There is no
+//! retrain step: the user trains on `batch.csv` and brings the next model's ONNX to k + 1.
+//!
+//! What it guarantees:
+//! - `runs/<arm>/iter-<k>/` holds the engine's artifacts of an iteration (activations,
+//!   layers, heads, heat maps, diagnosis, scores, batch, pool), `batch.csv`, and the given
+//!   model's `metrics.parquet` / `predictions.parquet` (in a debug run these evaluate the model
+//!   analysed at iteration k; in an engine run, the retrained one);
+//! - the folder appears whole or not at all (staged, renamed into place when complete);
+//! - the pool before iteration k is iteration k − 1's `pool.parquet` (k = 1: the pool split),
+//!   so a batch never repeats an earlier one; running iteration k again replaces it and
+//!   removes the later iterations, which came from the pool it replaces;
+//! - no manifest is written: an arm folder of the engine (with `manifest.json`) is refused.
+
+use super::{At, Ctx};
+use crate::artifacts::{
+    Activations, BatchCsv, BatchCsvRow, BatchRow, Layout, MetricRow, Samples, SourceRow, Split,
+};
+use crate::engine::select::Selection;
+use crate::engine::train::{self, EvalTag};
+use crate::engine::{Step, Store, heatmap, layers, probe, runs, select};
+use crate::model::OnnxNet;
+use anyhow::{Result, bail};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub struct DebugArgs {
+    pub onnx: PathBuf,
+    pub at: At,
+}
+
+pub struct DebugReport {
+    pub selection: Selection,
+    pub metrics: MetricRow,
+    pub csv: PathBuf,
+}
+
+impl std::fmt::Display for DebugReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.selection;
+        write!(
+            f,
+            "debug: {} iteration {}: model accuracy {:.4}; label {} ({}); batch {} targeted + {} random → {}",
+            self.metrics.arm,
+            self.metrics.iteration,
+            self.metrics.accuracy,
+            s.faulty_label.map_or("-".to_string(), |l| l.to_string()),
+            s.action,
+            s.targeted,
+            s.random,
+            self.csv.display()
+        )
+    }
+}
+
+pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
+    let layout = &ctx.layout;
+    let (arm, k) = (a.at.arm, a.at.k);
+    let name = arm.to_string();
+    if k == 0 {
+        bail!("--iteration 0: iterations start at 1");
+    }
+    if layout.manifest(&name).exists() {
+        bail!(
+            "{}: this arm folder holds a run of the engine ({}); debug your own model under another --root",
+            layout.arm_dir(&name).display(),
+            layout.manifest(&name).display()
+        );
+    }
+    let store = Store::memory(layout.clone(), true);
+    runs::check_splits(&store, &ctx.p)?;
+    let s = Step::new(layout, &ctx.p, arm, k);
+    if k > 1 && !s.prev.pool().exists() {
+        bail!(
+            "{}: iteration {k} starts from the pool iteration {} left; run `mode debug --iteration {}` first",
+            s.prev.pool().display(),
+            k - 1,
+            k - 1
+        );
+    }
+    let test = store.get::<Samples>(&layout.split(Split::Test))?;
+    let net = OnnxNet::load(&a.onnx, &s.p, &test.meta)?;
+    store.open_iteration(&s.dir, layout.iter_staging(&name, k))?;
+    let body = || -> Result<(Selection, Vec<MetricRow>)> {
+        if s.analyses() {
+            probe::run_with(&store, &s, &net, &layout.relative(&a.onnx))?;
+            layers::run(&store, &s)?;
+            heatmap::run(&store, &s)?;
+        }
+        let sel = select::run(&store, &s)?;
+        let tag = EvalTag {
+            arm: name.clone(),
+            iteration: k,
+            status: train::iteration_status(&store, &s)?,
+        };
+        let test_path = layout.split(Split::Test);
+        let acts = s.dir.activations(Split::Test.as_str());
+        let metrics = if store.has(&acts) {
+            let probs = store.get::<Activations>(&acts)?.probs()?.clone();
+            train::write_evaluation(&store, &s.p, &test, probs, &s.dir, &tag)?
+        } else {
+            train::evaluate_with(&store, &s.p, &net, (&test, &test_path), &s.dir, &tag)?
+        };
+        let csv = batch_csv(&store, layout, &sel.batch)?;
+        store.put(&s.dir.batch_csv(), csv)?;
+        Ok((sel, metrics))
+    };
+    let (selection, metrics) = match body() {
+        Ok(v) => v,
+        Err(e) => {
+            store.abandon(&s.dir);
+            return Err(e.context(format!("debug iteration {k}")));
+        }
+    };
+    runs::remove_after(layout, &name, k)?;
+    store.commit(&s.dir)?;
+    Ok(DebugReport {
+        selection,
+        metrics: metrics[0].clone(),
+        csv: s.dir.batch_csv(),
+    })
+}
+
+/// The batch with where each sample came from: `splits/sources.parquet` when the data came
+/// from an image folder or a table, else the pool split file and the row in it.
+fn batch_csv(store: &Store, layout: &Layout, batch: &[BatchRow]) -> Result<BatchCsv> {
+    let source: HashMap<u32, String> = if layout.sources().exists() {
+        store
+            .get::<Vec<SourceRow>>(&layout.sources())?
+            .iter()
+            .map(|r| (r.id, r.source.clone()))
+            .collect()
+    } else {
+        let path = layout.split(Split::Pool);
+        let pool = store.get::<Samples>(&path)?;
+        let file = layout.relative(&path);
+        pool.ids
+            .iter()
+            .enumerate()
+            .map(|(row, &id)| (id, format!("{file}#{row}")))
+            .collect()
+    };
+    batch
+        .iter()
+        .map(|b| {
+            let Some(src) = source.get(&b.id) else {
+                bail!(
+                    "id {} of the batch has no source in {}",
+                    b.id,
+                    layout.sources().display()
+                );
+            };
+            Ok(BatchCsvRow {
+                id: b.id,
+                label: b.label,
+                origin: b.origin,
+                source: src.clone(),
+            })
+        })
+        .collect::<Result<_>>()
+        .map(BatchCsv)
+}
