@@ -197,10 +197,15 @@ impl Arm {
         Ok(out)
     }
 
-    /// The pipeline this arm runs with: its metric, and layer selection off for `-nols`.
+    /// The pipeline this arm runs with: its metric, and for `-nols` layer selection off and
+    /// the output layer as the target (`layers.force_target` applies to arms with layer
+    /// selection only).
     pub fn pipeline(&self, p: &Pipeline) -> Pipeline {
         let mut q = p.clone();
         q.layers.enabled = p.layers.enabled && self.layer_select;
+        if !self.layer_select {
+            q.layers.force_target = None;
+        }
         if let Strategy::Mode(m) = self.strategy {
             q.select.metric = m;
         }
@@ -278,6 +283,21 @@ impl<'de> serde::Deserialize<'de> for Arm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nols_arm_targets_the_output_layer_whatever_force_target_says() {
+        let mut p = Pipeline::default();
+        p.layers.force_target = Some("dense_2".into());
+        let with: Arm = "mode-dot".parse().unwrap();
+        let without: Arm = "mode-dot-nols".parse().unwrap();
+        assert_eq!(
+            with.pipeline(&p).layers.force_target.as_deref(),
+            Some("dense_2")
+        );
+        let q = without.pipeline(&p);
+        assert!(!q.layers.enabled);
+        assert_eq!(q.layers.force_target, None);
+    }
 
     #[test]
     fn names_round_trip() {

@@ -130,6 +130,13 @@ pub(super) fn validate(p: &Pipeline) -> Result<()> {
     {
         bail!("layers.force_target = \"\": name a layer (e.g. \"dense_2\") or leave the key out");
     }
+    if let (false, Some(t)) = (p.layers.enabled, &p.layers.force_target)
+        && t != "output"
+    {
+        bail!(
+            "layers.force_target = {t:?} needs layer selection: set layers.enabled = true or leave force_target out"
+        );
+    }
     data(p)?;
     onnx(p)?;
     if p.split.skew_labels.iter().any(|&l| l > 4095) {

@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn force_target_needs_layer_selection() {
+        let v = vec![
+            "layers.enabled=false".to_string(),
+            "layers.force_target=\"dense_2\"".into(),
+        ];
+        let err = Pipeline::load(None, &v).unwrap_err().to_string();
+        assert!(err.contains("needs layer selection"), "{err}");
+        let v = vec![
+            "layers.enabled=false".to_string(),
+            "layers.force_target=\"output\"".into(),
+        ];
+        assert!(Pipeline::load(None, &v).is_ok());
+    }
+
+    #[test]
     fn own_data_and_onnx_keys_are_checked() {
         let err = |sets: &[&str]| {
             let v: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
