@@ -10,6 +10,7 @@
 //! are [`Classifier`]s, which is all the probe and the evaluation need.
 
 mod arch;
+mod infer;
 mod net;
 mod network;
 pub mod onnx;

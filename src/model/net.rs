@@ -2,6 +2,7 @@
 //! (SafeTensors, byte-reproducible) and the activations of every layer.
 
 use super::arch::{Architecture, Shape};
+use super::infer::Plan;
 use super::network::{Block, Network, device};
 use super::safetensors;
 use crate::artifacts::OUTPUT;
@@ -140,24 +141,31 @@ impl Net {
                 self.arch.inputs()
             );
         }
-        let device = device(false);
-        let module = self.module.valid().fork(&device);
         let mut parts: Vec<Vec<Array2<f32>>> = vec![Vec::new(); widths.len()];
-        let chunk_rows = if self.arch.is_convolutional() {
-            1024
+        if self.arch.is_convolutional() {
+            // Convolutional models run in ndarray (im2col + sgemm; see `infer`).
+            let plan = Plan::new(&self.arch, &self.module);
+            for chunk in x.axis_chunks_iter(Axis(0), 256) {
+                let (probs, mut outs) = plan.forward(chunk, self.conv_probe);
+                outs.push(probs);
+                for (i, a) in outs.into_iter().enumerate() {
+                    parts[i].push(a);
+                }
+            }
         } else {
-            8192
-        };
-        for chunk in x.axis_chunks_iter(Axis(0), chunk_rows) {
-            let (logits, mut outs) = module.forward(
-                &self.arch,
-                to_tensor(chunk, &device),
-                Some(self.conv_probe),
-                None,
-            );
-            outs.push(softmax(logits, 1));
-            for (i, t) in outs.into_iter().enumerate() {
-                parts[i].push(to_array(t)?);
+            let device = device(false);
+            let module = self.module.valid().fork(&device);
+            for chunk in x.axis_chunks_iter(Axis(0), 8192) {
+                let (logits, mut outs) = module.forward(
+                    &self.arch,
+                    to_tensor(chunk, &device),
+                    Some(self.conv_probe),
+                    None,
+                );
+                outs.push(softmax(logits, 1));
+                for (i, t) in outs.into_iter().enumerate() {
+                    parts[i].push(to_array(t)?);
+                }
             }
         }
         let names = self.arch.layer_names();

@@ -164,3 +164,89 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
     let (again, _, _) = fit(again, &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
     assert_eq!(again.predict(&x).unwrap(), trained.predict(&x).unwrap());
 }
+
+/// burn's forward pass (its own conv kernel) on a plain device: the reference for `infer`.
+fn burn_forward(net: &Net, x: &Array2<f32>, probe: ConvProbe) -> Vec<Array2<f32>> {
+    let dev = device(false);
+    let (n, d) = x.dim();
+    let t = Tensor::<2>::from_data(TensorData::new(x.iter().copied().collect(), [n, d]), &dev);
+    let (logits, mut outs) = net.module.forward(&net.arch, t, Some(probe), None);
+    outs.push(burn::tensor::activation::softmax(logits, 1));
+    outs.into_iter()
+        .map(|t| {
+            let [r, c] = t.dims();
+            Array2::from_shape_vec((r, c), t.try_into_vec_as::<f32>().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn ndarray_inference_equals_burns_forward() {
+    let odd = Architecture {
+        channels: 3,
+        height: 9,
+        width: 9,
+        classes: 4,
+        layers: vec![
+            Layer::Conv2d {
+                filters: 5,
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+                activation: Activation::Tanh,
+            },
+            Layer::AvgPool2d {
+                size: 2,
+                stride: Some(1),
+            },
+            Layer::Dropout { rate: 0.3 },
+            Layer::Conv2d {
+                filters: 8,
+                kernel: 2,
+                stride: 1,
+                padding: 0,
+                activation: Activation::Linear,
+            },
+            Layer::MaxPool2d {
+                size: 2,
+                stride: None,
+            },
+            Layer::Flatten,
+            Layer::Dense {
+                units: 7,
+                activation: Activation::Relu,
+            },
+        ],
+    };
+    let lenet = Architecture {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+        layers: super::lenet5(),
+    };
+    for (arch, seed) in [(odd, 11u64), (lenet, 12)] {
+        let net = Net {
+            module: Network::init(&arch, seed, &device(false)).unwrap(),
+            arch: arch.clone(),
+            settings: String::new(),
+            conv_probe: ConvProbe::Mean,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = Array2::from_shape_fn((300, arch.inputs()), |_| rng.random::<f32>());
+        for probe in [ConvProbe::Mean, ConvProbe::Full] {
+            let net = Net {
+                conv_probe: probe,
+                ..net.clone()
+            };
+            let ours = net.activations(&x).unwrap();
+            let burn = burn_forward(&net, &x, probe);
+            assert_eq!(ours.len(), burn.len());
+            for (name, (a, b)) in arch.layer_names().iter().zip(ours.iter().zip(&burn)) {
+                assert_eq!(a.dim(), b.dim(), "{name}");
+                let diff = (a - b).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
+                assert!(diff <= 1e-5, "{name} ({probe:?}): max |diff| {diff}");
+            }
+        }
+    }
+}
