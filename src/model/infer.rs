@@ -52,15 +52,17 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().expect("f32 weights")
 }
 
+/// A layer's bias, zeros when it has none.
+fn bias(b: &Option<burn::module::Param<Tensor<1>>>, n: usize) -> Array1<f32> {
+    b.as_ref()
+        .map(|b| Array1::from(values(b.val())))
+        .unwrap_or_else(|| Array1::zeros(n))
+}
+
 fn dense_parts(l: &burn::nn::Linear) -> (Array2<f32>, Array1<f32>) {
     let [i, o] = l.weight.dims();
     let w = Array2::from_shape_vec((i, o), values(l.weight.val())).expect("dense weight shape");
-    let b = l
-        .bias
-        .as_ref()
-        .map(|b| Array1::from(values(b.val())))
-        .unwrap_or_else(|| Array1::zeros(o));
-    (w, b)
+    (w, bias(&l.bias, o))
 }
 
 impl Plan {
@@ -82,14 +84,9 @@ impl Plan {
                     let [o, ci, kh, kw] = c.weight.dims();
                     let w = Array2::from_shape_vec((o, ci * kh * kw), values(c.weight.val()))
                         .expect("conv weight shape");
-                    let b = c
-                        .bias
-                        .as_ref()
-                        .map(|b| Array1::from(values(b.val())))
-                        .unwrap_or_else(|| Array1::zeros(o));
                     Op::Conv {
                         w,
-                        b,
+                        b: bias(&c.bias, o),
                         k: *kernel,
                         stride: *stride,
                         pad: *padding,
@@ -217,26 +214,14 @@ impl Act {
     fn flat(self) -> Array2<f32> {
         match self {
             Act::Vec(v) => v,
-            Act::Img(x) => {
-                let (n, c, h, w) = x.dim();
-                x.as_standard_layout()
-                    .into_owned()
-                    .into_shape_with_order((n, c * h * w))
-                    .expect("a standard layout")
-            }
+            Act::Img(x) => flatten(&x),
         }
     }
 
     fn probe(&self, mode: ConvProbe) -> Array2<f32> {
         match (self, mode) {
             (Act::Vec(v), _) => v.clone(),
-            (Act::Img(x), ConvProbe::Full) => {
-                let (n, c, h, w) = x.dim();
-                x.as_standard_layout()
-                    .into_owned()
-                    .into_shape_with_order((n, c * h * w))
-                    .expect("a standard layout")
-            }
+            (Act::Img(x), ConvProbe::Full) => flatten(x),
             (Act::Img(x), ConvProbe::Mean) => {
                 let (n, c, h, w) = x.dim();
                 let area = (h * w) as f32;
@@ -250,6 +235,15 @@ impl Act {
             }
         }
     }
+}
+
+/// `[n, c, h, w]` → `[n, c·h·w]`, channel-major (burn's `flatten(1, 3)`).
+fn flatten(x: &Array4<f32>) -> Array2<f32> {
+    let (n, c, h, w) = x.dim();
+    x.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((n, c * h * w))
+        .expect("a standard layout")
 }
 
 /// A convolution of `x` (`[n, c, h, w]`) with `w` (`[o, c·k·k]`), zero padding `pad`

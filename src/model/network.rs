@@ -145,7 +145,8 @@ impl Network {
     /// The forward pass: logits, and (when `record`) the probed layers' activations — conv
     /// and pooling layers as per-channel means or full maps (`conv`). `dropout` draws the
     /// training masks; without it dropout is the identity and convolutions use burn's own
-    /// kernel (inference), with it the differentiable im2col below (training).
+    /// kernel, with it the differentiable im2col below (training). Probes and predictions of
+    /// convolutional models do not come here: `infer` runs them in ndarray.
     pub(super) fn forward(
         &self,
         arch: &Architecture,
