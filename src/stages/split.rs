@@ -309,6 +309,7 @@ pub fn run(ctx: &Ctx, a: &SplitArgs) -> Result<SplitReport> {
     let src = load(p, a.idx_dir.as_deref())?;
     let splits = make(p, &src)?;
     let sources = src.has_sources().then(|| source_rows(&src, &splits));
+    drop(src); // the splits hold copies; free the whole set before the writers allocate
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut stage = |target: PathBuf| -> Result<PathBuf> {
         let tmp = temp_name(&target)?;
@@ -316,11 +317,23 @@ pub fn run(ctx: &Ctx, a: &SplitArgs) -> Result<SplitReport> {
         Ok(tmp)
     };
     let written = (|| -> Result<()> {
-        for (split, s) in splits.each() {
-            s.write(&stage(split_file(&a.out, split))?)?;
-        }
-        if let Some(rows) = &sources {
-            rows.write(&stage(sources_file(&a.out))?)?;
+        let files = splits
+            .each()
+            .into_iter()
+            .map(|(split, s)| Ok((stage(split_file(&a.out, split))?, s)))
+            .collect::<Result<Vec<_>>>()?;
+        let sources_tmp = match &sources {
+            Some(rows) => Some((stage(sources_file(&a.out))?, rows)),
+            None => None,
+        };
+        // The files are independent: written in parallel (each on one thread).
+        use rayon::prelude::*;
+        files
+            .par_iter()
+            .map(|(tmp, s)| s.write(tmp))
+            .collect::<Result<Vec<()>>>()?;
+        if let Some((tmp, rows)) = sources_tmp {
+            rows.write(&tmp)?;
         }
         Ok(())
     })();
