@@ -194,7 +194,10 @@ impl Net {
 
 fn to_tensor(x: ndarray::ArrayView2<f32>, device: &Device) -> Tensor<2> {
     let (n, d) = x.dim();
-    let v: Vec<f32> = x.iter().copied().collect();
+    let v: Vec<f32> = match x.as_slice() {
+        Some(s) => s.to_vec(),
+        None => x.iter().copied().collect(),
+    };
     Tensor::from_data(TensorData::new(v, [n, d]), device)
 }
 
