@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end wall times for `make bench` (median of RUNS runs each), on scratch roots:
+#   - the split stage alone: idx → three Parquet files (one process)
 #   - the seed loop: split + train + evaluate + experiment --arms mode-dot,random (4 processes)
 #   - make all (every arm, the tables and the report)
 #   - a sweep (SWEEP_SEEDS seeds, SWEEP_ARMS) with --threads 1 and --threads 2: the scaling
@@ -19,12 +20,14 @@ secs() { local t0; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; awk -v a="$(date +%
 report() { printf '%-46s %9.3f s   (median of %s; %s)\n' "$1" "$(echo "$2" | median)" "$RUNS" "$(echo "$2" | tr '\n' ' ')"; }
 
 echo "== end to end on pipelines/$PIPELINE.toml (2 cores; wall times) =="
-loop=""; all=""
+split=""; loop=""; all=""
 for i in $(seq "$RUNS"); do
+  split+="$(secs "$BIN" -q --pipeline "pipelines/$PIPELINE.toml" --root "$TMP/split-$i" split)"$'\n'
   root="$TMP/loop-$i"; M="$BIN -q --pipeline pipelines/$PIPELINE.toml --root $root"
   loop+="$(secs bash -c "$M split && $M train && $M evaluate && $M experiment --arms mode-dot,random")"$'\n'
   all+="$(secs make --no-print-directory all PIPELINE="$PIPELINE" OUT="$TMP/all-$i" BIN="$BIN" CARGO_BUILD=true)"$'\n'
 done
+report "split (idx → three Parquet files)" "${split%$'\n'}"
 report "seed loop (split, train, evaluate, 2 arms)" "${loop%$'\n'}"
 report "make all (every arm, tables, report)" "${all%$'\n'}"
 for t in 1 2; do
