@@ -4,6 +4,7 @@
 
 use super::Ctx;
 use crate::arm::Arm;
+use crate::artifacts::{Samples, Split};
 use crate::engine::runner::{IterRecord, run_arms};
 use crate::engine::{Store, layers, runs};
 use anyhow::Result;
@@ -50,7 +51,17 @@ pub fn run(ctx: &Ctx, a: &ExperimentArgs) -> Result<ExperimentReport> {
             .iter()
             .any(|arm| arm.layer_select && arm.strategy.needs_diagnosis())
     {
-        layers::input_head(&store, &ctx.p)?;
+        // The input feature model (one thread, about a second on MNIST) while another thread
+        // reads the pool and test splits that every arm's first step needs.
+        let prefetch = || -> Result<()> {
+            for split in [Split::Pool, Split::Test] {
+                store.get::<Samples>(&ctx.layout.split(split))?;
+            }
+            Ok(())
+        };
+        let (head, read) = rayon::join(|| layers::input_head(&store, &ctx.p), prefetch);
+        head?;
+        read?;
     }
     let records = run_arms(&store, &ctx.p, &a.arms)?;
     Ok(ExperimentReport {
