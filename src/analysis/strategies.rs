@@ -113,6 +113,12 @@ pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32>
 /// in SIMD lanes; a minimum is exact whatever the order, so the result equals the plain loop.
 fn nearest_in_row(xn: f32, prod: &[f32], cn: &[f32], init: f32) -> f32 {
     const LANES: usize = 8;
+    let dist = |p: f32, c: f32| (xn + c - 2.0 * p).max(0.0);
+    let keep_min = |m: &mut f32, v: f32| {
+        if v < *m {
+            *m = v;
+        }
+    };
     let whole = prod.len() / LANES * LANES;
     let mut lanes = [init; LANES];
     for (p, c) in prod[..whole]
@@ -120,23 +126,15 @@ fn nearest_in_row(xn: f32, prod: &[f32], cn: &[f32], init: f32) -> f32 {
         .zip(cn[..whole].chunks_exact(LANES))
     {
         for l in 0..LANES {
-            let v = (xn + c[l] - 2.0 * p[l]).max(0.0);
-            if v < lanes[l] {
-                lanes[l] = v;
-            }
+            keep_min(&mut lanes[l], dist(p[l], c[l]));
         }
     }
     let mut best = init;
     for v in lanes {
-        if v < best {
-            best = v;
-        }
+        keep_min(&mut best, v);
     }
-    for (p, c) in prod[whole..].iter().zip(&cn[whole..]) {
-        let v = (xn + c - 2.0 * p).max(0.0);
-        if v < best {
-            best = v;
-        }
+    for (&p, &c) in prod[whole..].iter().zip(&cn[whole..]) {
+        keep_min(&mut best, dist(p, c));
     }
     best
 }
