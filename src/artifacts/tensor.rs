@@ -123,7 +123,7 @@ pub fn write_tensors_with(
     write_atomic(path, |file| {
         let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
         // In slices: the writer's level buffers (one entry per list value) stay small, which
-        // took a third off writing a 30 000 × 784 split (page faults and allocation).
+        // took about a quarter off writing a 30 000 × 784 split (0.49 → 0.38 s) (page faults and allocation).
         let mut offset = 0;
         while offset < batch.num_rows() {
             let len = WRITE_SLICE_ROWS.min(batch.num_rows() - offset);
