@@ -7,7 +7,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
     UInt16Array, UInt32Array,
 };
-use arrow::datatypes::{DataType, Field, Float32Type, Schema, UInt16Type, UInt32Type};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt16Type, UInt32Type};
 use ndarray::Array2;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -138,10 +138,12 @@ pub fn write_tensors_with(
 /// Rows handed to the Parquet writer at a time.
 const WRITE_SLICE_ROWS: usize = 4096;
 
-/// A tensor artifact read back whole.
+/// A tensor artifact read back whole: its row groups as they were decoded (in order), so a
+/// column is copied out once, straight into the vector or matrix the caller gets.
 pub struct TensorFile {
     pub path: PathBuf,
-    pub batch: RecordBatch,
+    schema: SchemaRef,
+    parts: Vec<RecordBatch>,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -172,48 +174,51 @@ impl TensorFile {
             Ok(reader.collect::<Result<Vec<_>, _>>()?)
         };
         use rayon::prelude::*;
-        let parts: Vec<Result<Vec<RecordBatch>>> =
+        let decoded: Vec<Result<Vec<RecordBatch>>> =
             (0..groups).into_par_iter().map(read_group).collect();
-        let mut batches = Vec::new();
-        for p in parts {
-            batches.extend(p.with_context(|| format!("reading {}", path.display()))?);
+        let mut parts = Vec::new();
+        for p in decoded {
+            parts.extend(p.with_context(|| format!("reading {}", path.display()))?);
         }
-        let batch = match batches.len() {
-            1 => batches.pop().expect("one batch"),
-            _ => arrow::compute::concat_batches(&schema, &batches)?,
-        };
         Ok(TensorFile {
             path: path.into(),
-            batch,
+            schema,
+            parts,
             metadata,
         })
     }
 
     pub fn rows(&self) -> usize {
-        self.batch.num_rows()
+        self.parts.iter().map(|b| b.num_rows()).sum()
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.batch.column_by_name(name).is_some()
+        self.schema.column_with_name(name).is_some()
     }
 
-    fn col(&self, name: &str) -> Result<&ArrayRef> {
-        let c = self.batch.column_by_name(name).ok_or_else(|| {
-            anyhow!(
+    /// The column's pieces, one per decoded batch (possibly none for an empty file).
+    fn pieces(&self, name: &str) -> Result<Vec<&ArrayRef>> {
+        let Some((i, _)) = self.schema.column_with_name(name) else {
+            bail!(
                 "{}: missing column {name:?} (has {:?})",
                 self.path.display(),
                 self.column_names()
-            )
-        })?;
-        if c.null_count() > 0 {
+            );
+        };
+        Ok(self.parts.iter().map(|b| b.column(i)).collect())
+    }
+
+    /// As [`Self::pieces`], with no nulls.
+    fn col(&self, name: &str) -> Result<Vec<&ArrayRef>> {
+        let pieces = self.pieces(name)?;
+        if pieces.iter().any(|c| c.null_count() > 0) {
             bail!("{}: column {name:?} has nulls", self.path.display());
         }
-        Ok(c)
+        Ok(pieces)
     }
 
     pub fn column_names(&self) -> Vec<String> {
-        self.batch
-            .schema()
+        self.schema
             .fields()
             .iter()
             .map(|f| f.name().clone())
@@ -221,28 +226,39 @@ impl TensorFile {
     }
 
     pub fn u32(&self, name: &str) -> Result<Vec<u32>> {
-        let c = arrow::compute::cast(self.col(name)?, &DataType::UInt32).with_context(|| {
-            format!(
-                "{}: column {name:?} is not an unsigned integer",
-                self.path.display()
-            )
-        })?;
-        Ok(c.as_primitive::<UInt32Type>().values().to_vec())
+        let mut out = Vec::with_capacity(self.rows());
+        for c in self.col(name)? {
+            let c = arrow::compute::cast(c, &DataType::UInt32).with_context(|| {
+                format!(
+                    "{}: column {name:?} is not an unsigned integer",
+                    self.path.display()
+                )
+            })?;
+            out.extend_from_slice(c.as_primitive::<UInt32Type>().values());
+        }
+        Ok(out)
     }
 
     pub fn u16(&self, name: &str) -> Result<Vec<u16>> {
-        let c = arrow::compute::cast(self.col(name)?, &DataType::UInt16).with_context(|| {
-            format!(
-                "{}: column {name:?} does not fit UInt16",
-                self.path.display()
-            )
-        })?;
-        Ok(c.as_primitive::<UInt16Type>().values().to_vec())
+        let mut out = Vec::with_capacity(self.rows());
+        for c in self.col(name)? {
+            let c = arrow::compute::cast(c, &DataType::UInt16).with_context(|| {
+                format!(
+                    "{}: column {name:?} does not fit UInt16",
+                    self.path.display()
+                )
+            })?;
+            out.extend_from_slice(c.as_primitive::<UInt16Type>().values());
+        }
+        Ok(out)
     }
 
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
-        let c = arrow::compute::cast(self.col(name)?, &DataType::Float32)?;
-        let v = c.as_primitive::<Float32Type>().values().to_vec();
+        let mut v = Vec::with_capacity(self.rows());
+        for c in self.col(name)? {
+            let c = arrow::compute::cast(c, &DataType::Float32)?;
+            v.extend_from_slice(c.as_primitive::<Float32Type>().values());
+        }
         self.check_finite(name, &v, 1)?;
         Ok(v)
     }
@@ -262,45 +278,51 @@ impl TensorFile {
     }
 
     pub fn str(&self, name: &str) -> Result<Vec<String>> {
-        let c = arrow::compute::cast(self.col(name)?, &DataType::Utf8)?;
-        Ok(c.as_string::<i32>()
-            .iter()
-            .map(|s| s.unwrap_or_default().to_string())
-            .collect())
+        let mut out = Vec::with_capacity(self.rows());
+        for c in self.col(name)? {
+            let c = arrow::compute::cast(c, &DataType::Utf8)?;
+            out.extend(
+                c.as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap_or_default().to_string()),
+            );
+        }
+        Ok(out)
     }
 
     pub fn u16_opt(&self, name: &str) -> Result<Vec<Option<u16>>> {
-        let c = self
-            .batch
-            .column_by_name(name)
-            .ok_or_else(|| anyhow!("{}: missing column {name:?}", self.path.display()))?;
-        let c = arrow::compute::cast(c, &DataType::UInt16)?;
-        Ok(c.as_primitive::<UInt16Type>().iter().collect())
+        let mut out = Vec::with_capacity(self.rows());
+        for c in self.pieces(name)? {
+            let c = arrow::compute::cast(c, &DataType::UInt16)?;
+            out.extend(c.as_primitive::<UInt16Type>().iter());
+        }
+        Ok(out)
     }
 
-    /// A `FixedSizeList<Float32>` (or `List<Float32>`) column as a matrix, one row per row.
+    /// A `FixedSizeList<Float32>` column as a matrix, one row per row.
     pub fn tensor(&self, name: &str) -> Result<Array2<f32>> {
-        let c = self.col(name)?;
-        let n = c.len();
-        let (width, values) = match c.data_type() {
-            DataType::FixedSizeList(_, w) => {
-                let l = c.as_fixed_size_list();
-                if l.values().null_count() > 0 {
-                    bail!("{}: column {name:?} has null values", self.path.display());
-                }
-                let v = arrow::compute::cast(l.values(), &DataType::Float32)?;
-                let start = l.offset() * *w as usize;
-                (
-                    *w as usize,
-                    v.as_primitive::<Float32Type>().values()[start..start + n * *w as usize]
-                        .to_vec(),
-                )
-            }
+        let pieces = self.col(name)?;
+        let (i, _) = self.schema.column_with_name(name).expect("checked by col");
+        let width = match self.schema.field(i).data_type() {
+            DataType::FixedSizeList(_, w) => *w as usize,
             other => bail!(
                 "{}: column {name:?} has type {other}, expected FixedSizeList<Float32>",
                 self.path.display()
             ),
         };
+        let n = self.rows();
+        let mut values = Vec::with_capacity(n * width);
+        for c in pieces {
+            let l = c.as_fixed_size_list();
+            if l.values().null_count() > 0 {
+                bail!("{}: column {name:?} has null values", self.path.display());
+            }
+            let v = arrow::compute::cast(l.values(), &DataType::Float32)?;
+            let start = l.offset() * width;
+            values.extend_from_slice(
+                &v.as_primitive::<Float32Type>().values()[start..start + l.len() * width],
+            );
+        }
         self.check_finite(name, &values, width)?;
         Array2::from_shape_vec((n, width), values)
             .map_err(|e| anyhow!("{}: {e}", self.path.display()))
