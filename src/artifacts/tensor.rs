@@ -196,20 +196,24 @@ impl TensorFile {
         self.schema.column_with_name(name).is_some()
     }
 
-    /// The column's pieces, one per decoded batch (possibly none for an empty file).
-    fn pieces(&self, name: &str) -> Result<Vec<&ArrayRef>> {
-        let Some((i, _)) = self.schema.column_with_name(name) else {
+    /// The column's pieces, one per decoded batch; an empty file gives one empty array of the
+    /// column's type, so a type mismatch is reported whether or not there are rows.
+    fn pieces(&self, name: &str) -> Result<Vec<ArrayRef>> {
+        let Some((i, field)) = self.schema.column_with_name(name) else {
             bail!(
                 "{}: missing column {name:?} (has {:?})",
                 self.path.display(),
                 self.column_names()
             );
         };
-        Ok(self.parts.iter().map(|b| b.column(i)).collect())
+        if self.parts.is_empty() {
+            return Ok(vec![arrow::array::new_empty_array(field.data_type())]);
+        }
+        Ok(self.parts.iter().map(|b| b.column(i).clone()).collect())
     }
 
     /// As [`Self::pieces`], with no nulls.
-    fn col(&self, name: &str) -> Result<Vec<&ArrayRef>> {
+    fn col(&self, name: &str) -> Result<Vec<ArrayRef>> {
         let pieces = self.pieces(name)?;
         if pieces.iter().any(|c| c.null_count() > 0) {
             bail!("{}: column {name:?} has nulls", self.path.display());
@@ -228,7 +232,7 @@ impl TensorFile {
     pub fn u32(&self, name: &str) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(self.rows());
         for c in self.col(name)? {
-            let c = arrow::compute::cast(c, &DataType::UInt32).with_context(|| {
+            let c = arrow::compute::cast(&c, &DataType::UInt32).with_context(|| {
                 format!(
                     "{}: column {name:?} is not an unsigned integer",
                     self.path.display()
@@ -242,7 +246,7 @@ impl TensorFile {
     pub fn u16(&self, name: &str) -> Result<Vec<u16>> {
         let mut out = Vec::with_capacity(self.rows());
         for c in self.col(name)? {
-            let c = arrow::compute::cast(c, &DataType::UInt16).with_context(|| {
+            let c = arrow::compute::cast(&c, &DataType::UInt16).with_context(|| {
                 format!(
                     "{}: column {name:?} does not fit UInt16",
                     self.path.display()
@@ -256,7 +260,7 @@ impl TensorFile {
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
         let mut v = Vec::with_capacity(self.rows());
         for c in self.col(name)? {
-            let c = arrow::compute::cast(c, &DataType::Float32)?;
+            let c = arrow::compute::cast(&c, &DataType::Float32)?;
             v.extend_from_slice(c.as_primitive::<Float32Type>().values());
         }
         self.check_finite(name, &v, 1)?;
@@ -280,7 +284,7 @@ impl TensorFile {
     pub fn str(&self, name: &str) -> Result<Vec<String>> {
         let mut out = Vec::with_capacity(self.rows());
         for c in self.col(name)? {
-            let c = arrow::compute::cast(c, &DataType::Utf8)?;
+            let c = arrow::compute::cast(&c, &DataType::Utf8)?;
             out.extend(
                 c.as_string::<i32>()
                     .iter()
@@ -293,7 +297,7 @@ impl TensorFile {
     pub fn u16_opt(&self, name: &str) -> Result<Vec<Option<u16>>> {
         let mut out = Vec::with_capacity(self.rows());
         for c in self.pieces(name)? {
-            let c = arrow::compute::cast(c, &DataType::UInt16)?;
+            let c = arrow::compute::cast(&c, &DataType::UInt16)?;
             out.extend(c.as_primitive::<UInt16Type>().iter());
         }
         Ok(out)
