@@ -336,3 +336,51 @@ impl TensorFile {
         self.metadata.get(key).map(|s| s.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, rows: usize) {
+        let ids: Vec<u32> = (0..rows as u32).collect();
+        let m = Array2::from_shape_fn((rows, 3), |(r, c)| (r * 3 + c) as f32 * 0.5);
+        write_tensors(
+            path,
+            vec![Col::u32("id", ids), Col::tensor("pixels", m)],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn columns_read_back_in_order_across_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        let rows = 40_000; // three row groups of at most 16 384 rows
+        write(&p, rows);
+        let t = TensorFile::read(&p).unwrap();
+        assert_eq!(t.rows(), rows);
+        assert_eq!(t.u32("id").unwrap(), (0..rows as u32).collect::<Vec<_>>());
+        let m = t.tensor("pixels").unwrap();
+        assert_eq!(m.dim(), (rows, 3));
+        assert_eq!(m[[rows - 1, 2]], ((rows - 1) * 3 + 2) as f32 * 0.5);
+        assert_eq!(m[[16_384, 0]], (16_384 * 3) as f32 * 0.5);
+    }
+
+    #[test]
+    fn empty_file_keeps_widths_and_type_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.parquet");
+        write(&p, 0);
+        let t = TensorFile::read(&p).unwrap();
+        assert_eq!(t.rows(), 0);
+        assert_eq!(t.tensor("pixels").unwrap().dim(), (0, 3));
+        assert!(t.u32("id").unwrap().is_empty());
+        let e = t.u32("pixels").unwrap_err().to_string();
+        assert!(e.contains("not an unsigned integer"), "{e}");
+        let e = t.tensor("id").unwrap_err().to_string();
+        assert!(e.contains("expected FixedSizeList"), "{e}");
+        let e = t.f32("nope").unwrap_err().to_string();
+        assert!(e.contains("missing column"), "{e}");
+    }
+}
