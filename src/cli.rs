@@ -18,7 +18,8 @@ use std::time::Instant;
     about = "MODE: debug a neural network by state differential analysis and input selection"
 )]
 pub struct Cli {
-    /// Pipeline file with the parameters (pipelines/<name>.toml); built-in defaults otherwise.
+    /// Pipeline: a file, or the name of one in pipelines/ (`-p mnist`); built-in defaults
+    /// otherwise.
     #[arg(long, short, global = true)]
     pipeline: Option<PathBuf>,
     /// Override one pipeline parameter, e.g. --set mode.theta=0.9 (repeatable).
@@ -343,7 +344,8 @@ pub fn run(cli: Cli) -> Result<Printed> {
             .build_global()
             .map_err(|e| anyhow::anyhow!("--threads {n}: {e}"))?;
     }
-    let mut p = Pipeline::load(cli.pipeline.as_deref(), &cli.set)?;
+    let file = cli.pipeline.as_deref().map(crate::config::pipeline_file);
+    let mut p = Pipeline::load(file.as_deref(), &cli.set)?;
     if let Command::Train {
         epochs: Some(e), ..
     } = cli.command

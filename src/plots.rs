@@ -1,15 +1,43 @@
 //! PNG figures for the report (plotters, bitmap backend). Images are drawn row-major:
 //! value (r, c) of an H×W map lands at x = c, y = r, so a digit's heat map looks like the digit.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
 const FONT: &str = "sans-serif";
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing failed: {e:?}")
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e}")
+}
+
+/// Draw a figure of `size` in memory, then write it as a PNG atomically: a failure names the
+/// file and leaves no partial image behind.
+fn save_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl for<'b> FnOnce(DrawingArea<BitMapBackend<'b>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let (w, h) = size;
+    let mut buf = vec![255u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        draw(root.clone()).with_context(|| format!("drawing {}", path.display()))?;
+        root.present()
+            .map_err(err)
+            .with_context(|| format!("drawing {}", path.display()))?;
+    }
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &buf,
+        w,
+        h,
+        image::ColorType::Rgb8,
+    )
+    .with_context(|| format!("encoding {}", path.display()))?;
+    crate::artifacts::write_bytes(path, &png)
 }
 
 /// Sequential map for values in [0, 1]: black → white (MNIST's own look).
@@ -91,30 +119,30 @@ pub fn grid_png(
         (left + cell_w * cols as i32 + 8) as u32,
         (cell_h * rows as i32 + 8) as u32,
     );
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let font = (FONT, 13).into_font().color(&BLACK);
-    for (r, t) in row_titles.iter().enumerate().take(rows) {
-        root.draw(&Text::new(
-            t.clone(),
-            (6, r as i32 * cell_h + cell_h / 2),
-            font.clone(),
-        ))
-        .map_err(err)?;
-    }
-    for (i, t) in tiles.iter().enumerate() {
-        let (r, c) = ((i / cols) as i32, (i % cols) as i32);
-        let (x, y) = (left + 4 + c * cell_w, 4 + r * cell_h);
-        draw_map(&root, &t.values, (h, w), (x, y), scale, t.signed)?;
-        root.draw(&Text::new(
-            t.caption.clone(),
-            (x, y + h as i32 * scale + 3),
-            font.clone(),
-        ))
-        .map_err(err)?;
-    }
-    root.present().map_err(err)?;
-    Ok(())
+    save_png(path, size, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let font = (FONT, 13).into_font().color(&BLACK);
+        for (r, t) in row_titles.iter().enumerate().take(rows) {
+            root.draw(&Text::new(
+                t.clone(),
+                (6, r as i32 * cell_h + cell_h / 2),
+                font.clone(),
+            ))
+            .map_err(err)?;
+        }
+        for (i, t) in tiles.iter().enumerate() {
+            let (r, c) = ((i / cols) as i32, (i % cols) as i32);
+            let (x, y) = (left + 4 + c * cell_w, 4 + r * cell_h);
+            draw_map(&root, &t.values, (h, w), (x, y), scale, t.signed)?;
+            root.draw(&Text::new(
+                t.caption.clone(),
+                (x, y + h as i32 * scale + 3),
+                font.clone(),
+            ))
+            .map_err(err)?;
+        }
+        Ok(())
+    })
 }
 
 /// Feature-space maps as strips: one row of cells per map, one cell per neuron.
@@ -124,24 +152,24 @@ pub fn strips_png(path: &Path, tiles: &[Tile], cell: i32) -> Result<()> {
         (160 + width * cell + 10) as u32,
         (tiles.len() as i32 * (cell + 6) + 10) as u32,
     );
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let font = (FONT, 13).into_font().color(&BLACK);
-    for (i, t) in tiles.iter().enumerate() {
-        let y = 5 + i as i32 * (cell + 6);
-        root.draw(&Text::new(t.caption.clone(), (5, y + 2), font.clone()))
-            .map_err(err)?;
-        draw_map(
-            &root,
-            &t.values,
-            (1, t.values.len()),
-            (160, y),
-            cell,
-            t.signed,
-        )?;
-    }
-    root.present().map_err(err)?;
-    Ok(())
+    save_png(path, size, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let font = (FONT, 13).into_font().color(&BLACK);
+        for (i, t) in tiles.iter().enumerate() {
+            let y = 5 + i as i32 * (cell + 6);
+            root.draw(&Text::new(t.caption.clone(), (5, y + 2), font.clone()))
+                .map_err(err)?;
+            draw_map(
+                &root,
+                &t.values,
+                (1, t.values.len()),
+                (160, y),
+                cell,
+                t.signed,
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// A line series of a chart.
@@ -192,96 +220,96 @@ pub fn line_png(
     size: (u32, u32),
     legend: SeriesLabelPosition,
 ) -> Result<()> {
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .filter(|v| v.is_finite())
-        .collect();
-    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-    let (y0, y1) = ys
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
-    let pad = ((y1 - y0) * 0.08).max(1e-3);
-    let (x0, x1) = if x0 < x1 {
-        (x0, x1)
-    } else {
-        (x0 - 1.0, x0 + 1.0)
-    };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0 - 0.3..x1 + 0.3, (y0 - pad)..(y1 + pad))
-        .map_err(err)?;
-    let names = x_names.to_vec();
-    let formatter = move |x: &f64| {
-        let i = x.round();
-        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-            names[i as usize].clone()
-        } else if names.is_empty() {
-            format!("{x}")
+    save_png(path, size, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+        let ys: Vec<f64> = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
+            .collect();
+        let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+        let (y0, y1) = ys
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
+        let pad = ((y1 - y0) * 0.08).max(1e-3);
+        let (x0, x1) = if x0 < x1 {
+            (x0, x1)
         } else {
-            String::new()
+            (x0 - 1.0, x0 + 1.0)
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0 - 0.3..x1 + 0.3, (y0 - pad)..(y1 + pad))
+            .map_err(err)?;
+        let names = x_names.to_vec();
+        let formatter = move |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else if names.is_empty() {
+                format!("{x}")
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_labels(if x_names.is_empty() {
+                10
+            } else {
+                x_names.len() + 2
+            })
+            .x_label_formatter(&formatter)
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        for s in series {
+            let style = s.color.stroke_width(if s.dashed { 1 } else { 2 });
+            let pts = s.points.clone();
+            let color = s.color;
+            chart
+                .draw_series(LineSeries::new(pts.clone(), style))
+                .map_err(err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, s.color.filled())))
+                .map_err(err)?;
         }
-    };
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .x_labels(if x_names.is_empty() {
-            10
-        } else {
-            x_names.len() + 2
-        })
-        .x_label_formatter(&formatter)
-        .label_style((FONT, 13))
-        .draw()
-        .map_err(err)?;
-    for s in series {
-        let style = s.color.stroke_width(if s.dashed { 1 } else { 2 });
-        let pts = s.points.clone();
-        let color = s.color;
+        for (x, y, label) in marks {
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (*x, *y),
+                    8,
+                    RED.stroke_width(2),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.clone(),
+                    (*x, *y),
+                    (FONT, 14).into_font().color(&RED),
+                )))
+                .map_err(err)?;
+        }
         chart
-            .draw_series(LineSeries::new(pts.clone(), style))
-            .map_err(err)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, s.color.filled())))
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .position(legend)
+            .draw()
             .map_err(err)?;
-    }
-    for (x, y, label) in marks {
-        chart
-            .draw_series(std::iter::once(Circle::new(
-                (*x, *y),
-                8,
-                RED.stroke_width(2),
-            )))
-            .map_err(err)?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                label.clone(),
-                (*x, *y),
-                (FONT, 14).into_font().color(&RED),
-            )))
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 12))
-        .position(legend)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Grouped bars: for each category, one bar per group.
@@ -292,123 +320,125 @@ pub fn bars_png(
     groups: &[(String, Vec<f64>)],
     size: (u32, u32),
 ) -> Result<()> {
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let lo = groups
-        .iter()
-        .flat_map(|g| g.1.iter().copied())
-        .fold(1.0f64, f64::min);
-    let y0 = (lo - 0.05).clamp(0.0, 1.0);
-    let n = categories.len();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, y0..1.0f64)
-        .map_err(err)?;
-    let names = categories.to_vec();
-    let fmt = move |x: &f64| {
-        let i = x.round();
-        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-            names[i as usize].clone()
-        } else {
-            String::new()
-        }
-    };
-    chart
-        .configure_mesh()
-        .x_labels(n * 2 + 1)
-        .x_label_formatter(&fmt)
-        .y_desc("test accuracy")
-        .label_style((FONT, 13))
-        .draw()
-        .map_err(err)?;
-    let k = groups.len().max(1) as f64;
-    let bw = 0.8 / k;
-    for (gi, (name, vals)) in groups.iter().enumerate() {
-        let color = palette(gi);
+    save_png(path, size, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let lo = groups
+            .iter()
+            .flat_map(|g| g.1.iter().copied())
+            .fold(1.0f64, f64::min);
+        let y0 = (lo - 0.05).clamp(0.0, 1.0);
+        let n = categories.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, y0..1.0f64)
+            .map_err(err)?;
+        let names = categories.to_vec();
+        let fmt = move |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else {
+                String::new()
+            }
+        };
         chart
-            .draw_series(vals.iter().enumerate().map(|(i, &v)| {
-                let x = i as f64 - 0.4 + gi as f64 * bw;
-                Rectangle::new([(x, y0), (x + bw * 0.95, v)], color.filled())
-            }))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 12))
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+            .configure_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&fmt)
+            .y_desc("test accuracy")
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        let k = groups.len().max(1) as f64;
+        let bw = 0.8 / k;
+        for (gi, (name, vals)) in groups.iter().enumerate() {
+            let color = palette(gi);
+            chart
+                .draw_series(vals.iter().enumerate().map(|(i, &v)| {
+                    let x = i as f64 - 0.4 + gi as f64 * bw;
+                    Rectangle::new([(x, y0), (x + bw * 0.95, v)], color.filled())
+                }))
+                .map_err(err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
 }
 
 /// A forest plot: one row per arm, the mean difference and its interval, a line at 0.
 pub fn forest_png(path: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Result<()> {
     let h = 60 + 24 * rows.len() as u32;
-    let root = BitMapBackend::new(path, (900, h.max(160))).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let lo = rows.iter().map(|r| r.2).fold(0.0f64, f64::min);
-    let hi = rows.iter().map(|r| r.3).fold(0.0f64, f64::max);
-    let pad = ((hi - lo) * 0.08).max(1e-3);
-    let n = rows.len();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(190)
-        .build_cartesian_2d((lo - pad)..(hi + pad), -0.5f64..n as f64 - 0.5)
-        .map_err(err)?;
-    let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    let fmt = move |y: &f64| {
-        let i = y.round();
-        if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-            names[n - 1 - i as usize].clone()
-        } else {
-            String::new()
-        }
-    };
-    chart
-        .configure_mesh()
-        .y_labels(n * 2 + 1)
-        .y_label_formatter(&fmt)
-        .x_desc("final accuracy − control (mean over seeds, 95% CI)")
-        .label_style((FONT, 13))
-        .draw()
-        .map_err(err)?;
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(0.0, -0.5), (0.0, n as f64 - 0.5)],
-            BLACK.stroke_width(1),
-        )))
-        .map_err(err)?;
-    for (i, (_, m, a, b)) in rows.iter().enumerate() {
-        let y = (n - 1 - i) as f64;
-        let color = if *a > 0.0 {
-            RGBColor(44, 160, 44)
-        } else if *b < 0.0 {
-            RGBColor(214, 39, 40)
-        } else {
-            RGBColor(90, 90, 90)
+    save_png(path, (900, h.max(160)), |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let lo = rows.iter().map(|r| r.2).fold(0.0f64, f64::min);
+        let hi = rows.iter().map(|r| r.3).fold(0.0f64, f64::max);
+        let pad = ((hi - lo) * 0.08).max(1e-3);
+        let n = rows.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(190)
+            .build_cartesian_2d((lo - pad)..(hi + pad), -0.5f64..n as f64 - 0.5)
+            .map_err(err)?;
+        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let fmt = move |y: &f64| {
+            let i = y.round();
+            if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[n - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
         };
         chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(*a, y), (*b, y)],
-                color.stroke_width(2),
-            )))
+            .configure_mesh()
+            .y_labels(n * 2 + 1)
+            .y_label_formatter(&fmt)
+            .x_desc("final accuracy − control (mean over seeds, 95% CI)")
+            .label_style((FONT, 13))
+            .draw()
             .map_err(err)?;
         chart
-            .draw_series(std::iter::once(Circle::new((*m, y), 4, color.filled())))
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, -0.5), (0.0, n as f64 - 0.5)],
+                BLACK.stroke_width(1),
+            )))
             .map_err(err)?;
-    }
-    root.present().map_err(err)?;
-    Ok(())
+        for (i, (_, m, a, b)) in rows.iter().enumerate() {
+            let y = (n - 1 - i) as f64;
+            let color = if *a > 0.0 {
+                RGBColor(44, 160, 44)
+            } else if *b < 0.0 {
+                RGBColor(214, 39, 40)
+            } else {
+                RGBColor(90, 90, 90)
+            };
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(*a, y), (*b, y)],
+                    color.stroke_width(2),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Circle::new((*m, y), 4, color.filled())))
+                .map_err(err)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! with our own reader and with external readers (DuckDB and python-polars); and
 //! `make chain` (one make target per stage) for two arms, which must give the same files.
 
+mod common;
+use common::same_content;
 use mode::artifacts::tensor::TensorFile;
 use mode::artifacts::{
     Activations, Artifact, BatchRow, DiagnosisRow, Heatmaps, IterDir, LayerRow, Layout, Manifest,
@@ -292,25 +294,6 @@ fn chain_matches_experiment() {
             );
         }
     }
-}
-
-/// Equal bytes — but for train logs, whose `seconds` column is a wall time: equal rows
-/// otherwise.
-fn same_content(rel: &Path, a: &[u8], b: &[u8]) -> bool {
-    if a == b {
-        return true;
-    }
-    if rel.file_name().is_some_and(|n| n == "train_log.parquet") {
-        let read = |bytes: &[u8]| {
-            let f = std::env::temp_dir().join(format!("log-{}.parquet", std::process::id()));
-            std::fs::write(&f, bytes).unwrap();
-            let mut rows = Vec::<TrainLogRow>::read(&f).unwrap();
-            rows.iter_mut().for_each(|r| r.seconds = 0.0);
-            rows
-        };
-        return read(a) == read(b);
-    }
-    false
 }
 
 /// Every file under `dir` (relative path → bytes).

@@ -2,6 +2,8 @@
 //! kind, stale and concurrent runs, and a seeded mutation loop over the readers. Every case
 //! must end in either the right answer or one clear `error:` line with nothing half-written.
 
+mod common;
+use common::same_content;
 use mode::arm::Arm;
 use mode::artifacts::{
     Activations, Artifact, Layout, Manifest, MetricRow, Samples, Split, SummaryRow,
@@ -110,25 +112,6 @@ fn assert_same_files(a: &Path, b: &Path) {
     for (k, v) in &fa {
         assert!(same_content(k, v, &fb[k]), "{} differs", k.display());
     }
-}
-
-/// Equal bytes — but for train logs, whose `seconds` column is a wall time: equal rows
-/// otherwise.
-fn same_content(rel: &Path, a: &[u8], b: &[u8]) -> bool {
-    if a == b {
-        return true;
-    }
-    if rel.file_name().is_some_and(|n| n == "train_log.parquet") {
-        let read = |bytes: &[u8]| {
-            let f = std::env::temp_dir().join(format!("flog-{}.parquet", std::process::id()));
-            std::fs::write(&f, bytes).unwrap();
-            let mut rows = Vec::<mode::artifacts::TrainLogRow>::read(&f).unwrap();
-            rows.iter_mut().for_each(|r| r.seconds = 0.0);
-            rows
-        };
-        return read(a) == read(b);
-    }
-    false
 }
 
 /// Start a command, kill -9 it after `ms`, wait for it.
@@ -463,6 +446,169 @@ fn set_errors_name_the_override() {
         &mut mode(&root, &["--set", "nonsense", "split"]),
         "--set nonsense",
     );
+    // Numbers out of a key's range say the key, the range and the value.
+    let e = fails(
+        &mut mode(
+            &root,
+            &["--set", "split.seed=99999999999999999999", "split"],
+        ),
+        "split.seed must be a whole number from 0 to 18446744073709551615, not string \"99999999999999999999\"",
+    );
+    assert!(e.starts_with("error: --set split.seed="), "{e}");
+    fails(
+        &mut mode(&root, &["--set", "split.seed=1e20", "split"]),
+        "split.seed must be a whole number from 0 to 18446744073709551615, not floating point",
+    );
+    fails(
+        &mut mode(&root, &["--set", "mode.batch=-3", "split"]),
+        "mode.batch must be a whole number from 0 to 18446744073709551615, not integer `-3`",
+    );
+}
+
+#[test]
+fn an_extends_cycle_is_named_once() {
+    let t = scratch("extends");
+    std::fs::write(t.join("a.toml"), "extends = \"b.toml\"\n").unwrap();
+    std::fs::write(t.join("b.toml"), "extends = \"a.toml\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mode"))
+        .current_dir(repo())
+        .arg("--pipeline")
+        .arg(t.join("a.toml"))
+        .args(["info", "max-iter"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success());
+    let a = std::fs::canonicalize(t.join("a.toml")).unwrap();
+    let b = std::fs::canonicalize(t.join("b.toml")).unwrap();
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: `extends` makes a cycle: {} → {} → {}; the last file must not extend the first",
+            a.display(),
+            b.display(),
+            a.display()
+        )
+    );
+    // A pipeline outside pipelines/ extends a shipped one by its name.
+    std::fs::write(
+        t.join("mine.toml"),
+        "extends = \"smoke.toml\"\nname = \"mine\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mode"))
+        .current_dir(repo())
+        .arg("--pipeline")
+        .arg(t.join("mine.toml"))
+        .args(["info", "max-iter"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
+    // A name is a pipeline of pipelines/.
+    let o = Command::new(env!("CARGO_BIN_EXE_mode"))
+        .current_dir(repo())
+        .args(["-p", "smoke", "info", "max-iter"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
+}
+
+/// A resumed run verifies what it builds on: an iteration whose files were removed or changed
+/// by hand is refused by `summary` and made again by the next `experiment`.
+#[test]
+fn a_resume_verifies_the_files_it_builds_on() {
+    let root = scratch("verify");
+    foundation(&root);
+    let arms = ["experiment", "--arms", "mode-dot,random"];
+    ok(&mut mode(&root, &arms));
+    let l = Layout::new(&root);
+    let whole = files(&l.runs_dir());
+    // iter-1 removed by hand: summary refuses, naming it; a rerun makes it (and 2) again.
+    std::fs::remove_dir_all(l.iter("mode-dot", 1).path()).unwrap();
+    fails(
+        &mut mode(&root, &["summary"]),
+        &format!(
+            "{} is missing, though its manifest records iteration 1 complete",
+            l.iter("mode-dot", 1).path().display()
+        ),
+    );
+    ok(&mut mode(&root, &arms));
+    assert_same_files_map(&whole, &files(&l.runs_dir()));
+    ok(&mut mode(&root, &["summary"]));
+    // iter-2's model changed (same size) or removed: the rerun makes iteration 2 again.
+    let model = l.iter("mode-dot", 2).model();
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&model, &bytes).unwrap();
+    let o = ok(&mut mode(&root, &arms));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        log.contains(
+            "model.safetensors was changed since it was written; redoing the run from iteration 2"
+        ),
+        "{log}"
+    );
+    assert_same_files_map(&whole, &files(&l.runs_dir()));
+    std::fs::remove_file(&model).unwrap();
+    fails(
+        &mut mode(&root, &["summary"]),
+        "model.safetensors is missing, though its manifest records iteration 2 complete",
+    );
+    ok(&mut mode(&root, &arms));
+    assert_same_files_map(&whole, &files(&l.runs_dir()));
+}
+
+fn assert_same_files_map(a: &BTreeMap<PathBuf, Vec<u8>>, b: &BTreeMap<PathBuf, Vec<u8>>) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in a {
+        assert!(same_content(k, v, &b[k]), "{} differs", k.display());
+    }
+}
+
+/// A failing iteration leaves no staging folder behind, whichever step fails.
+#[test]
+fn a_failed_iteration_leaves_no_staging_folder() {
+    let root = scratch("failed-iter");
+    foundation(&root);
+    fails(
+        &mut mode(
+            &root,
+            &[
+                "--set",
+                "layers.force_target=\"nope\"",
+                "experiment",
+                "--arms",
+                "mode-dot,mode-cosine,random",
+            ],
+        ),
+        "layers.force_target = \"nope\" is not a layer of this model",
+    );
+    let left: Vec<PathBuf> = files(&Layout::new(&root).runs_dir())
+        .into_keys()
+        .filter(|k| {
+            k.to_string_lossy().contains(".partial-") || k.to_string_lossy().contains("/iter-")
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A missing input names the command that makes it.
+#[test]
+fn a_missing_artifact_names_its_stage() {
+    let root = scratch("missing");
+    foundation(&root);
+    let at = ["--arm", "mode-dot", "--iteration", "1"];
+    ok(&mut mode(&root, &[&["probe"][..], &at].concat()));
+    let l = Layout::new(&root);
+    fails(
+        &mut mode(&root, &[&["heatmap"][..], &at].concat()),
+        &format!(
+            "cannot open {}: it does not exist; `mode layers --arm mode-dot --iteration 1` (iteration 1 of the arm's run) makes it",
+            l.iter("mode-dot", 1).layers().display()
+        ),
+    );
 }
 
 #[test]
@@ -475,41 +621,98 @@ fn temporaries_of_killed_runs_are_swept() {
     assert!(!stale.exists());
 }
 
-#[test]
-fn full_disk_leaves_no_half_iteration() {
-    // Needs a small tmpfs: only as root (CI runs as root); skipped otherwise.
+/// Whether this process may mount a tmpfs. A test that needs one and cannot run fails, unless
+/// MODE_SKIP_ROOT_TESTS=1 says to skip it (then it says so).
+fn may_mount() -> bool {
     let is_root = Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
     if !is_root {
-        eprintln!("skipped: not root, cannot mount a tmpfs");
+        assert!(
+            std::env::var("MODE_SKIP_ROOT_TESTS").as_deref() == Ok("1"),
+            "this test mounts a small tmpfs and needs root (CI runs as root); run it as root, or set MODE_SKIP_ROOT_TESTS=1 to skip it"
+        );
+        eprintln!("skipped (MODE_SKIP_ROOT_TESTS=1): not root, cannot mount a tmpfs");
+    }
+    is_root
+}
+
+/// A tmpfs of `mb` megabytes at a fresh folder; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(name: &str, mb: u32) -> Tmpfs {
+        let mnt = scratch(name);
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs at {}", mnt.display());
+        Tmpfs(mnt)
+    }
+
+    /// Fill it up but for `free` bytes.
+    fn fill_but(&self, free: u64) {
+        let o = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let avail: u64 = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let f = std::fs::File::create(self.0.join("filler")).unwrap();
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(f);
+        let block = vec![1u8; 4096];
+        let mut left = avail.saturating_sub(free);
+        while left > 0 {
+            let n = left.min(4096) as usize;
+            if w.write_all(&block[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = w.flush();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn copy_into(from: &Path, what: &[&str], to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for d in what {
+        let s = Command::new("cp")
+            .arg("-a")
+            .arg(from.join(d))
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+#[test]
+fn full_disk_leaves_no_half_iteration() {
+    if !may_mount() {
         return;
     }
     let base = scratch("disk");
     foundation(&base);
-    let mnt = scratch("disk-mnt");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipped: mount failed");
-        return;
-    }
-    let root = mnt.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    for d in ["splits", "initial"] {
-        Command::new("cp")
-            .arg("-a")
-            .arg(base.join(d))
-            .arg(&root)
-            .status()
-            .unwrap();
-    }
+    let disk = Tmpfs::new("disk-mnt", 40);
+    let root = disk.0.join("root");
+    copy_into(&base, &["splits", "initial"], &root);
     let o = mode(&root, &["experiment", "--arms", "all"])
         .output()
         .unwrap();
@@ -530,11 +733,65 @@ fn full_disk_leaves_no_half_iteration() {
             }
         }
     }
-    let _ = Command::new("umount").arg(&mnt).status();
-    assert!(!o.status.success(), "40 MB cannot hold 21 arms");
+    drop(disk);
+    assert!(!o.status.success(), "40 MB cannot hold 27 arms");
     assert!(err.contains("error:"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(half.is_empty(), "half-written: {half:?}");
+}
+
+/// A full disk during `train` leaves no log or optimizer state without their model, and
+/// during `report` no partial figure: a clear error naming the file, the old state kept.
+#[test]
+fn full_disk_in_train_and_report_leaves_nothing_half_written() {
+    if !may_mount() {
+        return;
+    }
+    let base = scratch("disk2");
+    foundation(&base);
+    ok(&mut mode(
+        &base,
+        &["experiment", "--arms", "mode-dot,random"],
+    ));
+    // train: room for the log but not for Adam's state and the model.
+    let disk = Tmpfs::new("disk2-train", 16);
+    let root = disk.0.join("root");
+    copy_into(&base, &["splits"], &root);
+    disk.fill_but(60_000);
+    let e = fails(&mut mode(&root, &["train"]), "No space left on device");
+    assert!(e.contains("initial/"), "names the file: {e}");
+    let init = Layout::new(&root).initial();
+    for f in [init.train_log(), init.optimizer(), init.model()] {
+        assert!(!f.exists(), "{} written without its model", f.display());
+    }
+    let left: Vec<PathBuf> = files(&root)
+        .into_keys()
+        .filter(|k| k.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporaries left: {left:?}");
+    drop(disk);
+    // report: the figures do not fit.
+    let disk = Tmpfs::new("disk2-report", 40);
+    let root = disk.0.join("root");
+    copy_into(&base, &["splits", "initial", "runs"], &root);
+    disk.fill_but(150_000);
+    let e = fails(&mut mode(&root, &["report"]), "No space left on device");
+    assert!(
+        e.contains(".png") || e.contains("index.html"),
+        "names the file: {e}"
+    );
+    assert!(!e.contains("BackendError"), "not a Debug dump: {e}");
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("report") || n.contains(".partial-")),
+        "no report folder, whole or partial: {names:?}"
+    );
 }
 
 #[test]

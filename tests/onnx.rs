@@ -211,7 +211,10 @@ fn bad_models_are_clear_errors() {
         "{:#}",
         OnnxNet::load(&fixture("mlp.onnx"), &Pipeline::default(), &three).unwrap_err()
     );
-    assert!(e.contains("10 outputs") && e.contains("3 classes"), "{e}");
+    assert!(
+        e.contains("10 values per sample") && e.contains("3 classes"),
+        "{e}"
+    );
 }
 
 /// `mode --pipeline pipelines/smoke.toml --root ROOT <args>`.

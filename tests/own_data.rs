@@ -460,3 +460,557 @@ fn stand_in_activations(split: &Path, out: &Path) {
     .write(out)
     .unwrap();
 }
+
+/// Activations as columns, to be changed the way a user's writer might get them wrong.
+struct Written {
+    cols: Vec<mode::artifacts::tensor::Col>,
+    meta: std::collections::BTreeMap<String, String>,
+}
+
+impl Written {
+    fn of(a: &mode::artifacts::Activations) -> Written {
+        use mode::artifacts::tensor::Col;
+        let mut cols = vec![
+            Col::u32("id", a.ids.clone()),
+            Col::u16("label", a.labels.clone()),
+            Col::u16("predicted", a.predicted.clone()),
+        ];
+        for (name, m) in &a.layers {
+            cols.push(Col::tensor(name, m.clone()));
+        }
+        let names: Vec<&str> = a.layers.iter().map(|(n, _)| n.as_str()).collect();
+        let meta = [("mode.layers".to_string(), names.join(","))].into();
+        Written { cols, meta }
+    }
+
+    fn set(&mut self, name: &str, array: arrow::array::ArrayRef) {
+        let c = self.cols.iter_mut().find(|c| c.name == name).unwrap();
+        c.nullable = array.null_count() > 0;
+        c.array = array;
+    }
+
+    fn write(self, path: &Path) {
+        mode::artifacts::tensor::write_tensors(path, self.cols, &self.meta).unwrap();
+    }
+}
+
+fn with_layer(
+    a: &mode::artifacts::Activations,
+    name: &str,
+    m: ndarray::Array2<f32>,
+) -> mode::artifacts::Activations {
+    let mut a = a.clone();
+    a.layers.iter_mut().find(|(n, _)| n == name).unwrap().1 = m;
+    a
+}
+
+fn run_stages(root: &Path, arm: &str, stages: &[&str]) -> Output {
+    let mut last = None;
+    for stage in stages {
+        let o = mode(root, &[stage, "--arm", arm, "--iteration", "1"]);
+        let failed = !o.status.success();
+        last = Some(o);
+        if failed {
+            break;
+        }
+    }
+    last.unwrap()
+}
+
+/// One `error:` line containing `needle`, exit 1 (never a panic).
+fn refused(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit 1, not a panic or success: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+}
+
+/// Activations a user wrote wrong are refused with what is wrong and where — never a panic,
+/// never a table computed from misread values.
+#[test]
+fn user_activations_are_checked_against_the_split() {
+    use arrow::array::{ArrayRef, Int64Array, UInt32Array};
+    use mode::artifacts::Activations;
+    use std::sync::Arc;
+    let root = scratch("bad-activations");
+    ok(mode(&root, &["split"]));
+    let l = Layout::new(&root);
+    let d = l.iter("mode-dot", 1);
+    for split in [Split::Train, Split::Test, Split::Pool] {
+        stand_in_activations(&l.split(split), &d.activations(split.as_str()));
+    }
+    let test_path = d.activations("test");
+    let test = Activations::read(&test_path).unwrap();
+    let train = Activations::read(&d.activations("train")).unwrap();
+    let stages = ["layers", "heatmap", "select"];
+    ok(run_stages(&root, "mode-dot", &stages));
+    let reference: Vec<u8> = std::fs::read(d.batch()).unwrap();
+    let shown = test_path.display().to_string();
+    let case = |w: Written, needle: &str| {
+        w.write(&test_path);
+        refused(
+            &run_stages(&root, "mode-dot", &stages),
+            &format!("{shown}: {needle}"),
+        );
+    };
+    // an output column 11 wide for 10 classes
+    let mut wide = ndarray::Array2::<f32>::zeros((test.len(), 11));
+    wide.slice_mut(ndarray::s![.., ..10])
+        .assign(test.probs().unwrap());
+    case(
+        Written::of(&with_layer(&test, "output", wide)),
+        "column \"output\" is 11 wide but the split",
+    );
+    // a hidden layer 16 wide in test, 32 in train
+    let narrow = test
+        .layer("hidden")
+        .unwrap()
+        .slice(ndarray::s![.., ..16])
+        .to_owned();
+    case(
+        Written::of(&with_layer(&test, "hidden", narrow)),
+        "layer \"hidden\" is 16 wide but 32 wide in",
+    );
+    // labels and predictions out of the UInt16 range
+    for bad in [70_000i64, -1] {
+        let mut w = Written::of(&test);
+        let mut v: Vec<i64> = test.labels.iter().map(|&x| x as i64).collect();
+        v[3] = bad;
+        w.set("label", Arc::new(Int64Array::from(v)) as ArrayRef);
+        case(
+            w,
+            &format!("column \"label\" holds {bad} in row 3, which is not a UInt16 value"),
+        );
+    }
+    let mut w = Written::of(&test);
+    let mut v: Vec<u32> = test.predicted.iter().map(|&x| x as u32).collect();
+    v[5] = 70_000;
+    w.set("predicted", Arc::new(UInt32Array::from(v)) as ArrayRef);
+    case(
+        w,
+        "column \"predicted\" holds 70000 in row 5, which is not a UInt16 value",
+    );
+    // probabilities that are not
+    let mut p = test.probs().unwrap().clone();
+    p[[7, 0]] = -0.5;
+    p[[7, 1]] += 0.5;
+    case(
+        Written::of(&with_layer(&test, "output", p)),
+        "column \"output\" holds -0.5 in row 7: it must hold class probabilities in [0, 1]",
+    );
+    let p = test.probs().unwrap().mapv(|v| v * 0.5);
+    case(
+        Written::of(&with_layer(&test, "output", p)),
+        "the probabilities of column \"output\" in row 0 sum to 0.500000, not 1",
+    );
+    // predicted is not the arg-max; a label that is not the split's
+    let mut t = test.clone();
+    t.predicted[2] = (t.predicted[2] + 1) % 10;
+    case(Written::of(&t), "row 2 has predicted = ");
+    let mut t = test.clone();
+    t.labels[4] = (t.labels[4] + 1) % 10;
+    case(Written::of(&t), "row 4 (id ");
+    // core-set with a pool of another width
+    Written::of(&test).write(&test_path);
+    let c = l.iter("coreset", 1);
+    for split in [Split::Train, Split::Test] {
+        stand_in_activations(&l.split(split), &c.activations(split.as_str()));
+    }
+    let pool = Activations::read(&d.activations("pool")).unwrap();
+    let narrow = pool
+        .layer("hidden")
+        .unwrap()
+        .slice(ndarray::s![.., ..16])
+        .to_owned();
+    Written::of(&with_layer(&pool, "hidden", narrow)).write(&c.activations("pool"));
+    refused(
+        &run_stages(&root, "coreset", &stages),
+        &format!(
+            "{}: layer \"hidden\" is 16 wide but 32 wide in",
+            c.activations("pool").display()
+        ),
+    );
+    // Restored, the same batch as before.
+    ok(run_stages(&root, "mode-dot", &stages));
+    assert_eq!(std::fs::read(d.batch()).unwrap(), reference);
+    let _ = train;
+}
+
+/// A seeded fuzz of user-written activations: column types, widths, values and metadata.
+/// Every mutant ends in one clean error or, when the mutation keeps the meaning (a wider
+/// integer type, extra metadata, an extra column), in the very same batch.
+#[test]
+fn fuzzed_user_activations_never_panic_nor_mislead() {
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, UInt64Array};
+    use mode::artifacts::Activations;
+    use mode::artifacts::tensor::Col;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+    let root = scratch("fuzz-activations");
+    let sets = [
+        set("split.train_limit", "600"),
+        set("split.test_limit", "200"),
+    ];
+    ok(mode(&root, &args(&["split"], &sets)));
+    let l = Layout::new(&root);
+    let d = l.iter("mode-dot", 1);
+    for split in [Split::Train, Split::Test] {
+        stand_in_activations(&l.split(split), &d.activations(split.as_str()));
+    }
+    let originals: Vec<(String, Activations)> = ["train", "test"]
+        .iter()
+        .map(|s| (s.to_string(), Activations::read(&d.activations(s)).unwrap()))
+        .collect();
+    let run = |root: &Path| -> Output {
+        let mut last = None;
+        for stage in ["layers", "heatmap", "select"] {
+            let mut a = vec![stage, "--arm", "mode-dot", "--iteration", "1"];
+            for s in &sets {
+                a.extend(s.iter().map(String::as_str));
+            }
+            let o = mode(root, &a);
+            let failed = !o.status.success();
+            last = Some(o);
+            if failed {
+                break;
+            }
+        }
+        last.unwrap()
+    };
+    ok(run(&root));
+    let reference = std::fs::read(d.batch()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20);
+    let (mut benign, mut harmful) = (0, 0);
+    for round in 0..48 {
+        let (split, a) = &originals[rng.random_range(0..2)];
+        let path = d.activations(split);
+        let n = a.len();
+        let row = rng.random_range(0..n);
+        let mut w = Written::of(a);
+        let kind = rng.random_range(0..14);
+        // (what was done, whether the meaning is kept)
+        let (what, keeps) = match kind {
+            0 => {
+                let v: Vec<i64> = a.labels.iter().map(|&x| x as i64).collect();
+                w.set("label", Arc::new(Int64Array::from(v)) as ArrayRef);
+                ("labels as Int64", true)
+            }
+            1 => {
+                let v: Vec<u64> = a.ids.iter().map(|&x| x as u64).collect();
+                w.set("id", Arc::new(UInt64Array::from(v)) as ArrayRef);
+                ("ids as UInt64", true)
+            }
+            2 => {
+                w.meta.insert("framework".into(), "torch 2.9".into());
+                w.cols.push(Col::str("note", vec!["x".into(); n]));
+                ("extra metadata and column", true)
+            }
+            3 => {
+                let mut v: Vec<i64> = a.labels.iter().map(|&x| x as i64).collect();
+                v[row] = [70_000, -1, 65_536][rng.random_range(0..3)];
+                w.set("label", Arc::new(Int64Array::from(v)) as ArrayRef);
+                ("a label out of range", false)
+            }
+            4 => {
+                let mut v: Vec<i32> = a.predicted.iter().map(|&x| x as i32).collect();
+                v[row] = rng.random_range(10..100_000);
+                w.set("predicted", Arc::new(Int32Array::from(v)) as ArrayRef);
+                ("a prediction out of range", false)
+            }
+            5 => {
+                let (layer, m) = &a.layers[rng.random_range(0..a.layers.len())];
+                let cut = rng.random_range(1..m.ncols());
+                let m = m.slice(ndarray::s![.., ..cut]).to_owned();
+                w = Written::of(&with_layer(a, layer, m));
+                ("a layer narrower", false)
+            }
+            6 => {
+                let mut p = a.probs().unwrap().clone();
+                p[[row, rng.random_range(0..10)]] =
+                    [-0.2f32, 1.5, f32::NAN][rng.random_range(0..3)];
+                w = Written::of(&with_layer(a, "output", p));
+                ("a bad probability", false)
+            }
+            7 => {
+                let mut t = a.clone();
+                t.predicted[row] = (t.predicted[row] + rng.random_range(1..10)) % 10;
+                w = Written::of(&t);
+                ("a prediction that is not the arg-max", false)
+            }
+            8 => {
+                let mut t = a.clone();
+                t.labels[row] = (t.labels[row] + rng.random_range(1..10)) % 10;
+                w = Written::of(&t);
+                ("a label that is not the split's", false)
+            }
+            9 => {
+                let mut t = a.clone();
+                t.ids.swap(row, (row + 1) % n);
+                w = Written::of(&t);
+                ("rows out of order", false)
+            }
+            10 => {
+                let choice = rng.random_range(0..4);
+                match choice {
+                    0 => {
+                        w.meta.clear();
+                    }
+                    1 => {
+                        w.meta.insert("mode.layers".into(), "output,hidden".into());
+                    }
+                    2 => {
+                        w.meta
+                            .insert("mode.layers".into(), "hidden,nope,output".into());
+                    }
+                    _ => {
+                        w.meta.insert("mode.layers".into(), "output".into());
+                    }
+                }
+                ("bad layer metadata", false)
+            }
+            11 => {
+                let mut h = a.layer("hidden").unwrap().clone();
+                h[[row, 0]] = f32::INFINITY;
+                w = Written::of(&with_layer(a, "hidden", h));
+                ("a non-finite activation", false)
+            }
+            12 => {
+                let v: Vec<f64> = a.labels.iter().map(|&x| x as f64 + 0.5).collect();
+                w.set("label", Arc::new(Float64Array::from(v)) as ArrayRef);
+                ("labels as fractional floats", false)
+            }
+            _ => {
+                let v: Vec<String> = a.ids.iter().map(|x| x.to_string()).collect();
+                w.set("id", Arc::new(StringArray::from(v)) as ArrayRef);
+                ("ids as text", false)
+            }
+        };
+        w.write(&path);
+        let o = run(&root);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_ne!(
+            o.status.code(),
+            Some(101),
+            "round {round} ({what}, {split}): a panic: {err}"
+        );
+        assert!(!err.contains("panicked"), "round {round} ({what}): {err}");
+        if keeps {
+            assert!(
+                o.status.success(),
+                "round {round} ({what}, {split}) must pass: {err}"
+            );
+            assert_eq!(
+                std::fs::read(d.batch()).unwrap(),
+                reference,
+                "round {round} ({what}): the same batch"
+            );
+            benign += 1;
+        } else {
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "round {round} ({what}, {split}) must be refused: {err}"
+            );
+            let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(lines.len(), 1, "round {round}: {err}");
+            assert!(
+                lines[0].contains(&format!("{split}.parquet")),
+                "round {round} ({what}): names the file: {err}"
+            );
+            harmful += 1;
+        }
+        a.write(&path).unwrap();
+    }
+    assert!(
+        benign >= 5 && harmful >= 30,
+        "{benign} kept, {harmful} refused"
+    );
+}
+
+/// Data and models a user brings that cannot be debugged: one error each, nothing written.
+#[test]
+fn data_that_cannot_be_debugged_is_refused() {
+    let t = scratch("undebuggable");
+    // one class folder
+    let images = t.join("one-class");
+    gray_folder(&images, 4);
+    for c in ["dog", "eel"] {
+        std::fs::remove_dir_all(images.join(c)).unwrap();
+    }
+    let root = t.join("one-class-root");
+    fails(
+        mode(
+            &root,
+            &args(&["split"], &[set("data.images", images.to_str().unwrap())]),
+        ),
+        "one class folder (\"cat\"); a classifier needs at least two classes",
+        &root,
+    );
+    // a dangling link and a link loop are named, not skipped
+    let dangling = |d: &Path| {
+        std::os::unix::fs::symlink(d.join("nowhere.png"), d.join("dog/gone.png")).unwrap()
+    };
+    let looping = |d: &Path| {
+        std::os::unix::fs::symlink(d.join("eel/b.png"), d.join("eel/a.png")).unwrap();
+        std::os::unix::fs::symlink(d.join("eel/a.png"), d.join("eel/b.png")).unwrap();
+    };
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make); 2] = [("dangling", &dangling), ("loop", &looping)];
+    for (name, make) in cases {
+        let images = t.join(name);
+        gray_folder(&images, 4);
+        make(&images);
+        let root = t.join(format!("{name}-root"));
+        fails(
+            mode(
+                &root,
+                &args(&["split"], &[set("data.images", images.to_str().unwrap())]),
+            ),
+            "a dangling or looping symbolic link?",
+            &root,
+        );
+    }
+    // table pixels outside 0–255 (integers) or [0, 1] (floats)
+    use polars::prelude::*;
+    for (kind, values, needle) in [
+        (
+            "int",
+            vec![300.0f64, 10.0],
+            "holds 300, which is 1.1764706 after scaling by 0.003921569: pixels must end in [0, 1] (integer pixels are 0–255",
+        ),
+        (
+            "neg",
+            vec![-40.0, 10.0],
+            "holds -40, which is -0.15686275 after scaling",
+        ),
+        (
+            "float",
+            vec![2.0, 5.0],
+            "holds 2, which is 2 after scaling by 1: pixels must end in [0, 1] (float pixels are taken as they are",
+        ),
+    ] {
+        let n = 20usize;
+        let rows: Vec<Series> = (0..n)
+            .map(|i| {
+                let v: Vec<f64> = (0..4)
+                    .map(|j| {
+                        if i == 3 && j == 1 {
+                            values[0]
+                        } else {
+                            values[1] / if kind == "float" { 10.0 } else { 1.0 }
+                        }
+                    })
+                    .collect();
+                if kind == "float" {
+                    Series::new("".into(), v)
+                } else {
+                    Series::new("".into(), v.iter().map(|&x| x as i32).collect::<Vec<i32>>())
+                }
+            })
+            .collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                Column::new("label".into(), labels),
+                Column::new("pixels".into(), rows),
+            ],
+        )
+        .unwrap();
+        let file = t.join(format!("{kind}.parquet"));
+        ParquetWriter::new(std::fs::File::create(&file).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        let root = t.join(format!("{kind}-root"));
+        fails(
+            mode(
+                &root,
+                &args(&["split"], &[set("data.table", file.to_str().unwrap())]),
+            ),
+            &format!("column \"pixels\": row 3 {needle}"),
+            &root,
+        );
+    }
+}
+
+/// `mode debug --iteration 2` after the data were split again refuses to continue from the
+/// old iteration's pool.
+#[test]
+fn debug_refuses_a_pool_of_other_splits() {
+    let root = scratch("debug-resplit");
+    ok(mode(&root, &["split"]));
+    let mlp = fixture("mlp.onnx");
+    ok(mode(&root, &["debug", "--onnx", &mlp, "--iteration", "1"]));
+    ok(mode(&root, &["--set", "split.seed=8", "split"]));
+    let l = Layout::new(&root);
+    let o = mode(
+        &root,
+        &[
+            "--set",
+            "split.seed=8",
+            "debug",
+            "--onnx",
+            &mlp,
+            "--iteration",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}: id ", l.iter("mode-dot", 1).pool().display()))
+            && err.contains("the data were split again since iteration 1; start again with `mode debug --iteration 1`"),
+        "{err}"
+    );
+    assert!(!l.iter("mode-dot", 2).path().exists());
+}
+
+/// An ONNX model with two outputs says so, naming them.
+#[test]
+fn an_onnx_model_with_two_outputs_is_refused() {
+    use prost::Message;
+    use tract_onnx::pb::ModelProto;
+    let bytes = std::fs::read(fixture("mlp.onnx")).unwrap();
+    let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let hidden = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Relu")
+        .unwrap()
+        .output[0]
+        .clone();
+    let mut extra = graph.output[0].clone();
+    extra.name = hidden.clone();
+    extra.r#type = None;
+    graph.output.push(extra);
+    let t = scratch("two-outputs");
+    let file = t.join("two.onnx");
+    std::fs::write(&file, model.encode_to_vec()).unwrap();
+    let root = t.join("root");
+    ok(mode(&root, &["split"]));
+    let o = mode(
+        &root,
+        &[
+            "debug",
+            "--onnx",
+            file.to_str().unwrap(),
+            "--iteration",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let out = &model.graph.as_ref().unwrap().output[0].name;
+    assert!(
+        err.contains(&format!(
+            "the model declares 2 outputs ({out:?}, {hidden:?}); mode needs exactly one"
+        )),
+        "{err}"
+    );
+}

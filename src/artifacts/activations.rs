@@ -3,8 +3,9 @@
 //! class probabilities). The layer order is in the metadata key `mode.layers`.
 
 use super::Artifact;
+use super::samples::Samples;
 use super::tensor::{Col, TensorFile, write_tensors};
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use ndarray::Array2;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,6 +56,94 @@ impl Activations {
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// The contract against the split the file at `path` describes (`split` at `split_path`):
+    /// the split's rows in its order with its labels, `output` one probability per class of
+    /// the split (each row in [0, 1], summing to 1), and `predicted` the arg-max of `output`.
+    pub fn check_split(
+        &self,
+        path: &Path,
+        split: &Samples,
+        split_path: &Path,
+        split_name: &str,
+    ) -> Result<()> {
+        let at = path.display();
+        if self.ids != split.ids {
+            bail!(
+                "{at}: the activations do not match the {split_name} split {}: their ids must be the split's, in its order (re-run the probe)",
+                split_path.display()
+            );
+        }
+        if let Some(i) = (0..self.len()).find(|&i| self.labels[i] != split.labels[i]) {
+            bail!(
+                "{at}: row {i} (id {}) has label {} but the split {} says {}: the label column must hold the split's labels",
+                self.ids[i],
+                self.labels[i],
+                split_path.display(),
+                split.labels[i]
+            );
+        }
+        let probs = self.probs()?;
+        let classes = split.meta.classes;
+        if probs.ncols() != classes {
+            bail!(
+                "{at}: column {OUTPUT:?} is {} wide but the split {} has {classes} classes: it must hold one probability per class",
+                probs.ncols(),
+                split_path.display()
+            );
+        }
+        for (i, row) in probs.rows().into_iter().enumerate() {
+            if let Some(v) = row.iter().find(|&&v| !(-1e-6..=1.0 + 1e-4).contains(&v)) {
+                bail!(
+                    "{at}: column {OUTPUT:?} holds {v} in row {i}: it must hold class probabilities in [0, 1] (apply a softmax to logits)"
+                );
+            }
+            let sum: f64 = row.iter().map(|&v| v as f64).sum();
+            if (sum - 1.0).abs() > 1e-3 {
+                bail!(
+                    "{at}: the probabilities of column {OUTPUT:?} in row {i} sum to {sum:.6}, not 1 (apply a softmax to logits)"
+                );
+            }
+            let p = self.predicted[i] as usize;
+            let best = super::maps::argmax(row.iter().copied());
+            if p >= classes || row[p] < row[best] {
+                bail!(
+                    "{at}: row {i} has predicted = {p} but the largest probability in {OUTPUT:?} is class {best}: predicted must be the arg-max of {OUTPUT:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The same layers, in the same order and of the same widths, as `reference` (the train
+    /// activations at `ref_path`): heads fitted on one split are applied to the other.
+    pub fn check_layers(
+        &self,
+        path: &Path,
+        reference: &Activations,
+        ref_path: &Path,
+    ) -> Result<()> {
+        let (have, want) = (self.layer_names(), reference.layer_names());
+        if have != want {
+            bail!(
+                "{}: the layers {have:?} differ from {want:?} in {}: every split's activations must record the same layers in the same order",
+                path.display(),
+                ref_path.display()
+            );
+        }
+        for ((name, a), (_, b)) in self.layers.iter().zip(&reference.layers) {
+            if a.ncols() != b.ncols() {
+                bail!(
+                    "{}: layer {name:?} is {} wide but {} wide in {}: every split's activations must have the same widths",
+                    path.display(),
+                    a.ncols(),
+                    b.ncols(),
+                    ref_path.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 

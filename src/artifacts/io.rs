@@ -52,6 +52,46 @@ pub fn write_atomic<T>(path: &Path, f: impl FnOnce(File) -> Result<T>) -> Result
     }
 }
 
+/// A file of a group written together: its place and how to write it to a given path.
+pub type GroupFile<'a> = (PathBuf, Box<dyn FnOnce(&Path) -> Result<()> + 'a>);
+
+/// Write several files as one: each under a temporary name beside its place, then all renamed
+/// into place in order, only when every one was written. On failure none is renamed and the
+/// temporaries go, so the files stay as they were (all old, never a mix).
+pub fn write_together(files: Vec<GroupFile<'_>>) -> Result<()> {
+    let names: Vec<String> = files
+        .iter()
+        .map(|(p, _)| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for (path, write) in files {
+        let tmp = temp_name(&path)?;
+        if let Err(e) = write(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            for (_, t) in &written {
+                let _ = std::fs::remove_file(t);
+            }
+            bail!(
+                "writing {} failed, so none of {} was written: {}",
+                path.display(),
+                names.join(", "),
+                e.root_cause()
+            );
+        }
+        written.push((path, tmp));
+    }
+    for (path, tmp) in &written {
+        std::fs::rename(tmp, path)
+            .with_context(|| format!("cannot move result to {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Write bytes atomically.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |mut f| {
@@ -63,11 +103,12 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Open a file that an earlier stage should have written.
 pub fn open(path: &Path) -> Result<File> {
-    File::open(path).with_context(|| {
-        format!(
-            "cannot open {}: does it exist? (run the stage that makes it first)",
+    File::open(path).with_context(|| match super::layout::made_by(path) {
+        Some(cmd) if !path.exists() => format!(
+            "cannot open {}: it does not exist; {cmd} makes it (make all and make chain run every stage)",
             path.display()
-        )
+        ),
+        _ => format!("cannot open {}: check the path", path.display()),
     })
 }
 
@@ -90,6 +131,44 @@ fn temp_pid(name: &str) -> Option<u32> {
 
 /// Marker of a folder staged before it is renamed into place.
 pub const PARTIAL_MARK: &str = ".partial-";
+
+/// The staging folder of `dir`, `.<name>.partial-<pid>` beside it (swept when its process is
+/// dead).
+pub fn staging_dir(dir: &Path) -> Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a folder path", dir.display()))?;
+    Ok(parent(dir).join(format!(
+        ".{}{PARTIAL_MARK}{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Fill a folder as one: `fill` writes into a staging folder beside `dir`, which replaces
+/// `dir` only when it succeeds; on failure the staging folder goes and `dir` stays as it was.
+pub fn replace_dir<T>(dir: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let stage = staging_dir(dir)?;
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)
+            .with_context(|| format!("cannot clear {}", stage.display()))?;
+    }
+    std::fs::create_dir_all(&stage)
+        .with_context(|| format!("cannot create {}", stage.display()))?;
+    let done = fill(&stage).and_then(|v| {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot replace {}", dir.display()))?;
+        }
+        std::fs::rename(&stage, dir)
+            .with_context(|| format!("cannot move {} to {}", stage.display(), dir.display()))?;
+        Ok(v)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_dir_all(&stage);
+    }
+    done
+}
 
 /// Remove temporary files and staged folders of processes that no longer run, under `root`
 /// (to a small depth). Returns how many were removed.

@@ -270,6 +270,48 @@ impl IterDir {
     }
 }
 
+/// The command that makes the artifact at `path`, when it is one of the layout's: for a
+/// missing file, what to run.
+pub fn made_by(path: &Path) -> Option<String> {
+    let names: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    let file = names.last()?.as_str();
+    let up = |i: usize| names.len().checked_sub(i + 1).map(|j| names[j].as_str());
+    if up(1) == Some("splits") {
+        return Some("`mode split`".into());
+    }
+    if file == "input_head.parquet" {
+        return Some("`mode layers` (any arm with layer selection)".into());
+    }
+    if up(1) == Some("initial") {
+        return Some(
+            match file {
+                "metrics.parquet" | "predictions.parquet" => "`mode evaluate`",
+                _ => "`mode train`",
+            }
+            .into(),
+        );
+    }
+    // runs/<arm>/iter-<k>/<file>, or …/iter-<k>/{activations,heads}/<file>
+    let (depth, stage) = match (up(1), file) {
+        (Some("activations"), _) => (2, "probe"),
+        (Some("heads"), _) => (2, "layers"),
+        (_, "layers.parquet") => (1, "layers"),
+        (_, "heatmaps.parquet" | "diagnosis.parquet") => (1, "heatmap"),
+        (_, "scores.parquet" | "batch.parquet" | "pool.parquet") => (1, "select"),
+        (_, "model.safetensors" | "optimizer.bpk" | "train_log.parquet") => (1, "retrain"),
+        (_, "metrics.parquet" | "predictions.parquet") => (1, "evaluate"),
+        _ => return None,
+    };
+    let k = Layout::parse_iter(up(depth)?)?;
+    let arm = up(depth + 1)?;
+    (up(depth + 2) == Some("runs")).then(|| {
+        format!("`mode {stage} --arm {arm} --iteration {k}` (iteration {k} of the arm's run)")
+    })
+}
+
 /// Every artifact kind a generated Makefile or a user may ask the binary for (`mode info path`).
 pub const ARTIFACTS: &[&str] = &[
     "model",

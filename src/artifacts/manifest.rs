@@ -7,7 +7,120 @@ use super::io::write_bytes;
 use crate::vocab::{IterStatus, RunStatus};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
+
+/// A file of a complete iteration as the manifest recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSum {
+    pub bytes: u64,
+    /// CRC-32 (IEEE) of the contents, 8 hex digits.
+    pub crc32: String,
+}
+
+/// Every file of an iteration folder (paths relative to it, `/`-separated) → its record.
+pub type IterFiles = BTreeMap<String, FileSum>;
+
+/// How closely [`verify_dir`] looks: sizes only (cheap), or the contents too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    Sizes,
+    Contents,
+}
+
+fn crc_of(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:08x}", h.finalize()))
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = e?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The records of every file under `dir` (an iteration folder just completed).
+pub fn sum_dir(dir: &Path) -> Result<IterFiles> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    let mut out = IterFiles::new();
+    for f in files {
+        let bytes = std::fs::metadata(&f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .len();
+        out.insert(
+            relative(dir, &f),
+            FileSum {
+                bytes,
+                crc32: crc_of(&f)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The first way `dir` differs from what was recorded (a file missing, of another size or,
+/// with [`Verify::Contents`], other contents), if any.
+pub fn verify_dir(dir: &Path, want: &IterFiles, how: Verify) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is missing", dir.display()));
+    }
+    for (name, sum) in want {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Err(format!("{} is missing", path.display()));
+        };
+        if meta.len() != sum.bytes {
+            return Err(format!(
+                "{} has {} bytes where {} were written",
+                path.display(),
+                meta.len(),
+                sum.bytes
+            ));
+        }
+        if how == Verify::Contents {
+            match crc_of(&path) {
+                Ok(c) if c == sum.crc32 => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "{} was changed since it was written",
+                        path.display()
+                    ));
+                }
+                Err(e) => return Err(format!("{e:#}")),
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `runs/<arm>/manifest.json` (and `sweep_manifest.json`, `ablation_manifest.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +140,10 @@ pub struct Manifest {
     /// Each complete iteration's status.
     #[serde(default)]
     pub iterations: Vec<IterStatus>,
+    /// Each complete iteration's files with their sizes and checksums (arm runs): a resume
+    /// verifies them, and redoes an iteration whose files were removed or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<IterFiles>,
 }
 
 impl Manifest {
@@ -39,7 +156,43 @@ impl Manifest {
             completed: 0,
             status: RunStatus::Interrupted,
             iterations: Vec::new(),
+            files: Vec::new(),
         }
+    }
+
+    /// [`Manifest::complete`], recording the iteration's files.
+    pub fn complete_with(&mut self, k: u32, status: IterStatus, files: IterFiles) {
+        self.complete(k, status);
+        self.files.truncate(k.saturating_sub(1) as usize);
+        self.files.push(files);
+    }
+
+    /// Forget iterations after `k` (they are to be made again).
+    pub fn truncate(&mut self, k: u32) {
+        if self.completed > k {
+            self.completed = k;
+            self.iterations.truncate(k as usize);
+            self.files.truncate(k as usize);
+            self.status = RunStatus::Interrupted;
+        }
+    }
+
+    /// The first complete iteration whose folder (`dir_of(k)`) differs from its record, with
+    /// what differs. Iterations recorded without files (older manifests) are checked to exist.
+    pub fn first_broken(
+        &self,
+        dir_of: impl Fn(u32) -> std::path::PathBuf,
+        how: Verify,
+    ) -> Option<(u32, String)> {
+        (1..=self.completed).find_map(|k| {
+            let dir = dir_of(k);
+            let r = match self.files.get(k as usize - 1) {
+                Some(files) => verify_dir(&dir, files, how),
+                None if dir.is_dir() => Ok(()),
+                None => Err(format!("{} is missing", dir.display())),
+            };
+            r.err().map(|e| (k, e))
+        })
     }
 
     /// Record iteration `k` (1-based) as complete with `status`; later records are dropped.
@@ -98,9 +251,49 @@ mod tests {
         assert!(m.is_final());
         m.complete(2, IterStatus::Ran);
         assert_eq!((m.iterations.len(), m.status), (2, RunStatus::Interrupted));
+        m.truncate(1);
+        assert_eq!((m.completed, m.iterations.len()), (1, 1));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("manifest.json");
         m.write(&p).unwrap();
         assert_eq!(Manifest::read(&p).unwrap(), m);
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_or_missing_file_is_found() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("iter-1");
+        std::fs::create_dir_all(dir.join("heads")).unwrap();
+        std::fs::write(dir.join("model.safetensors"), b"weights").unwrap();
+        std::fs::write(dir.join("heads/dense_1.parquet"), b"head").unwrap();
+        let sums = sum_dir(&dir).unwrap();
+        assert_eq!(
+            sums.keys().collect::<Vec<_>>(),
+            ["heads/dense_1.parquet", "model.safetensors"]
+        );
+        assert_eq!(sums["model.safetensors"].bytes, 7);
+        assert_eq!(verify_dir(&dir, &sums, Verify::Contents), Ok(()));
+        std::fs::write(dir.join("model.safetensors"), b"weighTs").unwrap();
+        assert_eq!(verify_dir(&dir, &sums, Verify::Sizes), Ok(()), "same size");
+        let e = verify_dir(&dir, &sums, Verify::Contents).unwrap_err();
+        assert!(
+            e.ends_with("model.safetensors was changed since it was written"),
+            "{e}"
+        );
+        std::fs::write(dir.join("model.safetensors"), b"w").unwrap();
+        let e = verify_dir(&dir, &sums, Verify::Sizes).unwrap_err();
+        assert!(e.ends_with("has 1 bytes where 7 were written"), "{e}");
+        std::fs::remove_file(dir.join("heads/dense_1.parquet")).unwrap();
+        let e = verify_dir(&dir, &sums, Verify::Sizes).unwrap_err();
+        assert!(e.ends_with("heads/dense_1.parquet is missing"), "{e}");
+        let mut m = Manifest::new("a", "s", "i", 2);
+        m.complete_with(1, IterStatus::Ran, sums);
+        let broken = m.first_broken(|k| t.path().join(format!("iter-{k}")), Verify::Sizes);
+        assert_eq!(broken.map(|(k, _)| k), Some(1));
     }
 }

@@ -232,38 +232,64 @@ impl TensorFile {
             .collect()
     }
 
-    /// Every piece cast to `T` and appended in order (the cast's error, if any, as it is).
-    fn cast_all<T: ArrowPrimitiveType>(&self, pieces: Vec<ArrayRef>) -> Result<Vec<T::Native>> {
+    /// Every piece cast to `T` and appended in order (the cast's error, if any, as it is). A
+    /// value the cast cannot hold (a label of 70 000 or −1 read as UInt16) is an error naming
+    /// its row and value: arrow's safe cast turns it into a null, which `.values()` would read
+    /// as 0.
+    fn cast_all<T: ArrowPrimitiveType>(
+        &self,
+        name: &str,
+        pieces: Vec<ArrayRef>,
+    ) -> Result<Vec<T::Native>> {
         let mut out = Vec::with_capacity(self.rows());
+        let mut row = 0usize;
         for c in pieces {
-            let c = arrow::compute::cast(&c, &T::DATA_TYPE)?;
-            out.extend_from_slice(c.as_primitive::<T>().values());
+            // Integers only from integers: a cast would truncate 3.5 to 3 or parse text.
+            if T::DATA_TYPE.is_integer() && !c.data_type().is_integer() {
+                bail!(
+                    "{}: column {name:?} is {}; it must hold integers ({})",
+                    self.path.display(),
+                    c.data_type(),
+                    T::DATA_TYPE
+                );
+            }
+            let cast = arrow::compute::cast(&c, &T::DATA_TYPE).map_err(|e| {
+                anyhow!(
+                    "{}: column {name:?} of type {} cannot be read as {}: {e}",
+                    self.path.display(),
+                    c.data_type(),
+                    T::DATA_TYPE
+                )
+            })?;
+            if cast.null_count() > c.null_count() {
+                let i = (0..cast.len())
+                    .find(|&i| cast.is_null(i) && !c.is_null(i))
+                    .expect("a value lost in the cast");
+                let value = arrow::util::display::array_value_to_string(&c, i)
+                    .unwrap_or_else(|_| "?".into());
+                bail!(
+                    "{}: column {name:?} holds {value} in row {}, which is not a {} value",
+                    self.path.display(),
+                    row + i,
+                    T::DATA_TYPE
+                );
+            }
+            out.extend_from_slice(cast.as_primitive::<T>().values());
+            row += c.len();
         }
         Ok(out)
     }
 
     pub fn u32(&self, name: &str) -> Result<Vec<u32>> {
-        self.cast_all::<UInt32Type>(self.col(name)?)
-            .with_context(|| {
-                format!(
-                    "{}: column {name:?} is not an unsigned integer",
-                    self.path.display()
-                )
-            })
+        self.cast_all::<UInt32Type>(name, self.col(name)?)
     }
 
     pub fn u16(&self, name: &str) -> Result<Vec<u16>> {
-        self.cast_all::<UInt16Type>(self.col(name)?)
-            .with_context(|| {
-                format!(
-                    "{}: column {name:?} does not fit UInt16",
-                    self.path.display()
-                )
-            })
+        self.cast_all::<UInt16Type>(name, self.col(name)?)
     }
 
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
-        let v = self.cast_all::<Float32Type>(self.col(name)?)?;
+        let v = self.cast_all::<Float32Type>(name, self.col(name)?)?;
         self.check_finite(name, &v, 1)?;
         Ok(v)
     }
@@ -296,10 +322,22 @@ impl TensorFile {
     }
 
     pub fn u16_opt(&self, name: &str) -> Result<Vec<Option<u16>>> {
+        let pieces = self.pieces(name)?;
         let mut out = Vec::with_capacity(self.rows());
-        for c in self.pieces(name)? {
-            let c = arrow::compute::cast(&c, &DataType::UInt16)?;
-            out.extend(c.as_primitive::<UInt16Type>().iter());
+        let mut row = 0usize;
+        for c in pieces {
+            let cast = arrow::compute::cast(&c, &DataType::UInt16)?;
+            if let Some(i) = (0..cast.len()).find(|&i| cast.is_null(i) && !c.is_null(i)) {
+                let value = arrow::util::display::array_value_to_string(&c, i)
+                    .unwrap_or_else(|_| "?".into());
+                bail!(
+                    "{}: column {name:?} holds {value} in row {}, which is not a UInt16 value",
+                    self.path.display(),
+                    row + i
+                );
+            }
+            out.extend(cast.as_primitive::<UInt16Type>().iter());
+            row += c.len();
         }
         Ok(out)
     }
@@ -378,7 +416,7 @@ mod tests {
         assert_eq!(t.tensor("pixels").unwrap().dim(), (0, 3));
         assert!(t.u32("id").unwrap().is_empty());
         let e = t.u32("pixels").unwrap_err().to_string();
-        assert!(e.contains("not an unsigned integer"), "{e}");
+        assert!(e.contains("it must hold integers (UInt32)"), "{e}");
         let e = t.tensor("id").unwrap_err().to_string();
         assert!(e.contains("expected FixedSizeList"), "{e}");
         let e = t.f32("nope").unwrap_err().to_string();

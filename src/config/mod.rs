@@ -13,7 +13,7 @@ pub use sections::*;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// All parameters of one pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,13 +63,15 @@ impl Pipeline {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Pipeline> {
         let origin = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
         let mut doc: toml::Table = match path {
-            Some(p) => read_doc(p, 0)?,
+            Some(p) => read_doc(p, &[])?,
             None => toml::Table::new(),
         };
         let decode = |doc: &toml::Table| -> Result<Pipeline> {
             toml::Value::Table(doc.clone())
                 .try_into()
-                .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", one_line(&e.to_string())))
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("{}", plain(&one_line(&e.to_string())))
+                })
         };
         decode(&doc).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         for o in overrides {
@@ -181,16 +183,22 @@ pub fn derive_seed(seed: u64, stream: &str) -> u64 {
 const EXTENDS: &str = "extends";
 
 /// A pipeline file as a TOML table, with the file it `extends` merged under it.
-fn read_doc(path: &Path, depth: usize) -> Result<toml::Table> {
-    if depth > 8 {
+fn read_doc(path: &Path, chain: &[PathBuf]) -> Result<toml::Table> {
+    let me = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Some(i) = chain.iter().position(|p| *p == me) {
+        let names: Vec<String> = chain[i..]
+            .iter()
+            .chain([&me])
+            .map(|p| p.display().to_string())
+            .collect();
         bail!(
-            "{}: `extends` nests more than 8 files deep (a cycle?)",
-            path.display()
+            "`extends` makes a cycle: {}; the last file must not extend the first",
+            names.join(" → ")
         );
     }
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
-            "cannot read pipeline file {}: check the path (pipelines live in pipelines/<name>.toml)",
+            "cannot read pipeline file {}: check the path (pipelines live in pipelines/<name>.toml; `mode --pipeline NAME` takes a name too)",
             path.display()
         )
     })?;
@@ -204,9 +212,10 @@ fn read_doc(path: &Path, depth: usize) -> Result<toml::Table> {
     match doc.remove(EXTENDS) {
         None => Ok(doc),
         Some(toml::Value::String(base)) => {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let mut merged = read_doc(&dir.join(&base), depth + 1)
-                .with_context(|| format!("{}: extends = {base:?}", path.display()))?;
+            let base_path = extended(path, &base)?;
+            let mut chain = chain.to_vec();
+            chain.push(me);
+            let mut merged = read_doc(&base_path, &chain)?;
             merge(&mut merged, doc);
             Ok(merged)
         }
@@ -214,6 +223,40 @@ fn read_doc(path: &Path, depth: usize) -> Result<toml::Table> {
             "{}: `extends` must be a file name, e.g. \"mnist.toml\"",
             path.display()
         ),
+    }
+}
+
+/// The file `extends = base` names in the pipeline file `path`: beside it, else in the
+/// project's `pipelines/` folder (so a pipeline kept elsewhere can extend `mnist.toml`).
+fn extended(path: &Path, base: &str) -> Result<PathBuf> {
+    let beside = path.parent().unwrap_or(Path::new(".")).join(base);
+    if beside.exists() {
+        return Ok(beside);
+    }
+    let shipped = Path::new(PIPELINES_DIR).join(base);
+    if shipped.exists() {
+        return Ok(shipped);
+    }
+    bail!(
+        "{}: extends = {base:?}, but neither {} nor {} exists",
+        path.display(),
+        beside.display(),
+        shipped.display()
+    )
+}
+
+/// Where the shipped pipelines live (relative to the project folder).
+pub const PIPELINES_DIR: &str = "pipelines";
+
+/// The pipeline file a `--pipeline` argument names: a path, or a bare name (`mnist`) of a file
+/// in `pipelines/` (`pipelines/mnist.toml`).
+pub fn pipeline_file(arg: &Path) -> PathBuf {
+    let bare = arg.components().count() == 1 && arg.extension().is_none();
+    let named = Path::new(PIPELINES_DIR).join(arg).with_extension("toml");
+    if !arg.exists() && bare && named.exists() {
+        named
+    } else {
+        arg.to_path_buf()
     }
 }
 
@@ -227,6 +270,31 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
             }
         }
     }
+}
+
+/// serde's "invalid type: string \"9999…\", expected u64 in `split.seed`" as what a user can
+/// act on: the key, what it must be, and what it got.
+fn plain(msg: &str) -> String {
+    let ranges = [
+        ("u64", "18446744073709551615"),
+        ("usize", "18446744073709551615"),
+        ("u32", "4294967295"),
+        ("u16", "65535"),
+    ];
+    for (ty, max) in ranges {
+        let Some((got, key)) = msg
+            .strip_prefix("invalid ")
+            .and_then(|m| m.split_once(&format!(", expected {ty} in `")))
+        else {
+            continue;
+        };
+        let key = key.trim_end_matches('`');
+        let got = got
+            .trim_start_matches("type: ")
+            .trim_start_matches("value: ");
+        return format!("{key} must be a whole number from 0 to {max}, not {got}");
+    }
+    msg.to_string()
 }
 
 fn one_line(s: &str) -> String {

@@ -165,9 +165,9 @@ pub fn analyse(
 /// `diagnosis.parquet`.
 pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
     let layers = store.get::<Vec<LayerRow>>(&s.dir.layers())?;
-    let train_acts = store.get::<Activations>(&s.dir.activations(Split::Train.as_str()))?;
+    let train_acts = super::probe::activations(store, s, Split::Train)?;
     let on = s.analysis_split();
-    let test_acts = store.get::<Activations>(&s.dir.activations(on.as_str()))?;
+    let test_acts = super::probe::activations(store, s, on)?;
     // Pixels are read only where needed.
     let (need_train, need_test) = needs_pixels(&s.p, &layers)?;
     let train = if need_train {
@@ -180,18 +180,6 @@ pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
     } else {
         None
     };
-    // Pixels and activations must be the same rows.
-    for (samples, acts, split) in [(&train, &train_acts, Split::Train), (&test, &test_acts, on)] {
-        if let Some(samples) = samples
-            && samples.ids != acts.ids
-        {
-            anyhow::bail!(
-                "{}: the activations do not match the {split} split {}: their ids must be the split's, in its order (re-run the probe)",
-                s.dir.activations(split.as_str()).display(),
-                s.layout.split(split).display()
-            );
-        }
-    }
     let heads = |layer: &str| -> Result<SoftmaxHead> {
         Ok(store.get::<Head>(&s.dir.head(layer))?.head.clone())
     };

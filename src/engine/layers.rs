@@ -194,20 +194,13 @@ pub fn select(
 /// Run layer selection on the step's activations (heads fitted on train, compared on the
 /// analysis split); write the heads and `layers.parquet`.
 pub fn run(store: &Store, s: &Step) -> Result<LayerSelection> {
-    let train = store.get::<Activations>(&s.dir.activations(Split::Train.as_str()))?;
+    let train = super::probe::activations(store, s, Split::Train)?;
     let on = s.analysis_split();
-    let test = store.get::<Activations>(&s.dir.activations(on.as_str()))?;
+    let test = super::probe::activations(store, s, on)?;
     let selection = if !s.p.layers.enabled {
         select(&s.p, &train, &test, None)?
     } else {
         let test_split = store.get::<Samples>(&s.layout.split(on))?;
-        if test_split.ids != test.ids {
-            bail!(
-                "{}: the activations do not match the {on} split {}: their ids must be the split's, in its order (re-run the probe)",
-                s.dir.activations(on.as_str()).display(),
-                s.layout.split(on).display()
-            );
-        }
         let ih = input_head(store, &s.p)?;
         select(&s.p, &train, &test, Some((&ih.head, &test_split.pixels)))?
     };

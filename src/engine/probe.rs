@@ -2,9 +2,10 @@
 
 use super::{Step, Store};
 use crate::analysis::layers::predictions;
-use crate::artifacts::{Activations, Samples};
+use crate::artifacts::{Activations, Samples, Split};
 use crate::model::{Classifier, Net};
 use anyhow::Result;
+use std::sync::Arc;
 
 /// Metadata key of an activations file: the model it came from.
 pub const MODEL_KEY: &str = "mode.model";
@@ -54,4 +55,23 @@ pub fn run(store: &Store, s: &Step) -> Result<()> {
     net.check_pipeline(&s.p, &model)?;
     let net = (*net).clone().with_probe(&s.p);
     run_with(store, s, &net, &s.layout.relative(&model))
+}
+
+/// The step's activations of `split`. Activations this process did not probe (a user's own
+/// files, or an earlier stage's) are checked first: against the split they describe (rows,
+/// labels, probabilities, predictions) and, for other splits, against the train activations'
+/// layers — so a file of another shape is a clear error, never a panic or a wrong table.
+pub fn activations(store: &Store, s: &Step, split: Split) -> Result<Arc<Activations>> {
+    let path = s.dir.activations(split.as_str());
+    let a = store.get::<Activations>(&path)?;
+    if !store.made_here(&path) {
+        let split_path = s.layout.split(split);
+        let samples = store.get::<Samples>(&split_path)?;
+        a.check_split(&path, &samples, &split_path, split.as_str())?;
+        if split != Split::Train {
+            let train = s.dir.activations(Split::Train.as_str());
+            a.check_layers(&path, &*activations(store, s, Split::Train)?, &train)?;
+        }
+    }
+    Ok(a)
 }

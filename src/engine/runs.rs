@@ -4,7 +4,7 @@
 
 use super::{Step, Store};
 use crate::arm::Arm;
-use crate::artifacts::{Artifact, Layout, Manifest, Split};
+use crate::artifacts::{Artifact, Layout, Manifest, Split, Verify};
 use crate::config::Pipeline;
 use crate::vocab::IterStatus;
 use anyhow::{Context, Result, bail};
@@ -58,7 +58,17 @@ pub fn resume_point(store: &Store, p: &Pipeline, arm: Arm) -> Result<u32> {
     }
     let have = manifest(layout, &name).unwrap_or(None);
     let start = match have {
-        Some(m) if m.settings == want.settings && m.initial == want.initial => {
+        Some(mut m) if m.settings == want.settings && m.initial == want.initial => {
+            // What the resume builds on must be what was recorded: an iteration whose files
+            // were removed or changed is made again, with every later one.
+            if let Some((k, what)) = m.first_broken(
+                |k| layout.iter(&name, k).path().to_path_buf(),
+                Verify::Contents,
+            ) {
+                tracing::warn!("runs/{name}: {what}; redoing the run from iteration {k}");
+                m.truncate(k - 1);
+                store.put(&layout.manifest(&name), m.clone())?;
+            }
             remove_after(layout, &name, m.completed)?;
             m.completed + 1
         }
@@ -114,11 +124,7 @@ pub fn begin_stage(store: &Store, s: &Step, first_stage: bool) -> Result<()> {
             layout.arm_dir(&name).display()
         ),
     };
-    if m.completed >= s.k {
-        m.completed = s.k - 1;
-        m.iterations.truncate((s.k - 1) as usize);
-        m.status = crate::vocab::RunStatus::Interrupted;
-    }
+    m.truncate(s.k - 1);
     store.put(&layout.manifest(&name), m)?;
     Ok(())
 }
@@ -138,9 +144,12 @@ pub fn record(store: &Store, s: &Step, status: IterStatus) -> Result<Manifest> {
         None if !store.writes() => fresh(&s.p, s.arm),
         None => bail!("{}: no manifest", layout.manifest(&name).display()),
     };
-    m.complete(s.k, status);
     if store.writes() {
+        let files = crate::artifacts::manifest::sum_dir(s.dir.path())?;
+        m.complete_with(s.k, status, files);
         m.write(&layout.manifest(&name))?;
+    } else {
+        m.complete(s.k, status);
     }
     Ok(m)
 }

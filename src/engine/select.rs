@@ -486,13 +486,13 @@ pub fn run(store: &Store, s: &Step) -> Result<Selection> {
     };
     let samples = store.get::<Samples>(&s.layout.split(Split::Pool))?;
     let acts = if s.probe_splits().contains(&Split::Pool) && strategy.needs_diagnosis() {
-        Some(store.get::<Activations>(&s.dir.activations(Split::Pool.as_str()))?)
+        Some(super::probe::activations(store, s, Split::Pool)?)
     } else {
         None
     };
     let coreset = strategy == Strategy::Baseline(Baseline::Coreset);
     let train = if coreset {
-        Some(store.get::<Activations>(&s.dir.activations(Split::Train.as_str()))?)
+        Some(super::probe::activations(store, s, Split::Train)?)
     } else {
         None
     };

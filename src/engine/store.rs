@@ -9,7 +9,7 @@
 use crate::artifacts::{Artifact, IterDir, Layout};
 use anyhow::{Context, Result, anyhow};
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +25,8 @@ pub struct Store {
     cache: Mutex<HashMap<PathBuf, Entry>>,
     /// Iteration folders being written → their staging folders.
     staging: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Paths put by this process (its own results, not files it found).
+    made: Mutex<HashSet<PathBuf>>,
 }
 
 impl Store {
@@ -46,6 +48,7 @@ impl Store {
             write,
             cache: Mutex::new(HashMap::new()),
             staging: Mutex::new(Vec::new()),
+            made: Mutex::new(HashSet::new()),
         }
     }
 
@@ -87,6 +90,12 @@ impl Store {
         Ok(a)
     }
 
+    /// Whether this process put the artifact at `path` (else it was found on disk: another
+    /// process's, or a user's own file, which readers check).
+    pub fn made_here(&self, path: &Path) -> bool {
+        self.made.lock().expect("store lock").contains(path)
+    }
+
     /// Whether an artifact is held in memory or exists on disk.
     pub fn has(&self, path: &Path) -> bool {
         self.cache.lock().expect("store lock").contains_key(path) || path.exists()
@@ -103,6 +112,10 @@ impl Store {
         if self.write {
             value.write(&self.disk_path(path))?;
         }
+        self.made
+            .lock()
+            .expect("store lock")
+            .insert(path.to_path_buf());
         if self.memory {
             self.cache
                 .lock()
@@ -189,6 +202,16 @@ impl Store {
             .lock()
             .expect("store lock")
             .retain(|p, _| !p.starts_with(dir) || keep.contains(p));
+    }
+}
+
+/// A store dropped with iterations still open (a failure on the way) leaves no staging folder.
+impl Drop for Store {
+    fn drop(&mut self) {
+        let open = std::mem::take(&mut *self.staging.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, stage) in open {
+            let _ = std::fs::remove_dir_all(stage);
+        }
     }
 }
 

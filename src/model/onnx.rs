@@ -123,6 +123,18 @@ impl OnnxNet {
             .first()
             .map(|o| o.name.clone())
             .ok_or_else(|| anyhow!("{shown}: the model has no output: not a classifier"))?;
+        if graph.output.len() > 1 {
+            bail!(
+                "{shown}: the model declares {} outputs ({}); mode needs exactly one, the class scores (batch × classes): export the model with its classifier output only (other tensors can be recorded with model.onnx_layers)",
+                graph.output.len(),
+                graph
+                    .output
+                    .iter()
+                    .map(|o| format!("{:?}", o.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
 
         // The input: one tensor, of the layout the pipeline declares.
         let inputs = model.input_outlets()?.len();
@@ -255,7 +267,7 @@ impl OnnxNet {
         })?;
         if classes != meta.classes {
             bail!(
-                "{shown}: the model has {classes} outputs but the data have {} classes",
+                "{shown}: the model's output {out_name:?} has {classes} values per sample but the data have {} classes",
                 meta.classes
             );
         }

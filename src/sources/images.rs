@@ -22,18 +22,29 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// The entries of a folder, sorted by name, hidden ones left out.
-fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The entries of a folder, sorted by name, hidden ones left out, each with what it is (links
+/// followed). An entry that cannot be followed — a dangling or looping symbolic link — is an
+/// error naming it, never skipped.
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let mut v: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the image folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
+    {
+        let e = e.with_context(|| format!("cannot read the image folder {}", dir.display()))?;
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            v.push(e.path());
+        }
+    }
     v.sort();
-    Ok(v)
+    v.into_iter()
+        .map(|p| match std::fs::metadata(&p) {
+            Ok(m) => Ok((p, m)),
+            Err(e) => Err(anyhow!(
+                "{}: cannot be read ({e}); a dangling or looping symbolic link? Remove it or point it at an image",
+                p.display()
+            )),
+        })
+        .collect()
 }
 
 fn decode(path: &Path) -> Result<DynamicImage> {
@@ -47,15 +58,21 @@ fn decode(path: &Path) -> Result<DynamicImage> {
 /// The class folders and their image files.
 fn listing(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
-    for dir in entries(root)?.into_iter().filter(|p| p.is_dir()) {
+    for (dir, _) in entries(root)?.into_iter().filter(|(_, m)| m.is_dir()) {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let files: Vec<PathBuf> = entries(&dir)?
-            .into_iter()
-            .filter(|p| p.is_file() && is_image(p))
-            .collect();
+        let mut files: Vec<PathBuf> = Vec::new();
+        for (p, m) in entries(&dir)? {
+            if !is_image(&p) {
+                continue;
+            }
+            if !m.is_file() {
+                bail!("{}: named as an image but not a file", p.display());
+            }
+            files.push(p);
+        }
         if files.is_empty() {
             bail!(
                 "{}: the class folder {name:?} holds no .png or .jpg images",
@@ -68,6 +85,13 @@ fn listing(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
         bail!(
             "{}: no class folders; an image folder is ROOT/<class name>/*.png|jpg",
             root.display()
+        );
+    }
+    if classes.len() == 1 {
+        bail!(
+            "{}: one class folder ({:?}); a classifier needs at least two classes, one folder each",
+            root.display(),
+            classes[0].0
         );
     }
     Ok(classes)

@@ -173,6 +173,7 @@ fn one_file(p: &Pipeline, dir: &Path, rows: Rows, meta: DatasetMeta, ids: &str) 
 /// the largest label + 1 — and then every label below it must occur (a stray value such as
 /// 255 would otherwise make 256 classes).
 pub fn class_count(p: &Pipeline, dir: &Path, sets: &[(&str, &[u16])]) -> Result<usize> {
+    two_labels(dir, sets)?;
     let max = sets
         .iter()
         .flat_map(|(_, l)| l.iter())
@@ -208,6 +209,20 @@ pub fn class_count(p: &Pipeline, dir: &Path, sets: &[(&str, &[u16])]) -> Result<
         );
     }
     Ok(max)
+}
+
+/// At least two labels occur: data of one class trains a model that is always right.
+pub fn two_labels(dir: &Path, sets: &[(&str, &[u16])]) -> Result<()> {
+    let mut it = sets.iter().flat_map(|(_, l)| l.iter());
+    if let Some(&first) = it.next()
+        && it.all(|&l| l == first)
+    {
+        bail!(
+            "{}: every sample has label {first}; a classifier needs samples of at least two classes",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn rows_of_idx(set: IdxImages, offset: u32) -> Rows {

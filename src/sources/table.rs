@@ -4,7 +4,7 @@
 //! 1/255 and floats taken as they are, unless `data.scale` says otherwise. The shape is
 //! `data.channels` × `data.height` × `data.width`, or square grayscale images.
 
-use super::{Pixels, Rows, class_count};
+use super::{Pixels, Rows, class_count, two_labels};
 use crate::artifacts::DatasetMeta;
 use crate::artifacts::table::read_frame;
 use crate::config::Pipeline;
@@ -121,6 +121,7 @@ pub fn load(file: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
         bail!("{}: too many rows for 32-bit ids", file.display());
     }
     let (labels, names) = labels(&df, file, p)?;
+    two_labels(file, &[("table", &labels)])?;
     let where_ = format!("{}: column {pixel_col:?}", file.display());
     let col = df.column(pixel_col)?;
     let inner = match col.dtype() {
@@ -148,7 +149,16 @@ pub fn load(file: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
         }
         for v in row.f32()?.iter() {
             match v {
-                Some(v) if (v * scale).is_finite() => values.push(v * scale),
+                Some(v) if (0.0..=1.0).contains(&(v * scale)) => values.push(v * scale),
+                Some(v) if (v * scale).is_finite() => bail!(
+                    "{where_}: row {i} holds {v}, which is {} after scaling by {scale}: pixels must end in [0, 1] ({})",
+                    v * scale,
+                    if inner.is_integer() {
+                        "integer pixels are 0–255 and scaled by 1/255; set data.scale for another range"
+                    } else {
+                        "float pixels are taken as they are; set data.scale, e.g. 0.00392156862745098 for 0–255"
+                    }
+                ),
                 _ => bail!("{where_}: row {i} holds a missing or non-finite value"),
             }
         }

@@ -80,6 +80,9 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
             k - 1
         );
     }
+    if k > 1 {
+        check_pool_of_splits(&store, &s)?;
+    }
     let test = store.get::<Samples>(&layout.split(Split::Test))?;
     let net = OnnxNet::load(&a.onnx, &s.p, &test.meta)?;
     store.open_iteration(&s.dir, layout.iter_staging(&name, k))?;
@@ -123,9 +126,47 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
     })
 }
 
+/// Iteration k − 1's pool must be a part of today's pool split, with its labels: when the data
+/// were split again since (another `split.seed`, other files), its rows are other images.
+fn check_pool_of_splits(store: &Store, s: &Step) -> Result<()> {
+    let split = s.layout.split(Split::Pool);
+    let pool = store.get::<Samples>(&split)?;
+    let labels: HashMap<u32, u16> = pool
+        .ids
+        .iter()
+        .copied()
+        .zip(pool.labels.iter().copied())
+        .collect();
+    let prev = store.get::<Vec<crate::artifacts::PoolRow>>(&s.prev.pool())?;
+    if prev.is_empty() {
+        bail!(
+            "{}: the pool is empty: iterations 1 to {} selected every sample of it, so iteration {} has nothing to select from (split with a larger pool: split.pool_fraction)",
+            s.prev.pool().display(),
+            s.k - 1,
+            s.k
+        );
+    }
+    if let Some(r) = prev.iter().find(|r| labels.get(&r.id) != Some(&r.label)) {
+        bail!(
+            "{}: id {} (label {}) is not in the pool split {} as it is now: the data were split again since iteration {}; start again with `mode debug --iteration 1`",
+            s.prev.pool().display(),
+            r.id,
+            r.label,
+            split.display(),
+            s.k - 1
+        );
+    }
+    Ok(())
+}
+
 /// The batch with where each sample came from: `splits/sources.parquet` when the data came
 /// from an image folder or a table, else the pool split file and the row in it.
 fn batch_csv(store: &Store, layout: &Layout, batch: &[BatchRow]) -> Result<BatchCsv> {
+    let from = if layout.sources().exists() {
+        layout.sources()
+    } else {
+        layout.split(Split::Pool)
+    };
     let source: HashMap<u32, String> = if layout.sources().exists() {
         store
             .get::<Vec<SourceRow>>(&layout.sources())?
@@ -147,9 +188,9 @@ fn batch_csv(store: &Store, layout: &Layout, batch: &[BatchRow]) -> Result<Batch
         .map(|b| {
             let Some(src) = source.get(&b.id) else {
                 bail!(
-                    "id {} of the batch has no source in {}",
+                    "id {} of the batch has no source in {}: the data were split again while this iteration ran; run it again",
                     b.id,
-                    layout.sources().display()
+                    from.display()
                 );
             };
             Ok(BatchCsvRow {

@@ -141,6 +141,15 @@ pub fn arm_runs(layout: &Layout, p: &Pipeline, allow_incomplete: bool) -> Result
                 m.planned
             );
         }
+        if let Some((k, what)) = m.first_broken(
+            |k| layout.iter(&name, k).path().to_path_buf(),
+            crate::artifacts::Verify::Sizes,
+        ) {
+            bail!(
+                "{}: {what}, though its manifest records iteration {k} complete: the run was changed after it was written; run the loop again (make all resumes it and redoes iteration {k} on)",
+                dir.display()
+            );
+        }
         if m.completed == 0 {
             continue;
         }

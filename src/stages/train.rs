@@ -6,7 +6,7 @@ use crate::artifacts::{Artifact, IterDir, Samples, Split};
 use crate::engine::train::{fit_initial, log_rows};
 use crate::model::{EpochStats, Net};
 use anyhow::{Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct TrainArgs {
     /// Samples to train on.
@@ -79,10 +79,14 @@ pub fn run(ctx: &Ctx, a: &TrainArgs) -> Result<TrainReport> {
             e.seconds
         );
     }
-    // The log first: the model is the file make watches, so a run killed in between is redone.
-    log_rows(&epochs).write(&a.out.train_log())?;
-    state.write(&a.out.optimizer())?;
-    net.write(&a.out.model())?;
+    // All three or none (a full disk leaves the previous files); the model last: it is the
+    // file make watches, so a run killed in between is redone.
+    let log = log_rows(&epochs);
+    crate::artifacts::io::write_together(vec![
+        (a.out.train_log(), Box::new(|p: &Path| log.write(p))),
+        (a.out.optimizer(), Box::new(|p: &Path| state.write(p))),
+        (a.out.model(), Box::new(|p: &Path| net.write(p))),
+    ])?;
     Ok(TrainReport {
         samples: samples.len(),
         epochs,

@@ -22,10 +22,11 @@ use crate::artifacts::{
 };
 use crate::config::Pipeline;
 use crate::vocab::Space;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[derive(Debug, Clone)]
 pub struct ReportArgs {
     /// The MODE arm whose analysis is shown (layers, heat maps).
     pub arm: Arm,
@@ -46,9 +47,22 @@ impl std::fmt::Display for ReportReport {
 }
 
 /// Write the report's figures and `index.html` (atomically) into `a.out`.
+/// The folder appears whole or not at all: it is written beside its place and renamed into
+/// place when complete, so a failure (a full disk) leaves the previous report as it was.
 pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportReport> {
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    crate::artifacts::io::replace_dir(&a.out, |stage| {
+        let staged = ReportArgs {
+            out: stage.to_path_buf(),
+            ..a.clone()
+        };
+        write_into(ctx, &staged)
+    })?;
+    Ok(ReportReport {
+        index: Layout::report_index(&a.out),
+    })
+}
+
+fn write_into(ctx: &Ctx, a: &ReportArgs) -> Result<()> {
     let cx = Inputs::load(ctx, a)?;
     let body = [
         header::section(&cx)?,
@@ -63,8 +77,7 @@ pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportReport> {
     ]
     .concat();
     let index = Layout::report_index(&a.out);
-    write_bytes(&index, html::page(&ctx.p.name, &body).as_bytes())?;
-    Ok(ReportReport { index })
+    write_bytes(&index, html::page(&ctx.p.name, &body).as_bytes())
 }
 
 /// What the figure groups share, loaded once.
