@@ -117,9 +117,14 @@ pub fn write_tensors_with(
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
     let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(if dictionary {
+            Compression::SNAPPY
+        } else {
+            Compression::UNCOMPRESSED
+        })
         .set_max_row_group_row_count(Some(16_384))
         .set_dictionary_enabled(dictionary)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
         .set_key_value_metadata(Some(kv))
         .build();
     write_atomic(path, |file| {

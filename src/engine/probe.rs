@@ -5,6 +5,7 @@ use crate::analysis::layers::predictions;
 use crate::artifacts::{Activations, Samples, Split};
 use crate::model::{Classifier, Net};
 use anyhow::Result;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Metadata key of an activations file: the model it came from.
@@ -18,17 +19,27 @@ pub fn probe_samples(
     model: &str,
 ) -> Result<Activations> {
     let outs = net.activations(&samples.pixels)?;
+    Ok(activations_of(net, samples, model, outs))
+}
+
+/// The activations file of `net`'s layer outputs `outs` on `samples`.
+fn activations_of(
+    net: &(impl Classifier + ?Sized),
+    samples: &Samples,
+    model: &str,
+    outs: Vec<ndarray::Array2<f32>>,
+) -> Activations {
     let probs = outs.last().expect("the output layer");
     let predicted = predictions(probs.view());
     let mut info = net.info();
     info.insert(MODEL_KEY.to_string(), model.to_string());
-    Ok(Activations {
+    Activations {
         ids: samples.ids.clone(),
         labels: samples.labels.clone(),
         predicted,
         layers: net.layer_names().into_iter().zip(outs).collect(),
         info,
-    })
+    }
 }
 
 /// Probe `net` on the step's splits (an ONNX model given for the step, `mode debug`).
@@ -50,11 +61,69 @@ pub fn run_with(
 
 /// Probe the previous model on the step's splits.
 pub fn run(store: &Store, s: &Step) -> Result<()> {
-    let model = s.prev.model();
-    let net = store.get::<Net>(&model)?;
-    net.check_pipeline(&s.p, &model)?;
-    let net = (*net).clone().with_probe(&s.p);
-    run_with(store, s, &net, &s.layout.relative(&model))
+    run_fleet(store, &[s])
+}
+
+/// Probe each step's previous model on its splits, as fleets: the models of one architecture
+/// that look at the same split are probed together (one pass over the split's rows, the first
+/// layer's product shared).
+pub fn run_fleet(store: &Store, steps: &[&Step]) -> Result<()> {
+    let nets: Vec<Arc<Net>> = steps
+        .iter()
+        .map(|s| {
+            let model = s.prev.model();
+            let net = store.get::<Net>(&model)?;
+            net.check_pipeline(&s.p, &model)?;
+            Ok(Arc::new((*net).clone().with_probe(&s.p)))
+        })
+        .collect::<Result<_>>()?;
+    let mut splits: Vec<Split> = steps.iter().flat_map(|s| s.probe_splits()).collect();
+    splits.sort();
+    splits.dedup();
+    for split in splits {
+        let path = steps[0].layout.split(split);
+        let samples = store.get::<Samples>(&path)?;
+        // The steps that probe this split, by architecture and probe setting.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            if !s.probe_splits().contains(&split) {
+                continue;
+            }
+            nets[i].check_data(&samples.meta, &path)?;
+            match groups.iter_mut().find(|g| {
+                let n = &nets[g[0]];
+                n.arch == nets[i].arch && n.conv_probe == nets[i].conv_probe
+            }) {
+                Some(g) => g.push(i),
+                None => groups.push(vec![i]),
+            }
+        }
+        for g in groups {
+            let fleet: Vec<&Net> = g.iter().map(|&i| &*nets[i]).collect();
+            let t0 = std::time::Instant::now();
+            let outs = crate::model::activations_fleet(&fleet, &samples.pixels)?;
+            if std::env::var_os("MODE_PROFILE").is_some() {
+                eprintln!(
+                    "profile:   probe {split} × {} models: {:.3} s",
+                    fleet.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            // Written in parallel: encoding a file is the larger part of a probe.
+            g.par_iter()
+                .zip(outs.into_par_iter())
+                .map(|(&i, out)| {
+                    let s = steps[i];
+                    let model = s.layout.relative(&s.prev.model());
+                    let acts = activations_of(&*nets[i], &samples, &model, out);
+                    store
+                        .put(&s.dir.activations(split.as_str()), acts)
+                        .map(|_| ())
+                })
+                .collect::<Result<Vec<()>>>()?;
+        }
+    }
+    Ok(())
 }
 
 /// The step's activations of `split`. Activations this process did not probe (a user's own

@@ -1,9 +1,13 @@
-//! The in-process runner: every arm's loop from one initial model, arms in parallel, over a
-//! memory store (written through to disk for `mode experiment`, kept in memory for sweeps).
+//! The in-process runner: every arm's loop from one initial model, over a memory store
+//! (written through to disk for `mode experiment`, kept in memory for sweeps).
 //!
-//! Each iteration runs the same steps as the make chain — probe, layers, heatmap, select,
-//! retrain, evaluate — and becomes visible on disk only when complete. Arms that analyse the
-//! initial model the same way share that first analysis.
+//! The arms run in lockstep, one iteration at a time, with the same steps as the make chain —
+//! probe, layers, heatmap, select, retrain, evaluate: the probes, the retrainings and the
+//! evaluations of every arm run as fleets (one program for all models of one architecture,
+//! see `model::fleet`), the per-arm steps in parallel. Each iteration becomes visible on disk
+//! only when complete. Arms that analyse the initial model the same way share that first
+//! analysis. An arm that fails stops; the others go on, and the first failure is reported at
+//! the end.
 
 use super::{Step, Store, heatmap, layers, probe, runs, select, train};
 use crate::arm::Arm;
@@ -88,71 +92,161 @@ fn analysis_key(s: &Step) -> (bool, Vec<Split>) {
     (s.p.layers.enabled, s.probe_splits())
 }
 
-/// Run iterations `start..=max_iter` of one arm; with `analysed`, iteration 1's analysis is
-/// already in the store.
-fn run_arm(
-    store: &Store,
-    base: &Pipeline,
-    arm: Arm,
-    start: u32,
-    analysed: bool,
-) -> Result<Vec<IterRecord>> {
-    let layout = store.layout().clone();
-    let max = base.mode.max_iter as u32;
-    let mut records = Vec::new();
-    // Completed iterations (a resumed run): their records come from their files.
-    for k in 1..start.min(max + 1) {
-        let s = Step::new(&layout, base, arm, k);
-        let m = store.get::<Vec<MetricRow>>(&s.dir.metrics())?;
-        let b = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
-        records.push(record_of(arm, k, &m, &b, 0.0));
-    }
-    for k in start..=max {
-        let t0 = Instant::now();
-        let s = Step::new(&layout, base, arm, k);
-        let name = s.arm_name();
-        store.open_iteration(&s.dir, layout.iter_staging(&name, k))?;
-        let body = || -> Result<(Vec<MetricRow>, IterStatus)> {
-            if s.analyses() && !(k == 1 && analysed) {
-                analyse(store, &s)?;
-            }
-            select::run(store, &s)?;
-            train::retrain(store, &s)?;
-            let status = train::iteration_status(store, &s)?;
-            Ok((train::evaluate(store, &s)?, status))
-        };
-        let (metrics, status) = match body() {
-            Ok(v) => v,
-            Err(e) => {
-                store.abandon(&s.dir);
-                return Err(e.context(format!("iteration {k}")));
-            }
-        };
-        store.commit(&s.dir)?;
-        runs::record(store, &s, status)?;
-        let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
-        records.push(record_of(
-            arm,
-            k,
-            &metrics,
-            &batch,
-            t0.elapsed().as_secs_f64(),
-        ));
-        // The previous iteration is no longer needed in memory but for its selection (the
-        // initial model's folder is shared by every arm and stays).
-        if k > 1 {
-            store.forget(s.prev.path(), &[s.prev.batch(), s.prev.metrics()]);
-        }
-    }
-    Ok(records)
+/// Wall times of an iteration's phases, printed to stderr when `MODE_PROFILE` is set (for
+/// profiling; nothing else reads them).
+struct Phases {
+    on: bool,
+    k: u32,
+    arms: usize,
+    last: std::cell::Cell<Instant>,
 }
 
-/// Advances a progress bar when dropped (when an arm ends, however it ends).
-struct BarTick<'a>(&'a indicatif::ProgressBar);
+impl Phases {
+    fn new(k: u32, arms: usize) -> Phases {
+        Phases {
+            on: std::env::var_os("MODE_PROFILE").is_some(),
+            k,
+            arms,
+            last: std::cell::Cell::new(Instant::now()),
+        }
+    }
 
-impl Drop for BarTick<'_> {
-    fn drop(&mut self) {
-        self.0.inc(1);
+    fn mark(&self, what: &str) {
+        if self.on {
+            let now = Instant::now();
+            eprintln!(
+                "profile: iteration {} ({} arms): {what} {:.3} s",
+                self.k,
+                self.arms,
+                (now - self.last.get()).as_secs_f64()
+            );
+            self.last.set(now);
+        }
+    }
+}
+
+/// One arm's run in the lockstep loop.
+struct Lane {
+    arm: Arm,
+    /// The first iteration still to run.
+    start: u32,
+    /// Iteration 1's analysis is already in the store (shared from a leader).
+    analysed: bool,
+    records: Vec<IterRecord>,
+    failed: Option<anyhow::Error>,
+}
+
+/// Run iteration `k` of every live lane: analysis and selection per arm (in parallel),
+/// retraining and evaluation as fleets; commit each complete iteration and record it.
+fn run_iteration(store: &Store, base: &Pipeline, lanes: &mut [Lane], k: u32) {
+    let layout = store.layout().clone();
+    let live: Vec<usize> = (0..lanes.len())
+        .filter(|&i| lanes[i].failed.is_none() && lanes[i].start <= k)
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let t0 = Instant::now();
+    let phase = Phases::new(k, live.len());
+    let steps: Vec<Step> = live
+        .iter()
+        .map(|&i| Step::new(&layout, base, lanes[i].arm, k))
+        .collect();
+    let mut errors: Vec<Option<anyhow::Error>> = (0..steps.len()).map(|_| None).collect();
+    let fail = |errors: &mut Vec<Option<anyhow::Error>>, j: usize, e: anyhow::Error| {
+        if errors[j].is_none() {
+            errors[j] = Some(e);
+        }
+    };
+    for (j, s) in steps.iter().enumerate() {
+        if let Err(e) = store.open_iteration(&s.dir, layout.iter_staging(&s.arm_name(), k)) {
+            fail(&mut errors, j, e);
+        }
+    }
+    // The probes of every arm that analyses its previous model now, as fleets.
+    let probing: Vec<usize> = (0..steps.len())
+        .filter(|&j| {
+            errors[j].is_none() && steps[j].analyses() && !(k == 1 && lanes[live[j]].analysed)
+        })
+        .collect();
+    if !probing.is_empty() {
+        let fleet: Vec<&Step> = probing.iter().map(|&j| &steps[j]).collect();
+        if let Err(e) = probe::run_fleet(store, &fleet) {
+            let msg = format!("{e:#}");
+            for &j in &probing {
+                fail(&mut errors, j, anyhow::anyhow!("{msg}"));
+            }
+        }
+    }
+    phase.mark("probe");
+    // layers → heatmap → select, per arm.
+    let per_arm: Vec<Result<()>> = steps
+        .par_iter()
+        .enumerate()
+        .map(|(j, s)| {
+            if errors[j].is_some() {
+                return Ok(());
+            }
+            if probing.contains(&j) {
+                layers::run(store, s)?;
+                heatmap::run(store, s)?;
+            }
+            select::run(store, s)?;
+            // What the probe found is no longer needed in memory (it is on disk).
+            store.forget(&s.dir.activations_dir(), &[]);
+            Ok(())
+        })
+        .collect();
+    for (j, r) in per_arm.into_iter().enumerate() {
+        if let Err(e) = r {
+            fail(&mut errors, j, e);
+        }
+    }
+    phase.mark("layers+heatmap+select");
+    // Retraining and evaluation as fleets.
+    let ok: Vec<usize> = (0..steps.len()).filter(|&j| errors[j].is_none()).collect();
+    let fleet: Vec<&Step> = ok.iter().map(|&j| &steps[j]).collect();
+    for (&j, r) in ok.iter().zip(train::retrain_fleet(store, &fleet)) {
+        if let Err(e) = r {
+            fail(&mut errors, j, e);
+        }
+    }
+    phase.mark("retrain");
+    let ok: Vec<usize> = (0..steps.len()).filter(|&j| errors[j].is_none()).collect();
+    let fleet: Vec<&Step> = ok.iter().map(|&j| &steps[j]).collect();
+    let metrics: Vec<(usize, Result<Vec<MetricRow>>)> = ok
+        .iter()
+        .copied()
+        .zip(train::evaluate_fleet(store, &fleet))
+        .collect();
+    phase.mark("evaluate");
+    let secs = t0.elapsed().as_secs_f64() / steps.len() as f64;
+    for (j, m) in metrics {
+        let s = &steps[j];
+        let done = m.and_then(|m| {
+            let status = train::iteration_status(store, s)?;
+            store.commit(&s.dir)?;
+            runs::record(store, s, status)?;
+            let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
+            Ok(record_of(s.arm, k, &m, &batch, secs))
+        });
+        match done {
+            Ok(r) => lanes[live[j]].records.push(r),
+            Err(e) => fail(&mut errors, j, e),
+        }
+    }
+    phase.mark("commit");
+    for (j, e) in errors.into_iter().enumerate() {
+        if let Some(e) = e {
+            let s = &steps[j];
+            store.abandon(&s.dir);
+            lanes[live[j]].failed = Some(e.context(format!("iteration {k}")));
+        } else if k > 1 {
+            // The previous iteration is no longer needed in memory but for its selection (the
+            // initial model's folder is shared by every arm and stays).
+            let s = &steps[j];
+            store.forget(s.prev.path(), &[s.prev.batch(), s.prev.metrics()]);
+        }
     }
 }
 
@@ -197,20 +291,37 @@ pub fn run_arms(store: &Store, base: &Pipeline, arms: &[Arm]) -> Result<Vec<Iter
             analysed[i] = true;
         }
     }
-    let bar = crate::progress::bar(arms.len() as u64, "arms");
-    let results: Vec<Result<Vec<IterRecord>>> = arms
-        .par_iter()
-        .zip(&starts)
-        .zip(&analysed)
-        .map(|((&arm, &start), &done)| {
-            let _done = BarTick(&bar);
-            run_arm(store, base, arm, start, done).with_context(|| format!("arm {arm}"))
-        })
-        .collect();
+    let max = base.mode.max_iter as u32;
+    let mut lanes: Vec<Lane> = Vec::with_capacity(arms.len());
+    for ((&arm, &start), &done) in arms.iter().zip(&starts).zip(&analysed) {
+        // Completed iterations (a resumed run): their records come from their files.
+        let mut records = Vec::new();
+        for k in 1..start.min(max + 1) {
+            let s = Step::new(&layout, base, arm, k);
+            let m = store.get::<Vec<MetricRow>>(&s.dir.metrics())?;
+            let b = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
+            records.push(record_of(arm, k, &m, &b, 0.0));
+        }
+        lanes.push(Lane {
+            arm,
+            start,
+            analysed: done,
+            records,
+            failed: None,
+        });
+    }
+    let bar = crate::progress::bar(max as u64, "iterations");
+    for k in 1..=max {
+        run_iteration(store, base, &mut lanes, k);
+        bar.inc(1);
+    }
     bar.finish_and_clear();
     let mut all = Vec::new();
-    for r in results {
-        all.extend(r?);
+    for lane in lanes {
+        if let Some(e) = lane.failed {
+            return Err(e.context(format!("arm {}", lane.arm)));
+        }
+        all.extend(lane.records);
     }
     Ok(all)
 }

@@ -38,7 +38,7 @@ pub fn fit_initial(
     p: &Pipeline,
     samples: &Samples,
     init: Option<Net>,
-    on_step: impl FnMut(usize, usize),
+    on_step: impl Fn(usize, usize) + Sync,
 ) -> Result<(Net, Vec<EpochStats>, OptimState)> {
     let (net, stream) = match init {
         Some(net) => (net.with_settings(""), "continue"),
@@ -88,23 +88,35 @@ fn retrain_data(store: &Store, s: &Step, batch: &[BatchRow]) -> Result<Samples> 
 /// continuing from the previous model or from scratch, keeping Adam's state or not); write the
 /// model, `train_log.parquet` and Adam's state. An empty batch keeps the model as it is.
 pub fn retrain(store: &Store, s: &Step) -> Result<Retrained> {
+    retrain_fleet(store, &[s]).pop().expect("one result")
+}
+
+/// What a step trains, read from the store: the start, the samples and Adam's state (none
+/// for an empty batch, which keeps the model as it is).
+struct Plan {
+    start: Net,
+    samples: Option<Samples>,
+    state: Option<std::sync::Arc<OptimState>>,
+}
+
+fn plan(store: &Store, s: &Step) -> Result<Plan> {
     let prev = s.prev.model();
     let net = store.get::<Net>(&prev)?;
     net.check_pipeline(&s.p, &prev)?;
     let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
     let r = &s.p.retrain;
     let keep = r.optimizer == OptimizerMode::Keep;
-    // The log first: the model is the file make watches.
     if batch.is_empty() {
-        store.put(&s.dir.train_log(), Vec::<TrainLogRow>::new())?;
-        if keep && store.has(&s.prev.optimizer()) {
-            store.put_arc(
-                &s.dir.optimizer(),
-                store.get::<OptimState>(&s.prev.optimizer())?,
-            )?;
-        }
-        store.put_arc(&s.dir.model(), net)?;
-        return Ok(Retrained { samples: 0 });
+        let state = if keep && store.has(&s.prev.optimizer()) {
+            Some(store.get::<OptimState>(&s.prev.optimizer())?)
+        } else {
+            None
+        };
+        return Ok(Plan {
+            start: (*net).clone(),
+            samples: None,
+            state,
+        });
     }
     let samples = retrain_data(store, s, &batch)?;
     let (start, state) = match r.init {
@@ -121,22 +133,76 @@ pub fn retrain(store: &Store, s: &Step) -> Result<Retrained> {
         }
         RetrainInit::Continue => ((*net).clone(), None),
     };
-    let (trained, epochs, st) = model::fit(
+    Ok(Plan {
         start,
-        &samples.pixels,
-        &samples.labels,
-        &r.train(),
-        shuffle_seed(&s.p, &s.arm_name(), s.k),
-        state.as_deref(),
-        |_, _| {},
-    )?;
-    store.put(&s.dir.train_log(), log_rows(&epochs))?;
-    if keep {
-        store.put(&s.dir.optimizer(), st)?;
+        samples: Some(samples),
+        state,
+    })
+}
+
+/// [`retrain`] for many steps at once: their trainings run as fleets (models whose schedules
+/// agree train together). Results in the steps' order.
+pub fn retrain_fleet(store: &Store, steps: &[&Step]) -> Vec<Result<Retrained>> {
+    let plans: Vec<Result<Plan>> = steps.iter().map(|s| plan(store, s)).collect();
+    let mut jobs = Vec::new();
+    let mut which = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        if let Ok(Plan {
+            start,
+            samples: Some(samples),
+            state,
+        }) = p
+        {
+            let s = steps[i];
+            jobs.push(model::Job {
+                net: start.clone(),
+                x: &samples.pixels,
+                y: &samples.labels,
+                cfg: s.p.retrain.train(),
+                seed: shuffle_seed(&s.p, &s.arm_name(), s.k),
+                state: state.as_deref(),
+            });
+            which.push(i);
+        }
     }
-    store.put(&s.dir.model(), trained.with_settings(&s.p.fingerprint()))?;
+    let mut trained: Vec<Option<Result<model::Trained>>> = (0..steps.len()).map(|_| None).collect();
+    for (i, t) in which.into_iter().zip(model::fit_all(jobs, &|_, _| {})) {
+        trained[i] = Some(t);
+    }
+    steps
+        .iter()
+        .zip(plans)
+        .zip(trained)
+        .map(|((s, p), t)| write_retrained(store, s, p?, t))
+        .collect()
+}
+
+/// Write what a retrain made: the log first (the model is the file make watches), Adam's
+/// state when it is kept, the model.
+fn write_retrained(
+    store: &Store,
+    s: &Step,
+    plan: Plan,
+    trained: Option<Result<model::Trained>>,
+) -> Result<Retrained> {
+    let keep = s.p.retrain.optimizer == OptimizerMode::Keep;
+    let Some(t) = trained else {
+        // An empty batch: the model as it is.
+        store.put(&s.dir.train_log(), Vec::<TrainLogRow>::new())?;
+        if let Some(st) = plan.state {
+            store.put_arc(&s.dir.optimizer(), st)?;
+        }
+        store.put(&s.dir.model(), plan.start)?;
+        return Ok(Retrained { samples: 0 });
+    };
+    let t = t?;
+    store.put(&s.dir.train_log(), log_rows(&t.epochs))?;
+    if keep {
+        store.put(&s.dir.optimizer(), t.state)?;
+    }
+    store.put(&s.dir.model(), t.net.with_settings(&s.p.fingerprint()))?;
     Ok(Retrained {
-        samples: samples.len(),
+        samples: plan.samples.map_or(0, |x| x.len()),
     })
 }
 
@@ -269,19 +335,85 @@ pub fn iteration_status(store: &Store, s: &Step) -> Result<IterStatus> {
 
 /// Evaluate the step's new model on the test split.
 pub fn evaluate(store: &Store, s: &Step) -> Result<Vec<MetricRow>> {
-    let tag = EvalTag {
-        arm: s.arm_name(),
-        iteration: s.k,
-        status: iteration_status(store, s)?,
+    evaluate_fleet(store, &[s]).pop().expect("one result")
+}
+
+/// [`evaluate`] for many steps at once: their models of one architecture are run on the test
+/// split together. Results in the steps' order.
+pub fn evaluate_fleet(store: &Store, steps: &[&Step]) -> Vec<Result<Vec<MetricRow>>> {
+    let prepared: Vec<Result<(std::sync::Arc<Net>, EvalTag)>> = steps
+        .iter()
+        .map(|s| {
+            let model = s.dir.model();
+            let net = store.get::<Net>(&model)?;
+            net.check_pipeline(&s.p, &model)?;
+            let tag = EvalTag {
+                arm: s.arm_name(),
+                iteration: s.k,
+                status: iteration_status(store, s)?,
+            };
+            Ok((net, tag))
+        })
+        .collect();
+    let data = steps[0].layout.split(Split::Test);
+    let samples = match store.get::<Samples>(&data) {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            return steps
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{msg}")))
+                .collect();
+        }
     };
-    evaluate_model(
-        store,
-        &s.p,
-        &s.dir.model(),
-        &s.layout.split(Split::Test),
-        &s.dir,
-        &tag,
-    )
+    let mut probs: Vec<Option<Result<ndarray::Array2<f32>>>> =
+        (0..steps.len()).map(|_| None).collect();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        if let Ok((net, _)) = p {
+            if let Err(e) = net.check_data(&samples.meta, &data) {
+                probs[i] = Some(Err(e));
+                continue;
+            }
+            match groups.iter_mut().find(|g| match &prepared[g[0]] {
+                Ok((n, _)) => n.arch == net.arch,
+                Err(_) => false,
+            }) {
+                Some(g) => g.push(i),
+                None => groups.push(vec![i]),
+            }
+        }
+    }
+    for g in groups {
+        let nets: Vec<&Net> = g
+            .iter()
+            .map(|&i| &*prepared[i].as_ref().expect("prepared").0)
+            .collect();
+        match model::activations_fleet(&nets, &samples.pixels) {
+            Ok(outs) => {
+                for (&i, mut o) in g.iter().zip(outs) {
+                    probs[i] = Some(Ok(o.pop().expect("the output layer")));
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for &i in &g {
+                    probs[i] = Some(Err(anyhow::anyhow!("{msg}")));
+                }
+            }
+        }
+    }
+    use rayon::prelude::*;
+    steps
+        .par_iter()
+        .zip(prepared.into_par_iter())
+        .zip(probs.into_par_iter())
+        .map(|((s, p), probs)| {
+            let (_, tag) = p?;
+            let probs = probs.expect("probabilities or an error")?;
+            write_evaluation(store, &s.p, &samples, probs, &s.dir, &tag)
+        })
+        .collect()
 }
 
 #[cfg(test)]

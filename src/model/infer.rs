@@ -1,199 +1,197 @@
-//! Inference of convolutional networks in ndarray: each convolution as im2col over a chunk of
-//! images and one matrix product (matrixmultiply's sgemm), pooling and dense layers as plain
-//! loops and products. burn-ndarray's inference convolution is a direct loop (and, for channel
-//! counts that are not a multiple of the SIMD width, a scalar fallback): this form probes
-//! LeNet-5 several times faster on one thread. Values equal burn's forward pass to float
-//! rounding (a test compares them); training keeps burn's autodiff.
+//! The one inference kernel, in ndarray: every architecture's forward pass for the probe
+//! and the evaluation — dense layers as sgemm (matrixmultiply), convolutions as im2col over
+//! each image into a buffer that stays in cache and one sgemm into the image's output block,
+//! pooling as plain loops.
+//!
+//! A fleet of models of one architecture probed on the same inputs shares the first layer's
+//! input: their first-layer kernels are put side by side and multiplied once (one wide sgemm
+//! instead of K narrow ones); each model then runs its other layers alone. A model's values do
+//! not depend on the fleet it is probed in (each output element is the same dot product in the
+//! same order; a test checks the bytes).
 
 use super::arch::{Activation, Architecture, Layer};
-use super::network::{Block, Network};
+use super::weights::{Param, Weights};
 use crate::config::ConvProbe;
-use burn::tensor::Tensor;
-use ndarray::{Array1, Array2, Array4, ArrayView2, Axis};
+use ndarray::{Array2, Array4, ArrayView2, Axis, s};
 
-/// One layer's weights and settings, as plain arrays.
-enum Op {
-    Conv {
-        /// `[filters, channels · k · k]`, rows in (channel, kernel row, kernel column) order.
-        w: Array2<f32>,
-        b: Array1<f32>,
-        k: usize,
-        stride: usize,
-        pad: usize,
-        act: Activation,
-    },
-    MaxPool {
-        size: usize,
-        stride: usize,
-    },
-    AvgPool {
-        size: usize,
-        stride: usize,
-    },
-    /// `[inputs, units]`.
-    Dense {
-        w: Array2<f32>,
-        b: Array1<f32>,
-        act: Activation,
-    },
-    Flatten,
-    Identity,
+/// Class probabilities and the probed layers' activations of one chunk.
+pub(super) type Forward = (Array2<f32>, Vec<Array2<f32>>);
+
+/// The index of the first layer that changes values, when it is a convolution or a dense
+/// layer that sees the input as it is (only flatten and dropout before it): the layer whose
+/// product a fleet can share.
+fn shared_first(arch: &Architecture) -> Option<usize> {
+    for (i, l) in arch.layers.iter().enumerate() {
+        match l {
+            Layer::Flatten | Layer::Dropout { .. } => continue,
+            Layer::Conv2d { .. } | Layer::Dense { .. } => return Some(i),
+            _ => return None,
+        }
+    }
+    None
 }
 
-/// A network ready for inference: one op per layer of the architecture, then the output layer.
-pub(super) struct Plan {
-    ops: Vec<(Op, bool)>,
-    out_w: Array2<f32>,
-    out_b: Array1<f32>,
-    input: (usize, usize, usize),
+/// The input of a chunk as the first layer sees it.
+fn input(arch: &Architecture, x: ArrayView2<f32>) -> Act {
+    if arch.is_convolutional() {
+        Act::Img(
+            x.to_owned()
+                .into_shape_with_order((x.nrows(), arch.channels, arch.height, arch.width))
+                .expect("the input shape"),
+        )
+    } else {
+        Act::Vec(x.to_owned())
+    }
 }
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.try_into_vec_as::<f32>().expect("f32 weights")
+/// Probabilities and probed layers of one model on a chunk of flat samples.
+pub(super) fn forward(
+    arch: &Architecture,
+    w: &Weights,
+    x: ArrayView2<f32>,
+    probe: ConvProbe,
+) -> Forward {
+    run_from(arch, w, 0, input(arch, x), Vec::new(), probe)
 }
 
-/// A layer's bias, zeros when it has none.
-fn bias(b: &Option<burn::module::Param<Tensor<1>>>, n: usize) -> Array1<f32> {
-    b.as_ref()
-        .map(|b| Array1::from(values(b.val())))
-        .unwrap_or_else(|| Array1::zeros(n))
+/// [`forward`] for every model of a fleet on the same chunk; the first layer's product is
+/// shared when the architecture allows it.
+pub(super) fn forward_fleet(
+    arch: &Architecture,
+    fleet: &[&Weights],
+    x: ArrayView2<f32>,
+    probe: ConvProbe,
+) -> Vec<Forward> {
+    let Some(first) = shared_first(arch).filter(|_| fleet.len() > 1) else {
+        return fleet.iter().map(|w| forward(arch, w, x, probe)).collect();
+    };
+    let inp = input(arch, x);
+    let outs: Vec<Act> = match (&arch.layers[first], &inp) {
+        (
+            Layer::Conv2d {
+                stride, padding, ..
+            },
+            Act::Img(img),
+        ) => {
+            let convs: Vec<&super::weights::Conv> = fleet
+                .iter()
+                .map(|w| match &w.layers[first] {
+                    Some(Param::Conv(c)) => c,
+                    _ => unreachable!("a conv layer's weights"),
+                })
+                .collect();
+            let views: Vec<ArrayView2<f32>> = convs.iter().map(|c| c.w.view()).collect();
+            let wide = ndarray::concatenate(Axis(0), &views).expect("filters side by side");
+            let o = convs[0].w.nrows();
+            let y = conv(img, &wide, convs[0].k, *stride, *padding);
+            convs
+                .iter()
+                .enumerate()
+                .map(|(m, c)| {
+                    Act::Img(y.slice(s![.., m * o..(m + 1) * o, .., ..]).to_owned())
+                        .biased(&c.b, act_of(&arch.layers[first]))
+                })
+                .collect()
+        }
+        (Layer::Dense { .. }, a) => {
+            let flat = match a {
+                Act::Img(x) => flatten(x),
+                Act::Vec(v) => v.clone(),
+            };
+            let dense: Vec<&super::weights::Dense> = fleet
+                .iter()
+                .map(|w| match &w.layers[first] {
+                    Some(Param::Dense(d)) => d,
+                    _ => unreachable!("a dense layer's weights"),
+                })
+                .collect();
+            let views: Vec<ArrayView2<f32>> = dense.iter().map(|d| d.w.view()).collect();
+            let wide = ndarray::concatenate(Axis(1), &views).expect("kernels side by side");
+            let y = flat.dot(&wide);
+            let u = dense[0].w.ncols();
+            dense
+                .iter()
+                .enumerate()
+                .map(|(m, d)| {
+                    Act::Vec(y.slice(s![.., m * u..(m + 1) * u]).to_owned())
+                        .biased(&d.b, act_of(&arch.layers[first]))
+                })
+                .collect()
+        }
+        _ => unreachable!("a shared first layer is a convolution or dense"),
+    };
+    fleet
+        .iter()
+        .zip(outs)
+        .map(|(w, a)| {
+            let probed = if arch.layers[first].kind_name().is_some() {
+                vec![a.probe(probe)]
+            } else {
+                Vec::new()
+            };
+            run_from(arch, w, first + 1, a, probed, probe)
+        })
+        .collect()
 }
 
-fn dense_parts(l: &burn::nn::Linear) -> (Array2<f32>, Array1<f32>) {
-    let [i, o] = l.weight.dims();
-    let w = Array2::from_shape_vec((i, o), values(l.weight.val())).expect("dense weight shape");
-    (w, bias(&l.bias, o))
+fn act_of(l: &Layer) -> Activation {
+    match l {
+        Layer::Conv2d { activation, .. } | Layer::Dense { activation, .. } => *activation,
+        _ => Activation::Linear,
+    }
 }
 
-impl Plan {
-    pub(super) fn new(arch: &Architecture, net: &Network) -> Plan {
-        let mut blocks = net.blocks.iter();
-        let mut ops = Vec::with_capacity(arch.layers.len());
-        for l in &arch.layers {
-            let op = match l {
+/// The forward pass from layer `start` (whose input is `act`), then the output softmax.
+fn run_from(
+    arch: &Architecture,
+    w: &Weights,
+    start: usize,
+    mut act: Act,
+    mut probed: Vec<Array2<f32>>,
+    probe: ConvProbe,
+) -> Forward {
+    for (l, p) in arch.layers.iter().zip(&w.layers).skip(start) {
+        act = match (l, p, act) {
+            (
                 Layer::Conv2d {
-                    kernel,
                     stride,
                     padding,
                     activation,
                     ..
-                } => {
-                    let Some(Block::Conv(c)) = blocks.next() else {
-                        unreachable!("a conv block")
-                    };
-                    let [o, ci, kh, kw] = c.weight.dims();
-                    let w = Array2::from_shape_vec((o, ci * kh * kw), values(c.weight.val()))
-                        .expect("conv weight shape");
-                    Op::Conv {
-                        w,
-                        b: bias(&c.bias, o),
-                        k: *kernel,
-                        stride: *stride,
-                        pad: *padding,
-                        act: *activation,
-                    }
-                }
-                Layer::MaxPool2d { size, stride } => {
-                    blocks.next();
-                    Op::MaxPool {
-                        size: *size,
-                        stride: stride.unwrap_or(*size),
-                    }
-                }
-                Layer::AvgPool2d { size, stride } => {
-                    blocks.next();
-                    Op::AvgPool {
-                        size: *size,
-                        stride: stride.unwrap_or(*size),
-                    }
-                }
-                Layer::Dense { activation, .. } => {
-                    let Some(Block::Dense(d)) = blocks.next() else {
-                        unreachable!("a dense block")
-                    };
-                    let (w, b) = dense_parts(d);
-                    Op::Dense {
-                        w,
-                        b,
-                        act: *activation,
-                    }
-                }
-                Layer::Flatten => Op::Flatten,
-                Layer::Dropout { .. } => Op::Identity,
-            };
-            ops.push((op, l.kind_name().is_some()));
-        }
-        let (out_w, out_b) = dense_parts(&net.output);
-        Plan {
-            ops,
-            out_w,
-            out_b,
-            input: (arch.channels, arch.height, arch.width),
+                },
+                Some(Param::Conv(c)),
+                Act::Img(x),
+            ) => Act::Img(conv(&x, &c.w, c.k, *stride, *padding)).biased(&c.b, *activation),
+            (Layer::MaxPool2d { size, stride }, _, Act::Img(x)) => {
+                Act::Img(pool(&x, *size, stride.unwrap_or(*size), true))
+            }
+            (Layer::AvgPool2d { size, stride }, _, Act::Img(x)) => {
+                Act::Img(pool(&x, *size, stride.unwrap_or(*size), false))
+            }
+            (Layer::Dense { activation, .. }, Some(Param::Dense(d)), x) => {
+                Act::Vec(x.flat().dot(&d.w)).biased(&d.b, *activation)
+            }
+            (Layer::Flatten, _, x) => Act::Vec(x.flat()),
+            (_, _, x) => x,
+        };
+        if l.kind_name().is_some() {
+            probed.push(act.probe(probe));
         }
     }
+    let o = &w.output;
+    let mut logits = act.flat().dot(&o.w);
+    logits += &o.b;
+    softmax_rows(&mut logits);
+    (logits, probed)
+}
 
-    /// Class probabilities (softmax of the logits) and the probed layers' activations of a
-    /// chunk of flat samples.
-    pub(super) fn forward(
-        &self,
-        x: ArrayView2<f32>,
-        probe: ConvProbe,
-    ) -> (Array2<f32>, Vec<Array2<f32>>) {
-        let n = x.nrows();
-        let (c, h, w) = self.input;
-        let mut act = Act::Img(
-            x.to_owned()
-                .into_shape_with_order((n, c, h, w))
-                .expect("the input shape"),
-        );
-        let mut probed = Vec::new();
-        for (op, record) in &self.ops {
-            act = match (op, act) {
-                (
-                    Op::Conv {
-                        w,
-                        b,
-                        k,
-                        stride,
-                        pad,
-                        act: a,
-                    },
-                    Act::Img(x),
-                ) => {
-                    let mut y = conv(&x, w, *k, *stride, *pad);
-                    for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b.iter()) {
-                        plane.mapv_inplace(|v| activate(v + bv, *a));
-                    }
-                    Act::Img(y)
-                }
-                (Op::MaxPool { size, stride }, Act::Img(x)) => {
-                    Act::Img(pool(&x, *size, *stride, true))
-                }
-                (Op::AvgPool { size, stride }, Act::Img(x)) => {
-                    Act::Img(pool(&x, *size, *stride, false))
-                }
-                (Op::Dense { w, b, act: a }, x) => {
-                    let mut y = x.flat().dot(w);
-                    y += b;
-                    y.mapv_inplace(|v| activate(v, *a));
-                    Act::Vec(y)
-                }
-                (Op::Flatten, x) => Act::Vec(x.flat()),
-                (_, x) => x,
-            };
-            if *record {
-                probed.push(act.probe(probe));
-            }
-        }
-        let mut logits = act.flat().dot(&self.out_w);
-        logits += &self.out_b;
-        for mut row in logits.axis_iter_mut(Axis(0)) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            row.mapv_inplace(|v| (v - max).exp());
-            let sum = row.sum();
-            row /= sum;
-        }
-        (logits, probed)
+/// Row-wise softmax in place (max subtracted first).
+pub(super) fn softmax_rows(z: &mut Array2<f32>) {
+    for mut row in z.axis_iter_mut(Axis(0)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum = row.sum();
+        row /= sum;
     }
 }
 
@@ -211,6 +209,26 @@ enum Act {
 }
 
 impl Act {
+    /// The layer's bias added (per channel for images, per unit for vectors), then its
+    /// activation.
+    fn biased(self, b: &ndarray::Array1<f32>, a: Activation) -> Act {
+        match self {
+            Act::Img(mut y) => {
+                for mut img in y.axis_iter_mut(Axis(0)) {
+                    for (mut plane, &bv) in img.axis_iter_mut(Axis(0)).zip(b.iter()) {
+                        plane.mapv_inplace(|v| activate(v + bv, a));
+                    }
+                }
+                Act::Img(y)
+            }
+            Act::Vec(mut y) => {
+                y += b;
+                y.mapv_inplace(|v| activate(v, a));
+                Act::Vec(y)
+            }
+        }
+    }
+
     fn flat(self) -> Array2<f32> {
         match self {
             Act::Vec(v) => v,

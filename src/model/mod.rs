@@ -1,5 +1,6 @@
-//! The model under debugging: its architecture (one description, saved in the model file)
-//! and the network on burn's NdArray CPU backend.
+//! The model under debugging: its architecture (one description, saved in the model file),
+//! its weights as plain arrays, the one inference kernel (ndarray + sgemm) and training as
+//! fleets of models in one burn autodiff program on burn's Flex CPU backend.
 //!
 //! A model file is SafeTensors whose header metadata holds the [`Architecture`]
 //! (`mode.architecture`, JSON) and the fingerprint of the settings that produced it
@@ -9,18 +10,23 @@
 //! A user's own classifier can also be an ONNX file ([`OnnxNet`], run with tract); both kinds
 //! are [`Classifier`]s, which is all the probe and the evaluation need.
 
+pub mod adam;
 mod arch;
+pub mod fleet;
 mod infer;
 mod net;
-mod network;
 pub mod onnx;
 pub mod safetensors;
 mod train;
+pub mod weights;
 
+pub use adam::OptimState;
 pub use arch::{Activation, Architecture, Layer, Shape, lenet5};
-pub use net::Net;
+pub use fleet::{Job, Trained, fit_all};
+pub use net::{Net, activations_fleet};
 pub use onnx::OnnxNet;
-pub use train::{EpochStats, OptimState, cross_entropy, fit};
+pub use train::{EpochStats, cross_entropy, fit};
+pub use weights::Weights;
 
 #[cfg(test)]
 mod tests;

@@ -2,18 +2,14 @@
 //! (SafeTensors, byte-reproducible) and the activations of every layer.
 
 use super::arch::{Architecture, Shape};
-use super::infer::Plan;
-use super::network::{Block, Network, device};
+use super::infer;
 use super::safetensors;
-use crate::artifacts::OUTPUT;
+use super::weights::Weights;
 use crate::artifacts::{Artifact, DatasetMeta, write_bytes};
 use crate::config::{ConvProbe, Pipeline};
 use anyhow::{Context, Result, anyhow, bail};
-use burn::module::Module;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array2, Axis};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -26,7 +22,7 @@ pub struct Net {
     pub settings: String,
     /// What the probe records of convolution and pooling layers (`probe.conv`).
     pub conv_probe: ConvProbe,
-    pub(super) module: Network,
+    pub weights: Weights,
 }
 
 pub(super) const ARCHITECTURE_KEY: &str = "mode.architecture";
@@ -39,7 +35,7 @@ impl Net {
         let arch = Architecture::from_pipeline(p, meta);
         arch.validate()?;
         Ok(Net {
-            module: Network::init(&arch, p.model_seed(), &device(false))?,
+            weights: Weights::init(&arch, p.model_seed())?,
             arch,
             settings: p.initial_fingerprint(),
             conv_probe: p.probe.conv,
@@ -127,63 +123,10 @@ impl Net {
         Ok(())
     }
 
-    /// Activations of every layer for `x`, in chunks, without autodiff; the last is the class
-    /// probabilities. Every value is checked to be finite.
+    /// Activations of every layer for `x`, in chunks of rows (in parallel); the last is the
+    /// class probabilities. Every value is checked to be finite.
     pub fn activations(&self, x: &Array2<f32>) -> Result<Vec<Array2<f32>>> {
-        let widths = self.layer_widths();
-        if x.nrows() == 0 {
-            return Ok(widths.iter().map(|&w| Array2::zeros((0, w))).collect());
-        }
-        if x.ncols() != self.arch.inputs() {
-            bail!(
-                "the samples have {} values but the model takes {}",
-                x.ncols(),
-                self.arch.inputs()
-            );
-        }
-        let mut parts: Vec<Vec<Array2<f32>>> = vec![Vec::new(); widths.len()];
-        if self.arch.is_convolutional() {
-            // Convolutional models run in ndarray (im2col + sgemm; see `infer`).
-            let plan = Plan::new(&self.arch, &self.module);
-            for chunk in x.axis_chunks_iter(Axis(0), 256) {
-                let (probs, mut outs) = plan.forward(chunk, self.conv_probe);
-                outs.push(probs);
-                for (i, a) in outs.into_iter().enumerate() {
-                    parts[i].push(a);
-                }
-            }
-        } else {
-            let device = device(false);
-            let module = self.module.valid().fork(&device);
-            for chunk in x.axis_chunks_iter(Axis(0), 8192) {
-                let (logits, mut outs) = module.forward(
-                    &self.arch,
-                    to_tensor(chunk, &device),
-                    Some(self.conv_probe),
-                    None,
-                );
-                outs.push(softmax(logits, 1));
-                for (i, t) in outs.into_iter().enumerate() {
-                    parts[i].push(to_array(t)?);
-                }
-            }
-        }
-        let names = self.arch.layer_names();
-        parts
-            .into_iter()
-            .zip(names)
-            .map(|(p, name)| {
-                let views: Vec<_> = p.iter().map(|a| a.view()).collect();
-                let a = ndarray::concatenate(Axis(0), &views)?;
-                if let Some(i) = a.iter().position(|v| !v.is_finite()) {
-                    bail!(
-                        "the model's layer {name} gives a non-finite activation (row {}): its weights have diverged",
-                        i / a.ncols().max(1)
-                    );
-                }
-                Ok(a)
-            })
-            .collect()
+        Ok(activations_fleet(&[self], x)?.pop().expect("one model"))
     }
 
     /// Class probabilities for `x`.
@@ -192,36 +135,86 @@ impl Net {
     }
 }
 
-fn to_tensor(x: ndarray::ArrayView2<f32>, device: &Device) -> Tensor<2> {
-    let (n, d) = x.dim();
-    let v: Vec<f32> = match x.as_slice() {
-        Some(s) => s.to_vec(),
-        None => x.iter().copied().collect(),
-    };
-    Tensor::from_data(TensorData::new(v, [n, d]), device)
-}
+/// Rows per chunk of a probe: small enough for a chunk's layers to stay in cache, large enough
+/// for the products to be efficient.
+const CHUNK: usize = 1024;
 
-fn to_array(t: Tensor<2>) -> Result<Array2<f32>> {
-    let [n, d] = t.dims();
-    let v: Vec<f32> = t
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow!("tensor readback: {e:?}"))?;
-    Ok(Array2::from_shape_vec((n, d), v)?)
+/// The activations of every model of a fleet (one architecture, one `probe.conv`) on the same
+/// samples: per model, every probed layer then the probabilities. Chunks of rows run in
+/// parallel; the first layer's product is shared by the fleet (see `infer`). Every value is
+/// checked to be finite.
+pub fn activations_fleet(nets: &[&Net], x: &Array2<f32>) -> Result<Vec<Vec<Array2<f32>>>> {
+    let first = nets.first().ok_or_else(|| anyhow!("no model to probe"))?;
+    let arch = &first.arch;
+    if let Some(n) = nets
+        .iter()
+        .find(|n| n.arch != *arch || n.conv_probe != first.conv_probe)
+    {
+        bail!(
+            "a fleet probes models of one architecture: {} and {}",
+            arch.describe(),
+            n.arch.describe()
+        );
+    }
+    let widths = first.layer_widths();
+    if x.nrows() == 0 {
+        let empty: Vec<Array2<f32>> = widths.iter().map(|&w| Array2::zeros((0, w))).collect();
+        return Ok(vec![empty; nets.len()]);
+    }
+    if x.ncols() != arch.inputs() {
+        bail!(
+            "the samples have {} values but the model takes {}",
+            x.ncols(),
+            arch.inputs()
+        );
+    }
+    let weights: Vec<&Weights> = nets.iter().map(|n| &n.weights).collect();
+    let chunks: Vec<Vec<infer::Forward>> = x
+        .axis_chunks_iter(Axis(0), CHUNK)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|c| infer::forward_fleet(arch, &weights, c, first.conv_probe))
+        .collect();
+    let names = arch.layer_names();
+    (0..nets.len())
+        .map(|m| {
+            (0..widths.len())
+                .map(|l| {
+                    let views: Vec<_> = chunks
+                        .iter()
+                        .map(|c| {
+                            let (probs, probed) = &c[m];
+                            if l + 1 == widths.len() { probs.view() } else { probed[l].view() }
+                        })
+                        .collect();
+                    let a = ndarray::concatenate(Axis(0), &views)?;
+                    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+                        bail!(
+                            "the model's layer {} gives a non-finite activation (row {}): its weights have diverged",
+                            names[l],
+                            i / a.ncols().max(1)
+                        );
+                    }
+                    Ok(a)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 impl Artifact for Net {
     /// SafeTensors with the architecture and settings in the metadata, byte-reproducible.
     fn write(&self, path: &Path) -> Result<()> {
-        let mut store = SafetensorsStore::from_bytes(None)
-            .metadata(ARCHITECTURE_KEY, self.arch.to_json())
-            .metadata(SETTINGS_KEY, self.settings.clone());
-        self.module
-            .save_into(&mut store)
-            .map_err(|e| anyhow!("saving model: {e}"))?;
-        let bytes = store
-            .get_bytes()
-            .map_err(|e| anyhow!("saving model: {e}"))?;
-        write_bytes(path, &safetensors::canonical(&bytes)?)
+        let meta: BTreeMap<String, String> = [
+            ("format".to_string(), "safetensors".to_string()),
+            (ARCHITECTURE_KEY.to_string(), self.arch.to_json()),
+            (SETTINGS_KEY.to_string(), self.settings.clone()),
+            ("producer".to_string(), "mode".to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]
+        .into();
+        let bytes = safetensors::write(&self.weights.tensors(&self.arch), &meta)?;
+        write_bytes(path, &bytes)
     }
 
     fn read(path: &Path) -> Result<Net> {
@@ -242,57 +235,21 @@ impl Artifact for Net {
             .map_err(|e| anyhow!("{}: bad architecture metadata: {e}", path.display()))?;
         arch.validate()
             .with_context(|| path.display().to_string())?;
-        let mut module = Network::init(&arch, 0, &device(false))?;
-        let mut store = SafetensorsStore::from_bytes(Some(bytes));
-        let result = module
-            .load_from(&mut store)
+        let tensors = safetensors::read(&bytes)
             .map_err(|e| anyhow!("{}: cannot load the weights: {e}", path.display()))?;
-        if !result.missing.is_empty() {
+        let weights = Weights::from_tensors(&arch, tensors)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if let Some(layer) = weights.first_non_finite(&arch) {
             bail!(
-                "{}: weights missing for {:?} (a file of another architecture?)",
-                path.display(),
-                result.missing
+                "{}: layer {layer} has non-finite weights: the model diverged; train it again",
+                path.display()
             );
         }
-        let net = Net {
+        Ok(Net {
             arch,
             settings: meta.get(SETTINGS_KEY).cloned().unwrap_or_default(),
             conv_probe: ConvProbe::Mean,
-            module,
-        };
-        net.check_weights(path)?;
-        Ok(net)
-    }
-}
-
-impl Net {
-    /// Every weight finite.
-    fn check_weights(&self, path: &Path) -> Result<()> {
-        let mut weights: Vec<(String, Vec<f32>)> = Vec::new();
-        let read = |t: Tensor<1>| t.try_into_vec_as::<f32>().map_err(|e| anyhow!("{e:?}"));
-        for (k, b) in self.module.blocks.iter().enumerate() {
-            match b {
-                Block::Conv(c) => {
-                    weights.push((format!("block {k}"), read(c.weight.val().flatten(0, 3))?))
-                }
-                Block::Dense(d) => {
-                    weights.push((format!("block {k}"), read(d.weight.val().flatten(0, 1))?))
-                }
-                _ => {}
-            }
-        }
-        weights.push((
-            OUTPUT.into(),
-            read(self.module.output.weight.val().flatten(0, 1))?,
-        ));
-        for (name, w) in weights {
-            if w.iter().any(|v| !v.is_finite()) {
-                bail!(
-                    "{}: layer {name} has non-finite weights: the model diverged; train it again",
-                    path.display()
-                );
-            }
-        }
-        Ok(())
+            weights,
+        })
     }
 }

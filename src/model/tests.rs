@@ -1,17 +1,30 @@
-//! Convolutions by hand, and a small convolutional model that trains and probes.
+//! Convolutions by hand; a small convolutional model that trains and probes; the inference
+//! kernel against burn's forward pass; a model trains and probes the same alone and inside a
+//! fleet.
 
 use super::arch::{Activation, Architecture, Layer};
-use super::net::Net;
-use super::network::{Block, Network, conv_slices, device, param};
+use super::fleet::{self, Job};
+use super::net::{Net, activations_fleet};
 use super::train::fit;
+use super::weights::{Param, Weights};
 use crate::config::{ConvProbe, TrainConfig};
 use burn::tensor::{Tensor, TensorData};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn tiny_conv() -> Architecture {
-    Architecture {
+fn net_of(arch: &Architecture, seed: u64) -> Net {
+    Net {
+        weights: Weights::init(arch, seed).unwrap(),
+        arch: arch.clone(),
+        settings: String::new(),
+        conv_probe: ConvProbe::Mean,
+    }
+}
+
+#[test]
+fn conv_forward_by_hand() {
+    let arch = Architecture {
         channels: 1,
         height: 4,
         width: 4,
@@ -23,30 +36,16 @@ fn tiny_conv() -> Architecture {
             padding: 0,
             activation: Activation::Linear,
         }],
-    }
-}
-
-#[test]
-fn conv_forward_by_hand() {
-    let dev = device(false);
-    let arch = tiny_conv();
-    let mut net = Network::init(&arch, 1, &dev).unwrap();
+    };
+    let mut net = net_of(&arch, 1);
     // Kernel [[1,0,−1],[0,2,0],[−1,0,1]], bias 0.5; input 0..16 row-major.
     let k = vec![1.0f32, 0.0, -1.0, 0.0, 2.0, 0.0, -1.0, 0.0, 1.0];
-    let Block::Conv(c) = &mut net.blocks[0] else {
-        panic!("a conv block")
+    let Some(Param::Conv(c)) = &mut net.weights.layers[0] else {
+        panic!("a conv layer")
     };
-    let mut id = 0;
-    c.weight = param(
-        Tensor::from_data(TensorData::new(k, [1, 1, 3, 3]), &dev),
-        &mut id,
-    );
-    c.bias = Some(param(
-        Tensor::from_data(TensorData::new(vec![0.5f32], [1]), &dev),
-        &mut id,
-    ));
+    c.w = Array2::from_shape_vec((1, 9), k.clone()).unwrap();
+    c.b = ndarray::arr1(&[0.5f32]);
     let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
-    let x4 = Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 1, 4, 4]), &dev);
     // out[i][j] = x[i][j] − x[i][j+2] + 2·x[i+1][j+1] − x[i+2][j] + x[i+2][j+2] + 0.5
     let at = |i: usize, j: usize| x[i * 4 + j];
     let want: Vec<f32> = (0..2)
@@ -55,12 +54,26 @@ fn conv_forward_by_hand() {
             at(i, j) - at(i, j + 2) + 2.0 * at(i + 1, j + 1) - at(i + 2, j) + at(i + 2, j + 2) + 0.5
         })
         .collect();
-    let got: Vec<f32> = c.forward(x4.clone()).try_into_vec_as::<f32>().unwrap();
-    assert_eq!(got, want);
-    let slices: Vec<f32> = conv_slices(c, x4, 0).try_into_vec_as::<f32>().unwrap();
-    for (a, b) in slices.iter().zip(&want) {
-        assert!((a - b).abs() < 1e-5, "im2col {slices:?} vs {want:?}");
+    let acts = net
+        .activations(&Array2::from_shape_vec((1, 16), x.clone()).unwrap())
+        .unwrap();
+    let full = Net {
+        conv_probe: ConvProbe::Full,
+        ..net.clone()
     }
+    .activations(&Array2::from_shape_vec((1, 16), x.clone()).unwrap())
+    .unwrap();
+    assert_eq!(full[0].as_slice().unwrap(), &want[..]);
+    assert_eq!(acts[0][[0, 0]], want.iter().sum::<f32>() / 4.0);
+    // The fleet's training convolution (im2col from burn slices) agrees.
+    let dev = fleet::device(false);
+    let x4 = Tensor::<4>::from_data(TensorData::new(x, [1, 1, 4, 4]), &dev);
+    let w = Tensor::<3>::from_data(TensorData::new(k, [1, 1, 9]), &dev);
+    let b = Tensor::<3>::from_data(TensorData::new(vec![0.5f32], [1, 1, 1]), &dev);
+    let got: Vec<f32> = fleet::conv(x4, w, b, 1, 3, 1, 0)
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    assert_eq!(got, want);
 }
 
 /// 300 synthetic 12×12 images: label 1 when the left half is brighter.
@@ -80,9 +93,8 @@ fn images() -> (Array2<f32>, Vec<u16>) {
     (x, y)
 }
 
-#[test]
-fn a_two_conv_model_trains_and_probes_every_layer() {
-    let arch = Architecture {
+fn two_conv() -> Architecture {
+    Architecture {
         channels: 1,
         height: 12,
         width: 12,
@@ -112,20 +124,19 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
                 activation: Activation::Relu,
             },
         ],
-    };
-    let net = Net {
-        module: Network::init(&arch, 3, &device(false)).unwrap(),
-        arch: arch.clone(),
-        settings: String::new(),
-        conv_probe: ConvProbe::Mean,
-    };
+    }
+}
+
+#[test]
+fn a_two_conv_model_trains_and_probes_every_layer() {
+    let arch = two_conv();
     let (x, y) = images();
     let cfg = TrainConfig {
         epochs: 3,
         batch_size: 16,
         learning_rate: 0.01,
     };
-    let (trained, epochs, _) = fit(net, &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
+    let (trained, epochs, _) = fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
     assert!(
         epochs[2].accuracy > 0.9,
         "learns the halves: {:?}",
@@ -142,10 +153,9 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
         trained.arch.layer_names(),
         ["conv2d_1", "max_pool2d_1", "conv2d_2", "dense_1", "output"]
     );
-    let full = trained.clone();
     let full = Net {
         conv_probe: ConvProbe::Full,
-        ..full
+        ..trained.clone()
     };
     let widths: Vec<usize> = full
         .activations(&x)
@@ -155,34 +165,12 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
         .collect();
     assert_eq!(widths, [4 * 12 * 12, 4 * 6 * 6, 8 * 4 * 4, 16, 2]);
     // The same seed trains the same weights: dropout masks come from the seed.
-    let again = Net {
-        module: Network::init(&arch, 3, &device(false)).unwrap(),
-        arch: arch.clone(),
-        settings: String::new(),
-        conv_probe: ConvProbe::Mean,
-    };
-    let (again, _, _) = fit(again, &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
-    assert_eq!(again.predict(&x).unwrap(), trained.predict(&x).unwrap());
+    let (again, _, _) = fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
+    assert_eq!(again.weights, trained.weights);
 }
 
-/// burn's forward pass (its own conv kernel) on a plain device: the reference for `infer`.
-fn burn_forward(net: &Net, x: &Array2<f32>, probe: ConvProbe) -> Vec<Array2<f32>> {
-    let dev = device(false);
-    let (n, d) = x.dim();
-    let t = Tensor::<2>::from_data(TensorData::new(x.iter().copied().collect(), [n, d]), &dev);
-    let (logits, mut outs) = net.module.forward(&net.arch, t, Some(probe), None);
-    outs.push(burn::tensor::activation::softmax(logits, 1));
-    outs.into_iter()
-        .map(|t| {
-            let [r, c] = t.dims();
-            Array2::from_shape_vec((r, c), t.try_into_vec_as::<f32>().unwrap()).unwrap()
-        })
-        .collect()
-}
-
-#[test]
-fn ndarray_inference_equals_burns_forward() {
-    let odd = Architecture {
+fn odd() -> Architecture {
+    Architecture {
         channels: 3,
         height: 9,
         width: 9,
@@ -217,36 +205,119 @@ fn ndarray_inference_equals_burns_forward() {
                 activation: Activation::Relu,
             },
         ],
-    };
-    let lenet = Architecture {
+    }
+}
+
+fn lenet() -> Architecture {
+    Architecture {
         channels: 1,
         height: 28,
         width: 28,
         classes: 10,
         layers: super::lenet5(),
-    };
-    for (arch, seed) in [(odd, 11u64), (lenet, 12)] {
-        let net = Net {
-            module: Network::init(&arch, seed, &device(false)).unwrap(),
-            arch: arch.clone(),
-            settings: String::new(),
-            conv_probe: ConvProbe::Mean,
-        };
+    }
+}
+
+fn mlp() -> Architecture {
+    Architecture {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+        layers: vec![
+            Layer::Dense {
+                units: 28,
+                activation: Activation::Relu,
+            },
+            Layer::Dense {
+                units: 28,
+                activation: Activation::Relu,
+            },
+        ],
+    }
+}
+
+/// The inference kernel (ndarray) against the training's forward pass (burn): the same
+/// probabilities to float rounding, on LeNet-5, an MLP and an odd model (stride, padding,
+/// average pooling, tanh).
+#[test]
+fn inference_equals_the_training_forward_pass() {
+    for (arch, seed) in [(odd(), 11u64), (lenet(), 12), (mlp(), 13)] {
+        let net = net_of(&arch, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let x = Array2::from_shape_fn((300, arch.inputs()), |_| rng.random::<f32>());
-        for probe in [ConvProbe::Mean, ConvProbe::Full] {
-            let net = Net {
-                conv_probe: probe,
-                ..net.clone()
-            };
-            let ours = net.activations(&x).unwrap();
-            let burn = burn_forward(&net, &x, probe);
-            assert_eq!(ours.len(), burn.len());
-            for (name, (a, b)) in arch.layer_names().iter().zip(ours.iter().zip(&burn)) {
-                assert_eq!(a.dim(), b.dim(), "{name}");
-                let diff = (a - b).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
-                assert!(diff <= 1e-5, "{name} ({probe:?}): max |diff| {diff}");
-            }
-        }
+        let x = Array2::from_shape_fn((200, arch.inputs()), |_| rng.random::<f32>());
+        let ours = net.predict(&x).unwrap();
+        let burn = fleet::burn_probs(&net, &x);
+        let diff = (&ours - &burn).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
+        assert!(diff <= 1e-5, "{}: max |diff| {diff}", arch.describe());
+    }
+}
+
+/// A model's result does not depend on the fleet it trains or is probed in: the same bytes
+/// alone and among others (each with its own data, seed and starting weights).
+#[test]
+fn a_model_is_the_same_alone_and_in_a_fleet() {
+    let cases: [(Architecture, usize, usize); 3] =
+        [(mlp(), 27, 96), (two_conv(), 5, 64), (odd(), 3, 40)];
+    for (arch, k, n) in cases {
+        let mut rng = ChaCha8Rng::seed_from_u64(k as u64);
+        let data: Vec<(Array2<f32>, Vec<u16>)> = (0..k)
+            .map(|_| {
+                let x = Array2::from_shape_fn((n, arch.inputs()), |_| rng.random::<f32>());
+                let y = (0..n)
+                    .map(|_| rng.random_range(0..arch.classes as u16))
+                    .collect();
+                (x, y)
+            })
+            .collect();
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 32,
+            learning_rate: 0.003,
+        };
+        let jobs = |range: std::ops::Range<usize>| -> Vec<Job> {
+            range
+                .map(|m| Job {
+                    net: net_of(&arch, 100 + m as u64),
+                    x: &data[m].0,
+                    y: &data[m].1,
+                    cfg: cfg.clone(),
+                    seed: 7 + m as u64,
+                    state: None,
+                })
+                .collect()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let fleet: Vec<_> = pool.install(|| fleet::fit_all(jobs(0..k), &|_, _| {}));
+        let last = k - 1;
+        let alone = fleet::fit_all(jobs(last..k), &|_, _| {})
+            .pop()
+            .unwrap()
+            .unwrap();
+        let inside = fleet.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>();
+        assert_eq!(
+            alone.net.weights,
+            inside[last].net.weights,
+            "{}: weights",
+            arch.describe()
+        );
+        assert_eq!(
+            alone.state,
+            inside[last].state,
+            "{}: Adam's state",
+            arch.describe()
+        );
+        // Probed together, each model gives its own activations.
+        let nets: Vec<&Net> = inside.iter().map(|t| &t.net).collect();
+        let together = activations_fleet(&nets, &data[0].0).unwrap();
+        assert_eq!(
+            together[last],
+            alone.net.activations(&data[0].0).unwrap(),
+            "{}: probe",
+            arch.describe()
+        );
     }
 }
