@@ -16,15 +16,14 @@
 //! model trains.
 
 use super::adam::{self, AdamState, OptimState};
-use super::arch::{Activation, Architecture, Layer, Shape};
+use super::arch::{Activation, Architecture, Layer};
 use super::net::Net;
+use super::ops;
 use super::train::EpochStats;
 use crate::config::{TrainConfig, derive_seed};
 use anyhow::{Result, anyhow, bail};
-use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
-use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::nn::pool::AvgPool2dConfig;
+use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
@@ -161,24 +160,23 @@ fn shape2(names: &[(String, Vec<usize>)], p: usize) -> [usize; 2] {
     }
 }
 
-/// The stacked parameters and Adam's stacked moments of a fleet.
+/// The stacked parameters and Adam's stacked moments of a fleet, as plain arrays (model-major:
+/// model m's part of parameter p at `m · len(p)`); the autodiff leaves of a step are made from
+/// them and Adam updates them in place.
 struct Stack {
     k: usize,
     shapes: Vec<[usize; 2]>,
-    params: Vec<Tensor<3>>,
-    m: Vec<Tensor<3>>,
-    v: Vec<Tensor<3>>,
+    params: Vec<Vec<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     /// Each model's step count.
     steps: Vec<u64>,
+    /// This step's leaves (the parameters as autodiff tensors).
+    leaves: Vec<Tensor<3>>,
 }
 
 impl Stack {
-    fn new(
-        jobs: &[Job],
-        names: &[(String, Vec<usize>)],
-        ad: &Device,
-        plain: &Device,
-    ) -> Result<Stack> {
+    fn new(jobs: &[Job], names: &[(String, Vec<usize>)], ad: &Device) -> Result<Stack> {
         let k = jobs.len();
         let shapes: Vec<[usize; 2]> = (0..names.len()).map(|p| shape2(names, p)).collect();
         let states: Vec<AdamState> = jobs
@@ -189,76 +187,84 @@ impl Stack {
             })
             .collect::<Result<_>>()?;
         let weights: Vec<Vec<&[f32]>> = jobs.iter().map(|j| j.net.weights.params()).collect();
-        let stack = |p: usize, parts: Vec<&[f32]>, dev: &Device| {
-            let mut v = Vec::with_capacity(k * shapes[p][0] * shapes[p][1]);
-            for part in parts {
-                v.extend_from_slice(part);
-            }
-            Tensor::<3>::from_data(TensorData::new(v, [k, shapes[p][0], shapes[p][1]]), dev)
-        };
-        let mut params = Vec::new();
-        let (mut m1, mut m2) = (Vec::new(), Vec::new());
-        for p in 0..names.len() {
-            params.push(stack(p, weights.iter().map(|w| w[p]).collect(), ad).require_grad());
-            m1.push(stack(
-                p,
-                states.iter().map(|s| &s.moments[p].0[..]).collect(),
-                plain,
-            ));
-            m2.push(stack(
-                p,
-                states.iter().map(|s| &s.moments[p].1[..]).collect(),
-                plain,
-            ));
-        }
-        Ok(Stack {
+        let stack = |parts: Vec<&[f32]>| parts.concat();
+        let mut st = Stack {
             k,
+            params: (0..names.len())
+                .map(|p| stack(weights.iter().map(|w| w[p]).collect()))
+                .collect(),
+            m: (0..names.len())
+                .map(|p| stack(states.iter().map(|s| &s.moments[p].0[..]).collect()))
+                .collect(),
+            v: (0..names.len())
+                .map(|p| stack(states.iter().map(|s| &s.moments[p].1[..]).collect()))
+                .collect(),
             shapes,
-            params,
-            m: m1,
-            v: m2,
             steps: states.iter().map(|s| s.step).collect(),
-        })
+            leaves: Vec::new(),
+        };
+        st.make_leaves(ad);
+        Ok(st)
     }
 
-    /// One Adam step of every model from the gradients of the summed loss.
-    fn step(&mut self, grads: &burn::tensor::Gradients, lr: f32, plain: &Device) -> Result<()> {
+    /// The parameters as this step's autodiff leaves.
+    fn make_leaves(&mut self, ad: &Device) {
+        self.leaves = self
+            .params
+            .iter()
+            .zip(&self.shapes)
+            .map(|(v, sh)| {
+                Tensor::<3>::from_data(TensorData::new(v.clone(), [self.k, sh[0], sh[1]]), ad)
+                    .require_grad()
+            })
+            .collect();
+    }
+
+    /// One Adam step of every model from the gradients of the summed loss, in place (Keras'
+    /// form, see [`adam`]); then the next step's leaves.
+    fn step(&mut self, mut grads: burn::tensor::Gradients, lr: f32, ad: &Device) -> Result<()> {
         for s in &mut self.steps {
             *s += 1;
         }
         let alphas: Vec<f32> = self.steps.iter().map(|&t| adam::alpha(lr, t)).collect();
-        let alpha = Tensor::<3>::from_data(TensorData::new(alphas, [self.k, 1, 1]), plain);
-        for p in 0..self.params.len() {
-            let g = self.params[p]
-                .grad(grads)
+        for p in 0..self.leaves.len() {
+            let g = self.leaves[p]
+                .grad_remove(&mut grads)
                 .ok_or_else(|| anyhow!("no gradient for parameter {p} (internal error)"))?;
-            let m = self.m[p].clone();
-            let v = self.v[p].clone();
-            let m = m.clone() + (g.clone() - m) * adam::ONE_MINUS_BETA1;
-            let v = v.clone() + (g.clone() * g - v) * adam::ONE_MINUS_BETA2;
-            let theta = self.params[p].clone().inner();
-            let theta = theta - (m.clone() * alpha.clone()) / (v.clone().sqrt() + adam::EPSILON);
-            self.params[p] = Tensor::from_inner(theta).require_grad();
-            self.m[p] = m;
-            self.v[p] = v;
+            let g = g
+                .try_into_primitive::<burn::backend::Flex>()
+                .map_err(|_| anyhow!("a gradient off the Flex device (internal error)"))?;
+            let g = g.storage::<f32>();
+            let per = self.shapes[p][0] * self.shapes[p][1];
+            let (th, m, v) = (&mut self.params[p], &mut self.m[p], &mut self.v[p]);
+            for (model, &alpha) in alphas.iter().enumerate() {
+                let r = model * per..(model + 1) * per;
+                for (((t, m), v), &g) in th[r.clone()]
+                    .iter_mut()
+                    .zip(&mut m[r.clone()])
+                    .zip(&mut v[r.clone()])
+                    .zip(&g[r])
+                {
+                    *m += (g - *m) * adam::ONE_MINUS_BETA1;
+                    *v += (g * g - *v) * adam::ONE_MINUS_BETA2;
+                    *t -= (*m * alpha) / (v.sqrt() + adam::EPSILON);
+                }
+            }
         }
+        self.make_leaves(ad);
         Ok(())
     }
 
-    /// Model m's slice of every stacked tensor in `t`, flat.
-    fn slices(&self, t: &[Tensor<3>]) -> Result<Vec<Vec<Vec<f32>>>> {
+    /// Model m's slice of every stacked array in `t`.
+    fn slices(&self, t: &[Vec<f32>]) -> Vec<Vec<Vec<f32>>> {
         let mut out: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(t.len()); self.k];
         for (p, x) in t.iter().enumerate() {
             let n = self.shapes[p][0] * self.shapes[p][1];
-            let all: Vec<f32> = x
-                .clone()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| anyhow!("reading the weights back: {e:?}"))?;
-            for (m, chunk) in all.chunks_exact(n).enumerate() {
+            for (m, chunk) in x.chunks_exact(n).enumerate() {
                 out[m].push(chunk.to_vec());
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -281,72 +287,6 @@ impl Act {
     }
 }
 
-fn activate3(t: Tensor<3>, a: Activation) -> Tensor<3> {
-    match a {
-        Activation::Relu => relu(t),
-        Activation::Tanh => t.tanh(),
-        Activation::Linear => t,
-    }
-}
-
-fn activate4(t: Tensor<4>, a: Activation) -> Tensor<4> {
-    match a {
-        Activation::Relu => relu(t),
-        Activation::Tanh => t.tanh(),
-        Activation::Linear => t,
-    }
-}
-
-/// A convolution of the fleet's images `x` (`[K·B, C, H, W]`) with each model's filters `w`
-/// (`[K, O, C·k²]`) and biases `b` (`[K, O, 1]`): zero padding, im2col from differentiable
-/// slices (stride-spaced), and one batched product.
-pub(super) fn conv(
-    x: Tensor<4>,
-    w: Tensor<3>,
-    b: Tensor<3>,
-    k: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-) -> Tensor<4> {
-    let x = if pad > 0 {
-        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
-    } else {
-        x
-    };
-    let [kb, c, h, wd] = x.dims();
-    let (ho, wo) = ((h - kernel) / stride + 1, (wd - kernel) / stride + 1);
-    let mut parts = Vec::with_capacity(kernel * kernel);
-    for i in 0..kernel {
-        for j in 0..kernel {
-            let part = if stride == 1 {
-                x.clone().slice([0..kb, 0..c, i..i + ho, j..j + wo])
-            } else {
-                x.clone().slice([
-                    burn::tensor::Slice::from(0..kb),
-                    burn::tensor::Slice::from(0..c),
-                    burn::tensor::Slice::new(
-                        i as isize,
-                        Some((i + (ho - 1) * stride + 1) as isize),
-                        stride as isize,
-                    ),
-                    burn::tensor::Slice::new(
-                        j as isize,
-                        Some((j + (wo - 1) * stride + 1) as isize),
-                        stride as isize,
-                    ),
-                ])
-            };
-            parts.push(part);
-        }
-    }
-    let cols: Tensor<5> = Tensor::stack(parts, 2); // [K·B, C, k², Ho, Wo]
-    let cols: Tensor<4> = cols.reshape([k, kb / k, c * kernel * kernel, ho * wo]);
-    let [_, o, ckk] = w.dims();
-    let y = w.reshape([k, 1, o, ckk]).matmul(cols) + b.reshape([k, 1, o, 1]); // [K, B, O, Ho·Wo]
-    y.reshape([kb, o, ho, wo])
-}
-
 /// The fleet's forward pass to the logits `[K, B, classes]`; `drop` draws each model's
 /// dropout masks from its own stream.
 fn forward(
@@ -363,9 +303,11 @@ fn forward(
         Act::Vec(x)
     };
     let mut p = 0usize;
-    let mut shape = Shape::Image(arch.channels, arch.height, arch.width);
+    let mut weights = || {
+        p += 2;
+        (s.leaves[p - 2].clone(), s.leaves[p - 1].clone())
+    };
     for l in &arch.layers {
-        let next = l.output(shape)?;
         act = match (l, act) {
             (
                 Layer::Conv2d {
@@ -377,24 +319,19 @@ fn forward(
                 },
                 Act::Img(t),
             ) => {
-                let y = conv(
+                let (w, b) = weights();
+                Act::Img(ops::conv(
                     t,
-                    s.params[p].clone(),
-                    s.params[p + 1].clone(),
+                    w,
+                    b,
                     k,
-                    *kernel,
-                    *stride,
-                    *padding,
-                );
-                p += 2;
-                Act::Img(activate4(y, *activation))
+                    (*kernel, *stride, *padding),
+                    *activation,
+                ))
             }
-            (Layer::MaxPool2d { size, stride }, Act::Img(t)) => Act::Img(
-                MaxPool2dConfig::new([*size, *size])
-                    .with_strides([stride.unwrap_or(*size); 2])
-                    .init()
-                    .forward(t),
-            ),
+            (Layer::MaxPool2d { size, stride }, Act::Img(t)) => {
+                Act::Img(ops::max_pool(t, *size, stride.unwrap_or(*size)))
+            }
             (Layer::AvgPool2d { size, stride }, Act::Img(t)) => Act::Img(
                 AvgPool2dConfig::new([*size, *size])
                     .with_strides([stride.unwrap_or(*size); 2])
@@ -402,9 +339,8 @@ fn forward(
                     .forward(t),
             ),
             (Layer::Dense { activation, .. }, a) => {
-                let y = a.flat(k).matmul(s.params[p].clone()) + s.params[p + 1].clone();
-                p += 2;
-                Act::Vec(activate3(y, *activation))
+                let (w, b) = weights();
+                Act::Vec(ops::dense(a.flat(k), w, b, *activation))
             }
             (Layer::Flatten, a) => Act::Vec(a.flat(k)),
             (Layer::Dropout { rate }, a) if *rate > 0.0 && !drop.is_empty() => {
@@ -412,9 +348,9 @@ fn forward(
             }
             (_, a) => a,
         };
-        shape = next;
     }
-    Ok(act.flat(k).matmul(s.params[p].clone()) + s.params[p + 1].clone())
+    let (w, b) = weights();
+    Ok(ops::dense(act.flat(k), w, b, Activation::Linear))
 }
 
 /// Inverted dropout; model m's mask comes from `drop[m]`, in the order a model alone draws it.
@@ -450,12 +386,12 @@ fn dropped(a: Act, rate: f64, drop: &mut [ChaCha8Rng]) -> Act {
 
 /// Train one fleet (every job with the same architecture and schedule).
 fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> {
-    let (ad, plain) = (device(true), device(false));
+    let ad = device(true);
     let arch = jobs[0].net.arch.clone();
     let names = jobs[0].net.weights.param_names(&arch);
     let (k, n, d) = (jobs.len(), jobs[0].x.nrows(), jobs[0].x.ncols());
     let cfg = jobs[0].cfg.clone();
-    let mut stack = Stack::new(&jobs, &names, &ad, &plain)?;
+    let mut stack = Stack::new(&jobs, &names, &ad)?;
     let mut order_rng: Vec<ChaCha8Rng> = jobs
         .iter()
         .map(|j| ChaCha8Rng::seed_from_u64(j.seed))
@@ -489,8 +425,6 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
                 }
             }
             let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
-            let targets =
-                Tensor::<3, Int>::from_data(TensorData::new(yb.clone(), [k, len, 1]), &ad);
             let logits = forward(&arch, &stack, input, &mut drop_rng)?;
             let pred: Vec<i64> = logits
                 .clone()
@@ -498,14 +432,15 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
                 .argmax(2)
                 .try_into_vec_as::<i64>()
                 .map_err(|e| anyhow!("{e:?}"))?;
-            let picked = log_softmax(logits, 2).gather(2, targets).mean_dim(1); // [K, 1, 1]
-            let means: Vec<f32> = picked
+            let targets: Vec<u32> = yb.iter().map(|&t| t as u32).collect();
+            let losses = ops::cross_entropy(logits, &targets); // [K]
+            let means: Vec<f32> = losses
                 .clone()
                 .detach()
                 .try_into_vec_as::<f32>()
                 .map_err(|e| anyhow!("{e:?}"))?;
             for m in 0..k {
-                let lv = -means[m];
+                let lv = means[m];
                 if !lv.is_finite() && failed[m].is_none() {
                     failed[m] = Some(format!(
                         "training diverged: the loss became {lv} in epoch {epoch}, batch {} (check the data for non-finite or unscaled values, or lower the learning rate)",
@@ -517,9 +452,8 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
                     .filter(|&i| pred[m * len + i] == yb[m * len + i])
                     .count();
             }
-            let loss = picked.sum().neg();
-            let grads = loss.backward();
-            stack.step(&grads, lr, &plain)?;
+            let grads = losses.sum().backward();
+            stack.step(grads, lr, &ad)?;
             tick();
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -532,9 +466,9 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             });
         }
     }
-    let params = stack.slices(&stack.params)?;
-    let m1 = stack.slices(&stack.m)?;
-    let m2 = stack.slices(&stack.v)?;
+    let params = stack.slices(&stack.params);
+    let m1 = stack.slices(&stack.m);
+    let m2 = stack.slices(&stack.v);
     let mut out = Vec::with_capacity(k);
     for (m, job) in jobs.into_iter().enumerate() {
         if let Some(e) = failed[m].take() {
@@ -565,7 +499,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
 /// dropout): the reference the inference kernel is tested against.
 #[cfg(test)]
 pub(super) fn burn_probs(net: &Net, x: &Array2<f32>) -> Array2<f32> {
-    let (ad, plain) = (device(true), device(false));
+    let ad = device(true);
     let y = vec![0u16; x.nrows()];
     let job = Job {
         net: net.clone(),
@@ -576,7 +510,7 @@ pub(super) fn burn_probs(net: &Net, x: &Array2<f32>) -> Array2<f32> {
         state: None,
     };
     let names = net.weights.param_names(&net.arch);
-    let stack = Stack::new(std::slice::from_ref(&job), &names, &ad, &plain).unwrap();
+    let stack = Stack::new(std::slice::from_ref(&job), &names, &ad).unwrap();
     let (n, d) = x.dim();
     let input = Tensor::<3>::from_data(
         TensorData::new(x.iter().copied().collect::<Vec<f32>>(), [1, n, d]),

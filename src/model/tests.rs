@@ -8,7 +8,6 @@ use super::net::{Net, activations_fleet};
 use super::train::fit;
 use super::weights::{Param, Weights};
 use crate::config::{ConvProbe, TrainConfig};
-use burn::tensor::{Tensor, TensorData};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -65,14 +64,19 @@ fn conv_forward_by_hand() {
     .unwrap();
     assert_eq!(full[0].as_slice().unwrap(), &want[..]);
     assert_eq!(acts[0][[0, 0]], want.iter().sum::<f32>() / 4.0);
-    // The fleet's training convolution (im2col from burn slices) agrees.
-    let dev = fleet::device(false);
-    let x4 = Tensor::<4>::from_data(TensorData::new(x, [1, 1, 4, 4]), &dev);
-    let w = Tensor::<3>::from_data(TensorData::new(k, [1, 1, 9]), &dev);
-    let b = Tensor::<3>::from_data(TensorData::new(vec![0.5f32], [1, 1, 1]), &dev);
-    let got: Vec<f32> = fleet::conv(x4, w, b, 1, 3, 1, 0)
-        .try_into_vec_as::<f32>()
-        .unwrap();
+    // The fleet's training convolution (the fused kernel) agrees.
+    let s = super::kernels::ConvShape {
+        k: 1,
+        b: 1,
+        c: 1,
+        h: 4,
+        w: 4,
+        o: 1,
+        kernel: 3,
+        stride: 1,
+        pad: 0,
+    };
+    let got = super::kernels::conv_forward(s, &x, &k, &[0.5], Activation::Linear);
     assert_eq!(got, want);
 }
 

@@ -1,0 +1,627 @@
+//! The arithmetic of the fleet's fused layers, on plain slices: dense layers and convolutions
+//! (im2col / col2im around sgemm) forward and backward with their activation, and the
+//! softmax cross-entropy. Every model of a fleet is computed alone, in the same order whatever
+//! the fleet: a sum over a batch is taken over fixed chunks of [`CHUNK`] samples, added in
+//! order, so neither the fleet nor the thread count changes a bit of any model's result.
+
+use super::arch::Activation;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+/// Samples per chunk of a batch: the unit of parallel work and of ordered sums.
+pub const CHUNK: usize = 8;
+
+pub fn activate(v: f32, a: Activation) -> f32 {
+    match a {
+        Activation::Relu => v.max(0.0),
+        Activation::Tanh => v.tanh(),
+        Activation::Linear => v,
+    }
+}
+
+/// `g · act'(pre)` written as a function of the activation's output `y`.
+pub fn grad_through(g: f32, y: f32, a: Activation) -> f32 {
+    match a {
+        Activation::Relu => {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        Activation::Tanh => g * (1.0 - y * y),
+        Activation::Linear => g,
+    }
+}
+
+fn view(s: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), s).expect("a row-major matrix")
+}
+
+fn view_mut(s: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape((rows, cols), s).expect("a row-major matrix")
+}
+
+/// Shapes of a fleet's dense layer: `k` models, `b` samples each, `i` inputs, `o` units.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseShape {
+    pub k: usize,
+    pub b: usize,
+    pub i: usize,
+    pub o: usize,
+}
+
+/// `y[k] = act(x[k] · w[k] + b[k])`; `x` `[K, B, I]`, `w` `[K, I, O]`, `bias` `[K, O]`.
+pub fn dense_forward(
+    s: DenseShape,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+) -> Vec<f32> {
+    let mut y = vec![0f32; s.k * s.b * s.o];
+    y.par_chunks_mut(s.b * s.o).enumerate().for_each(|(m, ym)| {
+        let xm = view(&x[m * s.b * s.i..(m + 1) * s.b * s.i], s.b, s.i);
+        let wm = view(&w[m * s.i * s.o..(m + 1) * s.i * s.o], s.i, s.o);
+        general_mat_mul(1.0, &xm, &wm, 0.0, &mut view_mut(ym, s.b, s.o));
+        let bm = &bias[m * s.o..(m + 1) * s.o];
+        for row in ym.chunks_exact_mut(s.o) {
+            for (v, &bv) in row.iter_mut().zip(bm) {
+                *v = activate(*v + bv, act);
+            }
+        }
+    });
+    y
+}
+
+/// The gradients of [`dense_forward`] from the output's gradient `g` and the output `y`:
+/// (input — when asked, kernel, bias).
+pub fn dense_backward(
+    s: DenseShape,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+    g: &[f32],
+    act: Activation,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let mut gp: Vec<f32> = g
+        .iter()
+        .zip(y)
+        .map(|(&g, &y)| grad_through(g, y, act))
+        .collect();
+    let mut dw = vec![0f32; s.k * s.i * s.o];
+    let mut db = vec![0f32; s.k * s.o];
+    dw.par_chunks_mut(s.i * s.o)
+        .zip(db.par_chunks_mut(s.o))
+        .enumerate()
+        .for_each(|(m, (dwm, dbm))| {
+            let gm = &gp[m * s.b * s.o..(m + 1) * s.b * s.o];
+            let xm = view(&x[m * s.b * s.i..(m + 1) * s.b * s.i], s.b, s.i);
+            general_mat_mul(
+                1.0,
+                &xm.t(),
+                &view(gm, s.b, s.o),
+                0.0,
+                &mut view_mut(dwm, s.i, s.o),
+            );
+            for row in gm.chunks_exact(s.o) {
+                for (d, &v) in dbm.iter_mut().zip(row) {
+                    *d += v;
+                }
+            }
+        });
+    let dx = want_dx.then(|| {
+        let mut dx = vec![0f32; s.k * s.b * s.i];
+        dx.par_chunks_mut(s.b * s.i)
+            .enumerate()
+            .for_each(|(m, dxm)| {
+                let gm = view(&gp[m * s.b * s.o..(m + 1) * s.b * s.o], s.b, s.o);
+                let wm = view(&w[m * s.i * s.o..(m + 1) * s.i * s.o], s.i, s.o);
+                general_mat_mul(1.0, &gm, &wm.t(), 0.0, &mut view_mut(dxm, s.b, s.i));
+            });
+        dx
+    });
+    gp.clear();
+    (dx, dw, db)
+}
+
+/// Shapes of a fleet's convolution: `k` models of `b` images each, `c` × `h` × `w` in, `o`
+/// filters of `kernel`², `stride`, zero padding `pad`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub k: usize,
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            (self.h + 2 * self.pad - self.kernel) / self.stride + 1,
+            (self.w + 2 * self.pad - self.kernel) / self.stride + 1,
+        )
+    }
+    fn plane(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        ho * wo
+    }
+    fn ckk(&self) -> usize {
+        self.c * self.kernel * self.kernel
+    }
+    fn image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// The output columns `ow` whose input column `ow·stride + kj − pad` lies inside a row of
+/// `w` pixels: `lo..hi`.
+fn valid_cols(s: &ConvShape, kj: usize, wo: usize) -> (usize, usize) {
+    let lo = s.pad.saturating_sub(kj).div_ceil(s.stride);
+    let hi = (s.w + s.pad).saturating_sub(kj).div_ceil(s.stride).min(wo);
+    (lo, hi.max(lo))
+}
+
+/// im2col of `n` images `x` (`[n, C, H, W]`) into `cols` (`[C·k², n·Ho·Wo]`: image `i`'s
+/// columns at `i·Ho·Wo`).
+pub fn im2col(s: &ConvShape, x: &[f32], n: usize, cols: &mut [f32]) {
+    let (ho, wo) = s.out_hw();
+    let plane = ho * wo;
+    let width = n * plane;
+    let (k, stride, pad) = (s.kernel, s.stride, s.pad);
+    for img in 0..n {
+        for ci in 0..s.c {
+            let src = &x[(img * s.c + ci) * s.h * s.w..(img * s.c + ci + 1) * s.h * s.w];
+            for ki in 0..k {
+                for kj in 0..k {
+                    let row = (ci * k + ki) * k + kj;
+                    let dst = &mut cols[row * width + img * plane..row * width + (img + 1) * plane];
+                    let (lo, hi) = valid_cols(s, kj, wo);
+                    for oh in 0..ho {
+                        let orow = &mut dst[oh * wo..(oh + 1) * wo];
+                        let ih = (oh * stride + ki) as isize - pad as isize;
+                        if ih < 0 || ih >= s.h as isize {
+                            orow.fill(0.0);
+                            continue;
+                        }
+                        let srow = &src[ih as usize * s.w..(ih as usize + 1) * s.w];
+                        orow[..lo].fill(0.0);
+                        orow[hi..].fill(0.0);
+                        if stride == 1 {
+                            let start = lo + kj - pad;
+                            orow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
+                        } else {
+                            for (ow, v) in orow.iter_mut().enumerate().take(hi).skip(lo) {
+                                *v = srow[ow * stride + kj - pad];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im: add `cols` (`[C·k², n·Ho·Wo]`) back into the gradient `dx` of `n` images
+/// (`[n, C, H, W]`).
+pub fn col2im(s: &ConvShape, cols: &[f32], n: usize, dx: &mut [f32]) {
+    let (ho, wo) = s.out_hw();
+    let plane = ho * wo;
+    let width = n * plane;
+    let (k, stride, pad) = (s.kernel, s.stride, s.pad);
+    for img in 0..n {
+        for ci in 0..s.c {
+            let dst = &mut dx[(img * s.c + ci) * s.h * s.w..(img * s.c + ci + 1) * s.h * s.w];
+            for ki in 0..k {
+                for kj in 0..k {
+                    let row = (ci * k + ki) * k + kj;
+                    let src = &cols[row * width + img * plane..row * width + (img + 1) * plane];
+                    let (lo, hi) = valid_cols(s, kj, wo);
+                    for oh in 0..ho {
+                        let ih = (oh * stride + ki) as isize - pad as isize;
+                        if ih < 0 || ih >= s.h as isize {
+                            continue;
+                        }
+                        let drow = &mut dst[ih as usize * s.w..(ih as usize + 1) * s.w];
+                        let srow = &src[oh * wo..(oh + 1) * wo];
+                        if stride == 1 {
+                            let start = lo + kj - pad;
+                            for (d, v) in
+                                drow[start..start + (hi - lo)].iter_mut().zip(&srow[lo..hi])
+                            {
+                                *d += v;
+                            }
+                        } else {
+                            for (ow, v) in srow.iter().enumerate().take(hi).skip(lo) {
+                                drow[ow * stride + kj - pad] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The (model, first image) of every chunk of a fleet's batch.
+fn chunks(s: &ConvShape) -> Vec<(usize, usize)> {
+    (0..s.k)
+        .flat_map(|m| (0..s.b).step_by(CHUNK).map(move |i| (m, i)))
+        .collect()
+}
+
+/// `y = act(conv(x, w) + bias)`: `x` `[K·B, C, H, W]`, `w` `[K, O, C·k²]`, `bias` `[K, O]`;
+/// `y` `[K·B, O, Ho, Wo]`.
+pub fn conv_forward(s: ConvShape, x: &[f32], w: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
+    let (plane, ckk, img) = (s.plane(), s.ckk(), s.image());
+    let per = s.o * plane;
+    let mut y = vec![0f32; s.k * s.b * per];
+    // Parallel over (model, chunk of images); a chunk is im2col + one sgemm.
+    let work = chunks(&s);
+    let outs: Vec<Vec<f32>> = work
+        .par_iter()
+        .map(|&(m, first)| {
+            let n = CHUNK.min(s.b - first);
+            let wm = view(&w[m * s.o * ckk..(m + 1) * s.o * ckk], s.o, ckk);
+            let bm = &bias[m * s.o..(m + 1) * s.o];
+            let start = (m * s.b + first) * img;
+            let mut cols = vec![0f32; ckk * n * plane];
+            im2col(&s, &x[start..start + n * img], n, &mut cols);
+            let mut wide = vec![0f32; s.o * n * plane]; // [O, n·plane]
+            general_mat_mul(
+                1.0,
+                &wm,
+                &view(&cols, ckk, n * plane),
+                0.0,
+                &mut view_mut(&mut wide, s.o, n * plane),
+            );
+            let mut out = vec![0f32; n * per];
+            for i in 0..n {
+                for (f, &bv) in bm.iter().enumerate() {
+                    let src = &wide[f * n * plane + i * plane..f * n * plane + (i + 1) * plane];
+                    let dst = &mut out[i * per + f * plane..i * per + (f + 1) * plane];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = activate(v + bv, act);
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    for (&(m, first), out) in work.iter().zip(outs) {
+        let start = (m * s.b + first) * per;
+        y[start..start + out.len()].copy_from_slice(&out);
+    }
+    y
+}
+
+/// The gradients of [`conv_forward`] from the output's gradient `g` and the output `y`:
+/// (input — when asked, filters, bias).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward(
+    s: ConvShape,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+    g: &[f32],
+    act: Activation,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let (plane, ckk, img) = (s.plane(), s.ckk(), s.image());
+    let per = s.o * plane;
+    let work = chunks(&s);
+    // Per chunk: its part of the filters' and bias' gradients, and its images' input gradient.
+    type Part = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let parts: Vec<Part> = work
+        .par_iter()
+        .map(|&(m, first)| {
+            let n = CHUNK.min(s.b - first);
+            let wm = view(&w[m * s.o * ckk..(m + 1) * s.o * ckk], s.o, ckk);
+            let start = (m * s.b + first) * img;
+            // The output's gradient through the activation, as [O, n·plane].
+            let mut gp = vec![0f32; s.o * n * plane];
+            let mut db = vec![0f32; s.o];
+            for i in 0..n {
+                let image = m * s.b + first + i;
+                for f in 0..s.o {
+                    let at = image * per + f * plane;
+                    let dst = &mut gp[f * n * plane + i * plane..f * n * plane + (i + 1) * plane];
+                    let mut sum = 0f32;
+                    for ((d, &gv), &yv) in dst
+                        .iter_mut()
+                        .zip(&g[at..at + plane])
+                        .zip(&y[at..at + plane])
+                    {
+                        *d = grad_through(gv, yv, act);
+                        sum += *d;
+                    }
+                    db[f] += sum;
+                }
+            }
+            let mut cols = vec![0f32; ckk * n * plane];
+            im2col(&s, &x[start..start + n * img], n, &mut cols);
+            let gv = view(&gp, s.o, n * plane);
+            let mut dw = vec![0f32; s.o * ckk];
+            general_mat_mul(
+                1.0,
+                &gv,
+                &view(&cols, ckk, n * plane).t(),
+                0.0,
+                &mut view_mut(&mut dw, s.o, ckk),
+            );
+            let dx = if want_dx {
+                general_mat_mul(
+                    1.0,
+                    &wm.t(),
+                    &gv,
+                    0.0,
+                    &mut view_mut(&mut cols, ckk, n * plane),
+                );
+                let mut dx = vec![0f32; n * img];
+                col2im(&s, &cols, n, &mut dx);
+                dx
+            } else {
+                Vec::new()
+            };
+            (dw, db, dx)
+        })
+        .collect();
+    let mut dw = vec![0f32; s.k * s.o * ckk];
+    let mut db = vec![0f32; s.k * s.o];
+    let mut dx = want_dx.then(|| vec![0f32; s.k * s.b * img]);
+    for (&(m, first), (pw, pb, px)) in work.iter().zip(parts) {
+        for (d, v) in dw[m * s.o * ckk..(m + 1) * s.o * ckk].iter_mut().zip(&pw) {
+            *d += v;
+        }
+        for (d, v) in db[m * s.o..(m + 1) * s.o].iter_mut().zip(&pb) {
+            *d += v;
+        }
+        if let Some(dx) = &mut dx {
+            let start = (m * s.b + first) * img;
+            dx[start..start + px.len()].copy_from_slice(&px);
+        }
+    }
+    (dx, dw, db)
+}
+
+/// Shapes of a max pooling: `planes` planes (images × channels) of `h` × `w`, windows of
+/// `size`², `stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolShape {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub size: usize,
+    pub stride: usize,
+}
+
+impl PoolShape {
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            (self.h - self.size) / self.stride + 1,
+            (self.w - self.size) / self.stride + 1,
+        )
+    }
+}
+
+/// Max pooling: the maxima and, for each, the position of the first maximum in its plane.
+pub fn max_pool_forward(s: PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let (ho, wo) = s.out_hw();
+    let (inp, out) = (s.h * s.w, ho * wo);
+    let mut y = vec![0f32; s.planes * out];
+    let mut at = vec![0u32; s.planes * out];
+    y.par_chunks_mut(out)
+        .zip(at.par_chunks_mut(out))
+        .enumerate()
+        .for_each(|(p, (yp, ap))| {
+            let plane = &x[p * inp..(p + 1) * inp];
+            for a in 0..ho {
+                for b in 0..wo {
+                    let (mut best, mut where_) = (f32::NEG_INFINITY, 0usize);
+                    for i in 0..s.size {
+                        let row = (a * s.stride + i) * s.w + b * s.stride;
+                        for (j, &v) in plane[row..row + s.size].iter().enumerate() {
+                            if v > best {
+                                best = v;
+                                where_ = row + j;
+                            }
+                        }
+                    }
+                    yp[a * wo + b] = best;
+                    ap[a * wo + b] = where_ as u32;
+                }
+            }
+        });
+    (y, at)
+}
+
+/// The input's gradient of a max pooling: each output's gradient goes to its maximum.
+pub fn max_pool_backward(s: PoolShape, g: &[f32], at: &[u32]) -> Vec<f32> {
+    let (ho, wo) = s.out_hw();
+    let (inp, out) = (s.h * s.w, ho * wo);
+    let mut dx = vec![0f32; s.planes * inp];
+    dx.par_chunks_mut(inp).enumerate().for_each(|(p, dp)| {
+        for (&gv, &i) in g[p * out..(p + 1) * out]
+            .iter()
+            .zip(&at[p * out..(p + 1) * out])
+        {
+            dp[i as usize] += gv;
+        }
+    });
+    dx
+}
+
+/// Each model's mean softmax cross-entropy over its batch (`logits` `[K, B, C]`, `targets`
+/// `[K, B]`), and the gradient of their sum with respect to the logits.
+pub fn softmax_ce(
+    k: usize,
+    b: usize,
+    c: usize,
+    logits: &[f32],
+    targets: &[u32],
+) -> (Vec<f32>, Vec<f32>) {
+    let mut grad = vec![0f32; k * b * c];
+    let mut loss = vec![0f32; k];
+    for m in 0..k {
+        let mut sum = 0f32;
+        for i in 0..b {
+            let r = (m * b + i) * c;
+            let z = &logits[r..r + c];
+            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut e = 0f32;
+            let gr = &mut grad[r..r + c];
+            for (gv, &zv) in gr.iter_mut().zip(z) {
+                *gv = (zv - max).exp();
+                e += *gv;
+            }
+            let t = targets[m * b + i] as usize;
+            sum += -(z[t] - max - e.ln());
+            let inv = 1.0 / (e * b as f32);
+            for gv in gr.iter_mut() {
+                *gv *= inv;
+            }
+            gr[t] -= 1.0 / b as f32;
+        }
+        loss[m] = sum / b as f32;
+    }
+    (loss, grad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finite differences of a scalar function of one slice.
+    fn numeric(f: &dyn Fn(&[f32]) -> f64, x: &[f32]) -> Vec<f64> {
+        let mut v = x.to_vec();
+        (0..x.len())
+            .map(|i| {
+                let h = 1e-3f32;
+                v[i] = x[i] + h;
+                let a = f(&v);
+                v[i] = x[i] - h;
+                let b = f(&v);
+                v[i] = x[i];
+                (a - b) / (2.0 * h as f64)
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f64], what: &str) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (*x as f64 - y).abs() < 2e-2 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed * 97)) % 1000) as f32
+                    / 1000.0
+                    - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conv_gradients_match_finite_differences() {
+        let s = ConvShape {
+            k: 2,
+            b: 3,
+            c: 2,
+            h: 5,
+            w: 6,
+            o: 3,
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        };
+        let (ho, wo) = s.out_hw();
+        let x = rnd(s.k * s.b * s.image(), 1);
+        let w = rnd(s.k * s.o * s.ckk(), 2);
+        let b = rnd(s.k * s.o, 3);
+        let r = rnd(s.k * s.b * s.o * ho * wo, 4); // d loss / d y
+        for act in [Activation::Tanh, Activation::Linear] {
+            let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+                conv_forward(s, x, w, b, act)
+                    .iter()
+                    .zip(&r)
+                    .map(|(a, c)| (a * c) as f64)
+                    .sum()
+            };
+            let y = conv_forward(s, &x, &w, &b, act);
+            let (dx, dw, db) = conv_backward(s, &x, &w, &y, &r, act, true);
+            close(&dx.unwrap(), &numeric(&|v| loss(v, &w, &b), &x), "dx");
+            close(&dw, &numeric(&|v| loss(&x, v, &b), &w), "dw");
+            close(&db, &numeric(&|v| loss(&x, &w, v), &b), "db");
+        }
+    }
+
+    #[test]
+    fn dense_gradients_match_finite_differences() {
+        let s = DenseShape {
+            k: 2,
+            b: 4,
+            i: 5,
+            o: 3,
+        };
+        let x = rnd(s.k * s.b * s.i, 5);
+        let w = rnd(s.k * s.i * s.o, 6);
+        let b = rnd(s.k * s.o, 7);
+        let r = rnd(s.k * s.b * s.o, 8);
+        let act = Activation::Tanh;
+        let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+            dense_forward(s, x, w, b, act)
+                .iter()
+                .zip(&r)
+                .map(|(a, c)| (a * c) as f64)
+                .sum()
+        };
+        let y = dense_forward(s, &x, &w, &b, act);
+        let (dx, dw, db) = dense_backward(s, &x, &w, &y, &r, act, true);
+        close(&dx.unwrap(), &numeric(&|v| loss(v, &w, &b), &x), "dx");
+        close(&dw, &numeric(&|v| loss(&x, v, &b), &w), "dw");
+        close(&db, &numeric(&|v| loss(&x, &w, v), &b), "db");
+    }
+
+    #[test]
+    fn max_pool_routes_the_gradient_to_the_maximum() {
+        let s = PoolShape {
+            planes: 1,
+            h: 4,
+            w: 4,
+            size: 2,
+            stride: 2,
+        };
+        let x = [
+            1.0f32, 5.0, 2.0, 0.0, 3.0, 4.0, 9.0, 1.0, 0.0, 0.0, 1.0, 1.0, 7.0, 0.0, 1.0, 2.0,
+        ];
+        let (y, at) = max_pool_forward(s, &x);
+        assert_eq!(y, [5.0, 9.0, 7.0, 2.0]);
+        let dx = max_pool_backward(s, &[1.0, 2.0, 3.0, 4.0], &at);
+        let mut want = [0f32; 16];
+        (want[1], want[6], want[12], want[15]) = (1.0, 2.0, 3.0, 4.0);
+        assert_eq!(dx, want);
+    }
+
+    #[test]
+    fn cross_entropy_gradient_matches_finite_differences() {
+        let (k, b, c) = (2, 3, 4);
+        let z = rnd(k * b * c, 9);
+        let t = [0u32, 3, 1, 2, 2, 0];
+        let total =
+            |z: &[f32]| -> f64 { softmax_ce(k, b, c, z, &t).0.iter().map(|&v| v as f64).sum() };
+        let (_, g) = softmax_ce(k, b, c, &z, &t);
+        close(&g, &numeric(&total, &z), "dz");
+    }
+}
