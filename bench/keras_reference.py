@@ -50,10 +50,11 @@ iteration of the MODE arm:
     image of that label among those the head classifies right.
 
 Where this differs from the seed, and from `mode`:
-  - The seed freezes the model's own layers (layer.trainable = False on shared layers; Keras 2
-    kept training them in the main model because its train function was already built). Keras 3
-    would freeze them in the main model too, so each feature model gets a frozen copy of the
-    first k layers with the model's current weights: the same forward work per step.
+  - The seed freezes the model's own layers (layer.trainable = False on shared layers; Keras
+    2.2.4 kept training them in the main model, whose trainable weights it had collected when
+    the model was compiled). Keras 3 would freeze them in the main model too, so each feature
+    model gets a frozen copy of the first k layers with the model's current weights: the same
+    forward work per step, only the head trained.
   - The seed also calls feature_model.evaluate(x_test) after predict (a second pass over the
     test split per head) for an accuracy it only prints; here that accuracy comes from the
     predictions, so the redundant pass is not timed.

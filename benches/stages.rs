@@ -130,7 +130,7 @@ fn main() {
     });
     // θ = 0.99 so that some label is faulty and a full batch is selected and retrained on.
     let mut q = p.clone();
-    q.mode.theta = 0.99;
+    q.mode.theta = mode::config::Theta::Absolute(0.99);
     let step = Step::new(&layout, &q, Arm::mode(Metric::Dot, true), 1);
     measure("probe train + test (40 000)", 3, || {
         probe::run(&store, &step).unwrap()
@@ -146,7 +146,11 @@ fn main() {
     let chosen = measure("select (mode-dot, θ = 0.99)", 3, || {
         select::run(&store, &step).unwrap()
     });
-    assert_eq!(chosen.batch.len(), p.mode.batch, "a full batch");
+    assert_eq!(
+        chosen.batch.len(),
+        p.mode.batch.of(s.pool.len()),
+        "a full batch"
+    );
     measure("retrain (2 000 × 3 epochs)", 3, || {
         train::retrain(&store, &step).unwrap()
     });
@@ -185,7 +189,7 @@ fn main() {
         let sel = measure(&format!("select {name}"), 3, || {
             select::run(&store, &s).unwrap()
         });
-        assert!(sel.batch.len() <= pure.mode.batch);
+        assert!(sel.batch.len() <= pure.mode.batch.of(usize::MAX / 2));
     }
     drop((s, store));
 

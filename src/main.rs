@@ -21,7 +21,11 @@ fn main() {
         .init();
     match cli::run(cli) {
         Ok(Printed::Log(line)) => tracing::info!("{line}"),
-        Ok(Printed::Stdout(text)) => println!("{}", text.trim_end()),
+        Ok(Printed::Stdout(text)) => {
+            use std::io::Write;
+            // A reader that stops early (`| head`) is not an error.
+            let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+        }
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("error: {}", chain.join(": "));

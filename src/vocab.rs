@@ -106,3 +106,9 @@ text_enum!(
         Interrupted = "interrupted",
     }
 );
+
+text_enum!(
+    /// Whose predictions decided a diagnosis: the model's own (the target is the output layer,
+    /// or its feature model was not trusted) or the target layer's feature model.
+    pub enum Decider("decider") { Model = "model", FeatureModel = "feature_model" }
+);

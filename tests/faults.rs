@@ -461,7 +461,7 @@ fn set_errors_name_the_override() {
     );
     fails(
         &mut mode(&root, &["--set", "mode.batch=-3", "split"]),
-        "mode.batch must be a whole number from 0 to 18446744073709551615, not integer `-3`",
+        "--set mode.batch=-3: -3 samples: a batch cannot be negative in `mode.batch`",
     );
 }
 

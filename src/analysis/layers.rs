@@ -1,7 +1,6 @@
 //! Target-layer selection: feature models (softmax heads, linfa-logistic) on each layer's
 //! activations, and the Bhattacharyya distance between successive layers' predictions.
 
-use crate::config::LayersConfig;
 pub use crate::vocab::Direction;
 use anyhow::{Result, anyhow};
 use linfa::prelude::*;
@@ -89,7 +88,8 @@ pub fn fit_head(
     x: ArrayView2<f32>,
     y: &[u16],
     classes: usize,
-    cfg: &LayersConfig,
+    l2: f64,
+    max_iterations: u64,
 ) -> Result<SoftmaxHead> {
     let width = x.ncols();
     let mut present: Vec<u16> = y.to_vec();
@@ -140,8 +140,8 @@ pub fn fit_head(
     // f64: linfa's L-BFGS line search stalls at the first step in f32.
     let dataset = DatasetBase::new(xs, targets);
     let fitted = MultiLogisticRegression::<f64>::default()
-        .alpha(cfg.l2)
-        .max_iterations(cfg.max_iterations)
+        .alpha(l2)
+        .max_iterations(max_iterations)
         .fit(&dataset)
         .map_err(|e| anyhow!("feature model failed to fit: {e}"))?;
     let params = fitted.params(); // width × present classes
@@ -228,8 +228,7 @@ mod tests {
             |(i, j)| if (i % 3) == j { 1.0 } else { 0.0 } + (i as f32) * 1e-3,
         );
         let y: Vec<u16> = (0..60).map(|i| (i % 3) as u16).collect();
-        let cfg = LayersConfig::default();
-        let head = fit_head(x.view(), &y, 4, &cfg).unwrap();
+        let head = fit_head(x.view(), &y, 4, 100.0, 15).unwrap();
         let probs = head.probs(x.view());
         assert_eq!(probs.dim(), (60, 4));
         assert!(accuracy(probs.view(), &y) > 0.95);

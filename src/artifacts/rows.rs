@@ -1,7 +1,7 @@
 //! The table artifacts' row types: one struct per file kind, one field per column.
 
 use crate::table;
-use crate::vocab::{Action, Direction, IterStatus, Origin, RunStatus, Scope};
+use crate::vocab::{Action, Decider, Direction, IterStatus, Origin, RunStatus, Scope};
 
 table!(
     /// `train_log.parquet`: one row per epoch.
@@ -39,6 +39,13 @@ table!(
         bhattacharyya: Option<f64>,
         is_target: bool,
         direction: Direction,
+        /// the feature model's L2 strength (null for the output layer: the model itself)
+        l2: Option<f64>,
+        /// the feature model is not clearly above chance (see the README's checks)
+        near_chance: bool,
+        /// a target whose feature model is more than `layers.max_gap` below the model's own
+        /// accuracy
+        below_model: bool,
     }
 );
 
@@ -46,6 +53,7 @@ table!(
     /// `diagnosis.parquet`: one row per label.
     DiagnosisRow {
         label: u16,
+        /// the deciding layer's accuracy on this label (train and analysis split)
         train_acc: f64,
         test_acc: f64,
         gap: f64,
@@ -55,6 +63,19 @@ table!(
         action: Action,
         n_train: u32,
         n_test: u32,
+        /// the model's own accuracy on this label (analysis split)
+        model_acc: f64,
+        /// the θ this diagnosis used (a relative θ times the model's accuracy)
+        theta: f64,
+        /// the layer whose predictions decided, and whose they were
+        layer: String,
+        decided_by: Decider,
+        /// θ is above every label's accuracy: every label underfits
+        theta_above_all: bool,
+        /// this label has fewer pool samples than the targeted share (α · batch)
+        few_candidates: bool,
+        /// the batch is larger than the pool left
+        batch_exceeds_pool: bool,
     }
 );
 

@@ -69,11 +69,24 @@ pub(super) fn validate(p: &Pipeline) -> Result<()> {
             );
         }
     }
-    unit("mode.theta", p.mode.theta, false)?;
+    match p.mode.theta {
+        super::Theta::Absolute(t) => unit("mode.theta", t, false)?,
+        super::Theta::Relative { relative } => {
+            if !(relative > 0.0 && relative <= 1.5) {
+                bail!(
+                    "mode.theta = {{ relative = {relative} }} is out of range: the share of the model's accuracy must lie in (0, 1.5]"
+                );
+            }
+        }
+    }
     unit("mode.gamma", p.mode.gamma, false)?;
     unit("mode.alpha", p.mode.alpha, false)?;
-    if p.mode.batch == 0 {
-        bail!("mode.batch must be at least 1");
+    match p.mode.batch {
+        super::Amount::Count(0) => bail!("mode.batch must be at least 1"),
+        super::Amount::Fraction(f) if !(f > 0.0 && f < 1.0) => bail!(
+            "mode.batch = {f}: a fraction of the pool must lie in (0, 1); a whole number is a count of samples"
+        ),
+        _ => {}
     }
     if p.mode.max_iter == 0 || p.mode.max_iter > 1000 {
         bail!(
@@ -90,9 +103,29 @@ pub(super) fn validate(p: &Pipeline) -> Result<()> {
     if p.layers.max_iterations == 0 {
         bail!("layers.max_iterations must be at least 1");
     }
-    if !(p.layers.l2 > 0.0 && p.layers.l2.is_finite()) {
-        bail!("layers.l2 = {} must be positive", p.layers.l2);
+    if let super::Penalty::Fixed(l2) = p.layers.l2
+        && !(l2 > 0.0 && l2.is_finite())
+    {
+        bail!("layers.l2 = {l2} must be positive (or \"auto\")");
     }
+    if p.layers.l2_grid.is_empty()
+        || p.layers
+            .l2_grid
+            .iter()
+            .any(|v| !(*v > 0.0 && v.is_finite()))
+    {
+        bail!(
+            "layers.l2_grid = {:?}: give one or more positive strengths",
+            p.layers.l2_grid
+        );
+    }
+    if !(p.layers.l2_holdout > 0.0 && p.layers.l2_holdout < 1.0) {
+        bail!(
+            "layers.l2_holdout = {} is out of range: it must lie in (0, 1)",
+            p.layers.l2_holdout
+        );
+    }
+    unit("layers.max_gap", p.layers.max_gap, false)?;
     if !(p.select.minkowski_p >= 1.0 && p.select.minkowski_p.is_finite()) {
         bail!(
             "select.minkowski_p = {} must be a finite number >= 1",

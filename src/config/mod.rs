@@ -120,6 +120,7 @@ impl Pipeline {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
             m.remove("ablate");
+            m.insert("engine".into(), ENGINE.into());
         }
         fingerprint(&v.to_string())
     }
@@ -138,7 +139,8 @@ impl Pipeline {
                 self.splits_fingerprint(),
                 self.model_seed(),
                 &self.model,
-                &self.train
+                &self.train,
+                ENGINE
             ])
             .to_string(),
         )
@@ -154,6 +156,11 @@ impl Pipeline {
         q
     }
 }
+
+/// The version of the engine's numerics (training, inference, feature models), part of every
+/// model and run fingerprint: results of another engine are never resumed or summarised as if
+/// they were this one's. Raise it whenever a change moves results.
+pub const ENGINE: &str = "2: Flex fleets, Keras-form Adam, gemm kernels";
 
 /// FNV-1a 64 of a text, as 16 hex digits.
 pub fn fingerprint(text: &str) -> String {
@@ -358,7 +365,7 @@ mod tests {
             &["mode.theta=0.5".into(), "select.metric=cosine".into()],
         )
         .unwrap();
-        assert_eq!(p.mode.theta, 0.5);
+        assert_eq!(p.mode.theta, Theta::Absolute(0.5));
         assert_eq!(p.select.metric, Metric::Cosine);
         let err = Pipeline::load(None, &["mode.alpha=1.5".into()])
             .unwrap_err()
@@ -442,7 +449,7 @@ mod tests {
         let p = Pipeline::load(Some(&dir.path().join("x.toml")), &[]).unwrap();
         assert_eq!(
             (p.name.as_str(), p.mode.theta, p.mode.alpha),
-            ("x", 0.8, 0.1)
+            ("x", Theta::Absolute(0.8), 0.1)
         );
         std::fs::write(dir.path().join("loop.toml"), "extends = \"loop.toml\"\n").unwrap();
         let e = Pipeline::load(Some(&dir.path().join("loop.toml")), &[]).unwrap_err();
@@ -455,7 +462,7 @@ mod tests {
         assert_eq!(derive_seed(7, "x"), derive_seed(7, "x"));
         let p = Pipeline::default();
         let mut q = p.clone();
-        q.mode.theta = 0.5;
+        q.mode.theta = Theta::Absolute(0.5);
         assert_ne!(p.fingerprint(), q.fingerprint());
         assert_eq!(p.initial_fingerprint(), q.initial_fingerprint());
         q.train.epochs = 4;

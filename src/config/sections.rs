@@ -243,14 +243,15 @@ crate::text_enum!(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModeConfig {
-    /// θ: a label whose accuracy is below it underfits.
-    pub theta: f64,
+    /// θ: a label whose accuracy is below it underfits — a number, or `{ relative = r }`: r
+    /// times the model's accuracy on the analysis split at that iteration.
+    pub theta: Theta,
     /// γ: a label whose train − test accuracy exceeds it overfits.
     pub gamma: f64,
     /// α: share of each batch chosen by the heat map; the rest is random.
     pub alpha: f64,
-    /// Samples per retraining batch.
-    pub batch: usize,
+    /// Samples per retraining batch: a whole number, or a fraction of the pool split in (0, 1).
+    pub batch: Amount,
     /// Iterations of probe → … → evaluate.
     pub max_iter: usize,
     pub underfit_rule: UnderfitRule,
@@ -262,16 +263,165 @@ pub struct ModeConfig {
 impl Default for ModeConfig {
     fn default() -> Self {
         Self {
-            theta: 0.92,
+            theta: Theta::Relative { relative: 0.97 },
             gamma: 0.10,
             alpha: 0.25,
-            batch: 2000,
+            batch: Amount::Fraction(0.067),
             max_iter: 5,
             underfit_rule: UnderfitRule::Test,
             on_finish: OnFinish::Stop,
         }
     }
 }
+
+/// A number of samples, or a fraction of a whole (of the pool split, for `mode.batch`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Count(usize),
+    Fraction(f64),
+}
+
+impl Amount {
+    /// The count out of `whole`: the number itself, or the fraction rounded (at least 1).
+    pub fn of(self, whole: usize) -> usize {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Fraction(f) => ((f * whole as f64).round() as usize).max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Fraction(x) => write!(f, "{x} of the pool"),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Amount::Count(n) => s.serialize_u64(*n as u64),
+            Amount::Fraction(f) => s.serialize_f64(*f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Amount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number of samples, or a fraction of the pool in (0, 1)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount::Count(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Amount, E> {
+                usize::try_from(v)
+                    .map(Amount::Count)
+                    .map_err(|_| E::custom(format!("{v} samples: a batch cannot be negative")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Amount, E> {
+                Ok(Amount::Fraction(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// θ: absolute, or relative to the model's accuracy (`{ relative = 0.97 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Theta {
+    Absolute(f64),
+    Relative { relative: f64 },
+}
+
+impl Theta {
+    /// θ for a model whose accuracy (on the analysis split) is `model_acc`.
+    pub fn at(self, model_acc: f64) -> f64 {
+        match self {
+            Theta::Absolute(t) => t,
+            Theta::Relative { relative } => relative * model_acc,
+        }
+    }
+}
+
+impl std::fmt::Display for Theta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Theta::Absolute(t) => write!(f, "{t}"),
+            Theta::Relative { relative } => write!(f, "{relative} × the model's accuracy"),
+        }
+    }
+}
+
+/// The L2 strength of the feature models: a number, or `"auto"` — chosen per head from
+/// `layers.l2_grid` by the accuracy on a seeded held-out part of its fit rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Penalty {
+    Fixed(f64),
+    Auto,
+}
+
+impl std::fmt::Display for Penalty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Penalty::Fixed(v) => write!(f, "{v}"),
+            Penalty::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for Penalty {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Penalty::Fixed(v) => s.serialize_f64(*v),
+            Penalty::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Penalty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Penalty, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Penalty;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a positive number or \"auto\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Penalty, E> {
+                Ok(Penalty::Fixed(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Penalty, E> {
+                Ok(Penalty::Fixed(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Penalty, E> {
+                Ok(Penalty::Fixed(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Penalty, E> {
+                match v {
+                    "auto" => Ok(Penalty::Auto),
+                    _ => Err(E::custom(format!(
+                        "{v:?}: give a positive number or \"auto\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+crate::text_enum!(
+    /// What decides the diagnosis when the target layer's feature model is not to be trusted
+    /// (near chance, or far below the model's own accuracy): the model's own predictions, or
+    /// the feature model all the same (the seed: MODE as it is).
+    pub enum Untrusted("untrusted") { Model = "model", Keep = "keep" }
+);
 
 /// Target-layer selection with feature models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,13 +433,23 @@ pub struct LayersConfig {
     pub threshold: f64,
     /// L-BFGS iterations of each softmax head.
     pub max_iterations: u64,
-    /// L2 penalty of each softmax head (linfa's `alpha`, on the summed log-loss).
-    pub l2: f64,
+    /// L2 penalty of each softmax head (on the summed log-loss of standardised features), or
+    /// `"auto"` (chosen from `l2_grid` on held-out rows).
+    pub l2: Penalty,
+    /// The strengths `l2 = "auto"` tries.
+    pub l2_grid: Vec<f64>,
+    /// The share of a head's fit rows held out to score the grid (seeded).
+    pub l2_holdout: f64,
     /// Fit each head on at most this many train samples (seeded subset); 0 = all.
     pub max_train_samples: usize,
     /// Take this layer as the target in both directions (a probed layer's name, e.g.
     /// "dense_2", or "input" / "output") instead of the Bhattacharyya rule; unset = the rule.
     pub force_target: Option<String>,
+    /// A target layer whose feature model's accuracy is more than this below the model's own
+    /// (accuracy points / 100) is not trusted.
+    pub max_gap: f64,
+    /// Who decides when the target's feature model is not trusted.
+    pub untrusted: Untrusted,
 }
 
 impl Default for LayersConfig {
@@ -298,9 +458,13 @@ impl Default for LayersConfig {
             enabled: true,
             threshold: 0.01,
             max_iterations: 15,
-            l2: 100.0,
-            max_train_samples: 0,
+            l2: Penalty::Auto,
+            l2_grid: vec![0.01, 0.1, 1.0, 10.0, 100.0, 1000.0],
+            l2_holdout: 0.2,
+            max_train_samples: 10_000,
             force_target: None,
+            max_gap: 0.10,
+            untrusted: Untrusted::Model,
         }
     }
 }

@@ -19,6 +19,10 @@ use std::collections::BTreeMap;
 
 use super::layers::target;
 
+fn target_of(rows: &[LayerRow], d: Direction) -> Result<String> {
+    target(rows, d).map(str::to_string)
+}
+
 /// One split as the analysis sees it: activations, and pixels when they are needed.
 pub struct SplitStates<'a> {
     pub acts: &'a Activations,
@@ -75,6 +79,53 @@ pub fn needs_pixels(p: &Pipeline, rows: &[LayerRow]) -> Result<(bool, bool)> {
 
 const WEIGHTED_KEY: &str = "mode.weighted";
 
+/// What the selection will find in the pool: each label's candidates, the pool left, the
+/// batch and its targeted share (α · batch).
+#[derive(Debug, Clone)]
+pub struct PoolFacts {
+    pub per_label: Vec<usize>,
+    pub left: usize,
+    pub batch: usize,
+    pub targeted: usize,
+}
+
+impl PoolFacts {
+    /// The facts of `pool` (the pool before this iteration's selection) for a batch of `batch`.
+    pub fn new(
+        p: &Pipeline,
+        pool: &[crate::artifacts::PoolRow],
+        classes: usize,
+        batch: usize,
+    ) -> PoolFacts {
+        let mut per_label = vec![0usize; classes];
+        for r in pool {
+            if let Some(c) = per_label.get_mut(r.label as usize) {
+                *c += 1;
+            }
+        }
+        PoolFacts {
+            per_label,
+            left: pool.len(),
+            batch,
+            targeted: ((p.mode.alpha * batch as f64).round() as usize).min(batch),
+        }
+    }
+}
+
+/// Whether the forward target's feature model decides the diagnosis: not when it is not to be
+/// trusted (near chance, or far below the model) and `layers.untrusted = "model"`.
+fn decides(p: &Pipeline, layers: &[LayerRow], target: &str) -> bool {
+    if target == OUTPUT || p.layers.untrusted == crate::config::Untrusted::Keep {
+        return true;
+    }
+    !layers.iter().any(|r| {
+        r.layer == target
+            && r.is_target
+            && r.direction == Direction::Forward
+            && (r.near_chance || r.below_model)
+    })
+}
+
 /// Diagnose every label and build the heat maps (pure but for the given head lookup).
 pub fn analyse(
     p: &Pipeline,
@@ -83,16 +134,33 @@ pub fn analyse(
     train: &SplitStates,
     test: &SplitStates,
     test_meta: Option<&crate::artifacts::DatasetMeta>,
+    pool: &PoolFacts,
 ) -> Result<Analysis> {
-    let fwd = target(layers, Direction::Forward)?.to_string();
-    let bwd = target(layers, Direction::Backward)?.to_string();
+    let target = target(layers, Direction::Forward)?.to_string();
+    let trusted = decides(p, layers, &target);
+    let fwd = if trusted { target } else { OUTPUT.to_string() };
+    let bwd = if trusted {
+        target_of(layers, Direction::Backward)?
+    } else {
+        OUTPUT.to_string()
+    };
     let classes = test.acts.probs()?.ncols();
     let train_pred = train.predictions(&fwd, heads)?;
     let test_pred = test.predictions(&fwd, heads)?;
+    let model = hm::per_label_accuracy(&test.acts.labels, &test.acts.predicted, classes);
+    let model_overall = test
+        .acts
+        .labels
+        .iter()
+        .zip(&test.acts.predicted)
+        .filter(|(l, p)| l == p)
+        .count() as f64
+        / test.acts.labels.len().max(1) as f64;
+    let theta = p.mode.theta.at(model_overall);
     let d = hm::diagnose(
         &hm::per_label_accuracy(&train.acts.labels, &train_pred, classes),
         &hm::per_label_accuracy(&test.acts.labels, &test_pred, classes),
-        p.mode.theta,
+        theta,
         p.mode.gamma,
         p.mode.underfit_rule,
     );
@@ -100,6 +168,7 @@ pub fn analyse(
     let overfit = d
         .iter()
         .any(|r| r.faultiest && r.action == Action::FixOverfit);
+    let decided_at = fwd.clone();
     let (layer, pred) = if overfit && bwd != fwd {
         let pred = test.predictions(&bwd, heads)?;
         (bwd, pred)
@@ -139,6 +208,15 @@ pub fn analyse(
     if let (Space::Input, Some(m)) = (space, test_meta) {
         info.extend(m.to_kv());
     }
+    let decided_by = if decided_at == OUTPUT {
+        crate::vocab::Decider::Model
+    } else {
+        crate::vocab::Decider::FeatureModel
+    };
+    let above_all = d
+        .iter()
+        .filter(|r| r.n_test > 0)
+        .all(|r| r.test_acc < theta);
     let diagnosis = d
         .into_iter()
         .map(|r| DiagnosisRow {
@@ -152,6 +230,14 @@ pub fn analyse(
             action: r.action,
             n_train: r.n_train,
             n_test: r.n_test,
+            model_acc: model[r.label as usize].0,
+            theta,
+            layer: decided_at.clone(),
+            decided_by,
+            theta_above_all: above_all,
+            few_candidates: pool.per_label.get(r.label as usize).copied().unwrap_or(0)
+                < pool.targeted,
+            batch_exceeds_pool: pool.batch > pool.left,
         })
         .collect();
     Ok(Analysis {
@@ -183,6 +269,14 @@ pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
     let heads = |layer: &str| -> Result<SoftmaxHead> {
         Ok(store.get::<Head>(&s.dir.head(layer))?.head.clone())
     };
+    let pool_split = store.get::<Samples>(&s.layout.split(Split::Pool))?;
+    let classes = test_acts.probs()?.ncols();
+    let pool = PoolFacts::new(
+        &s.p,
+        &super::select::pool_before(store, s)?,
+        classes,
+        s.p.mode.batch.of(pool_split.len()),
+    );
     let a = analyse(
         &s.p,
         &layers,
@@ -196,8 +290,37 @@ pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
             pixels: test.as_ref().map(|t| &t.pixels),
         },
         test.as_ref().map(|t| &t.meta),
+        &pool,
     )?;
     store.put(&s.dir.heatmaps(), a.maps.clone())?;
     store.put(&s.dir.diagnosis(), a.diagnosis.clone())?;
+    warn_diagnosis(s, &a.diagnosis, &pool);
     Ok(a)
+}
+
+/// The log's warnings of a diagnosis's checks (the flags are in `diagnosis.parquet`).
+fn warn_diagnosis(s: &Step, rows: &[DiagnosisRow], pool: &PoolFacts) {
+    let at = format!("{} iteration {}", s.arm, s.k);
+    let Some(first) = rows.first() else { return };
+    if first.theta_above_all && rows.len() > 1 {
+        tracing::warn!(
+            "{at}: θ = {:.3} is above every label's accuracy, so every label underfits and the targeting just takes the worst; set mode.theta relative to the model (mode.theta = {{ relative = 0.97 }})",
+            first.theta
+        );
+    }
+    if first.batch_exceeds_pool {
+        tracing::warn!(
+            "{at}: the batch ({}) is larger than the pool left ({}): this iteration takes the whole pool (mode.batch, e.g. a fraction such as 0.067)",
+            pool.batch,
+            pool.left
+        );
+    }
+    if let Some(r) = rows.iter().find(|r| r.faultiest && r.few_candidates) {
+        tracing::warn!(
+            "{at}: label {} has {} samples left in the pool but the targeted share is {} (α · batch): it takes them all",
+            r.label,
+            pool.per_label.get(r.label as usize).copied().unwrap_or(0),
+            pool.targeted
+        );
+    }
 }

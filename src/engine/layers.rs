@@ -8,18 +8,19 @@
 use super::{Step, Store};
 use crate::analysis::layers::{self as sel, Direction, SoftmaxHead};
 use crate::artifacts::{Activations, Head, INPUT, LayerRow, Layout, OUTPUT, Samples, Split};
-use crate::config::{Pipeline, derive_seed, fingerprint};
+use crate::config::{Penalty, Pipeline, derive_seed, fingerprint};
 use anyhow::{Context, Result, anyhow, bail};
-use ndarray::{Array2, Axis};
-use rand::{SeedableRng, seq::index::sample};
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::{SeedableRng, seq::SliceRandom, seq::index::sample};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Layer selection in memory: the rows of `layers.parquet` and the fitted heads.
+/// Layer selection in memory: the rows of `layers.parquet` and the fitted heads with their
+/// L2 strengths.
 pub struct LayerSelection {
     pub rows: Vec<LayerRow>,
-    pub heads: Vec<(String, SoftmaxHead)>,
+    pub heads: Vec<(String, SoftmaxHead, Option<f64>)>,
 }
 
 impl LayerSelection {
@@ -47,24 +48,93 @@ fn fit_rows(n: usize, max: usize, seed: u64) -> Option<Vec<usize>> {
     Some(idx)
 }
 
-fn fit(
-    p: &Pipeline,
-    x: &Array2<f32>,
-    y: &[u16],
-    classes: usize,
-    layer: &str,
-) -> Result<SoftmaxHead> {
-    let seed = derive_seed(p.seed, "feature-model-rows");
-    match fit_rows(x.nrows(), p.layers.max_train_samples, seed) {
-        Some(idx) => {
-            let xs = x.select(Axis(0), &idx);
-            let ys: Vec<u16> = idx.iter().map(|&i| y[i]).collect();
-            sel::fit_head(xs.view(), &ys, classes, &p.layers)
-        }
-        None => sel::fit_head(x.view(), y, classes, &p.layers),
-    }
-    .with_context(|| format!("feature model of layer {layer}"))
+/// A fitted feature model and the L2 strength it was fitted with.
+pub struct Fitted {
+    pub head: SoftmaxHead,
+    pub l2: f64,
 }
+
+fn fit(p: &Pipeline, x: &Array2<f32>, y: &[u16], classes: usize, layer: &str) -> Result<Fitted> {
+    let seed = derive_seed(p.seed, "feature-model-rows");
+    let sub = fit_rows(x.nrows(), p.layers.max_train_samples, seed).map(|idx| {
+        let xs = x.select(Axis(0), &idx);
+        let ys: Vec<u16> = idx.iter().map(|&i| y[i]).collect();
+        (xs, ys)
+    });
+    let (xs, ys) = match &sub {
+        Some((xs, ys)) => (xs.view(), ys.as_slice()),
+        None => (x.view(), y),
+    };
+    let go = || -> Result<Fitted> {
+        let l2 = match p.layers.l2 {
+            Penalty::Fixed(v) => v,
+            Penalty::Auto => choose_l2(p, xs, ys, classes)?,
+        };
+        let head = sel::fit_head(xs, ys, classes, l2, p.layers.max_iterations)?;
+        Ok(Fitted { head, l2 })
+    };
+    go().with_context(|| format!("feature model of layer {layer}"))
+}
+
+/// `layers.l2 = "auto"`: each strength of `layers.l2_grid` fitted on the fit rows but a
+/// seeded `layers.l2_holdout` share, scored by the mean log-loss on that share; the best (the
+/// stronger on a tie). Too few rows to hold any out: the middle of the grid.
+fn choose_l2(p: &Pipeline, x: ArrayView2<f32>, y: &[u16], classes: usize) -> Result<f64> {
+    let grid = &p.layers.l2_grid;
+    let n = x.nrows();
+    let held = ((n as f64) * p.layers.l2_holdout).round() as usize;
+    if held == 0 || held >= n {
+        return Ok(grid[grid.len() / 2]);
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+        p.seed,
+        "feature-model-l2",
+    )));
+    let (out, keep) = order.split_at(held);
+    let (mut out, mut keep) = (out.to_vec(), keep.to_vec());
+    out.sort_unstable();
+    keep.sort_unstable();
+    let xk = x.select(Axis(0), &keep);
+    let yk: Vec<u16> = keep.iter().map(|&i| y[i]).collect();
+    let xo = x.select(Axis(0), &out);
+    let yo: Vec<u16> = out.iter().map(|&i| y[i]).collect();
+    let scores: Vec<(f64, f64)> = grid
+        .par_iter()
+        .map(|&l2| {
+            let h = sel::fit_head(xk.view(), &yk, classes, l2, p.layers.max_iterations)?;
+            let probs = h.probs(xo.view());
+            let loss =
+                crate::model::cross_entropy(&probs, &yo).iter().sum::<f64>() / yo.len() as f64;
+            Ok((l2, loss))
+        })
+        .collect::<Result<_>>()?;
+    Ok(scores
+        .into_iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(b.0.total_cmp(&a.0)))
+        .map(|(l2, _)| l2)
+        .expect("a non-empty grid"))
+}
+
+/// The share of the most common label: the accuracy of always guessing it (chance).
+fn chance(labels: &[u16], classes: usize) -> f64 {
+    let mut count = vec![0usize; classes.max(1)];
+    for &l in labels {
+        if let Some(c) = count.get_mut(l as usize) {
+            *c += 1;
+        }
+    }
+    let top = count.iter().copied().max().unwrap_or(0);
+    (top as f64 / labels.len().max(1) as f64).max(1.0 / classes.max(1) as f64)
+}
+
+/// A feature model is clearly above chance when it closes at least a tenth of the way from
+/// chance to perfect accuracy.
+pub fn near_chance(acc: f64, chance: f64) -> bool {
+    acc < chance + 0.1 * (1.0 - chance)
+}
+
+const L2_KEY: &str = "mode.l2";
 
 /// What the input head depends on: the train split and the feature-model settings.
 fn input_head_settings(p: &Pipeline, train: &Samples) -> String {
@@ -93,9 +163,10 @@ pub fn input_head(store: &Store, p: &Pipeline) -> Result<Arc<Head>> {
             path.display()
         );
     }
-    let head = fit(p, &train.pixels, &train.labels, train.meta.classes, INPUT)?;
-    let mut h = Head::new(INPUT, head);
+    let f = fit(p, &train.pixels, &train.labels, train.meta.classes, INPUT)?;
+    let mut h = Head::new(INPUT, f.head);
     h.info.insert(SETTINGS_KEY.into(), want);
+    h.info.insert(L2_KEY.into(), f.l2.to_string());
     store.put(&path, h)
 }
 
@@ -106,10 +177,12 @@ pub fn select(
     p: &Pipeline,
     train: &Activations,
     test: &Activations,
-    input: Option<(&SoftmaxHead, &Array2<f32>)>,
+    input: Option<(&Head, &Array2<f32>)>,
 ) -> Result<LayerSelection> {
     let out_probs = test.probs()?;
     let classes = out_probs.ncols();
+    let model_acc = sel::accuracy(out_probs.view(), &test.labels);
+    let chance = chance(&test.labels, classes);
     let mut rows = Vec::new();
     if let (false, Some(t)) = (p.layers.enabled, &p.layers.force_target)
         && t != OUTPUT
@@ -119,16 +192,18 @@ pub fn select(
         );
     }
     if !p.layers.enabled {
-        let acc = sel::accuracy(out_probs.view(), &test.labels);
         for d in [Direction::Forward, Direction::Backward] {
             rows.push(LayerRow {
                 layer: OUTPUT.into(),
                 position: 0,
                 width: classes as u32,
-                probe_accuracy: acc,
+                probe_accuracy: model_acc,
                 bhattacharyya: None,
                 is_target: true,
                 direction: d,
+                l2: None,
+                near_chance: near_chance(model_acc, chance),
+                below_model: false,
             });
         }
         return Ok(LayerSelection {
@@ -138,53 +213,64 @@ pub fn select(
     }
     let (ih, test_pixels) =
         input.ok_or_else(|| anyhow!("layer selection needs the input feature model"))?;
-    let mut layers: Vec<(String, usize, Array2<f32>)> = Vec::new();
-    let mut heads = vec![(INPUT.to_string(), ih.clone())];
+    let input_l2 = ih.info.get(L2_KEY).and_then(|v| v.parse::<f64>().ok());
+    // (name, width, probabilities on the analysis split, L2)
+    let mut layers: Vec<(String, usize, Array2<f32>, Option<f64>)> = Vec::new();
+    let mut heads = vec![(INPUT.to_string(), ih.head.clone(), input_l2)];
     layers.push((
         INPUT.into(),
         test_pixels.ncols(),
-        ih.probs(test_pixels.view()),
+        ih.head.probs(test_pixels.view()),
+        input_l2,
     ));
     // Hidden layers: one head each, fitted in parallel.
     let hidden: Vec<&(String, Array2<f32>)> =
         train.layers.iter().filter(|(n, _)| n != OUTPUT).collect();
-    type Fitted = (String, usize, Array2<f32>, SoftmaxHead);
-    let fitted: Vec<Result<Fitted>> = hidden
+    type Done = (String, usize, Array2<f32>, Fitted);
+    let fitted: Vec<Result<Done>> = hidden
         .par_iter()
         .map(|(name, acts)| {
-            let h = fit(p, acts, &train.labels, classes, name)?;
-            let probs = h.probs(test.layer(name)?.view());
-            Ok((name.clone(), acts.ncols(), probs, h))
+            let f = fit(p, acts, &train.labels, classes, name)?;
+            let probs = f.head.probs(test.layer(name)?.view());
+            Ok((name.clone(), acts.ncols(), probs, f))
         })
         .collect();
     for f in fitted {
-        let (name, width, probs, h) = f?;
-        heads.push((name.clone(), h));
-        layers.push((name, width, probs));
+        let (name, width, probs, f) = f?;
+        heads.push((name.clone(), f.head, Some(f.l2)));
+        layers.push((name, width, probs, Some(f.l2)));
     }
-    layers.push((OUTPUT.into(), classes, out_probs.clone()));
-    let views: Vec<_> = layers.iter().map(|(_, _, m)| m.view()).collect();
+    layers.push((OUTPUT.into(), classes, out_probs.clone(), None));
+    let views: Vec<_> = layers.iter().map(|(_, _, m, _)| m.view()).collect();
     let forced = match &p.layers.force_target {
         None => None,
-        Some(name) => Some(layers.iter().position(|(n, _, _)| n == name).ok_or_else(|| {
+        Some(name) => Some(layers.iter().position(|(n, ..)| n == name).ok_or_else(|| {
             anyhow!(
                 "layers.force_target = {name:?} is not a layer of this model (its layers: {})",
-                layers.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                layers
+                    .iter()
+                    .map(|(n, ..)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?),
     };
     for d in [Direction::Forward, Direction::Backward] {
         let (dist, target) = sel::select_target(&views, p.layers.threshold, d);
         let target = forced.unwrap_or(target);
-        for (i, (name, width, probs)) in layers.iter().enumerate() {
+        for (i, (name, width, probs, l2)) in layers.iter().enumerate() {
+            let acc = sel::accuracy(probs.view(), &test.labels);
             rows.push(LayerRow {
                 layer: name.clone(),
                 position: i as u32,
                 width: *width as u32,
-                probe_accuracy: sel::accuracy(probs.view(), &test.labels),
+                probe_accuracy: acc,
                 bhattacharyya: Some(dist[i]),
                 is_target: i == target,
                 direction: d,
+                l2: *l2,
+                near_chance: near_chance(acc, chance),
+                below_model: i == target && acc < model_acc - p.layers.max_gap,
             });
         }
     }
@@ -202,11 +288,47 @@ pub fn run(store: &Store, s: &Step) -> Result<LayerSelection> {
     } else {
         let test_split = store.get::<Samples>(&s.layout.split(on))?;
         let ih = input_head(store, &s.p)?;
-        select(&s.p, &train, &test, Some((&ih.head, &test_split.pixels)))?
+        select(&s.p, &train, &test, Some((&ih, &test_split.pixels)))?
     };
-    for (name, h) in &selection.heads {
-        store.put(&s.dir.head(name), Head::new(name, h.clone()))?;
+    for (name, h, l2) in &selection.heads {
+        let mut head = Head::new(name, h.clone());
+        if let Some(l2) = l2 {
+            head.info.insert(L2_KEY.into(), l2.to_string());
+        }
+        store.put(&s.dir.head(name), head)?;
     }
+    warn_layers(s, &selection.rows);
     store.put(&s.dir.layers(), selection.rows.clone())?;
     Ok(selection)
+}
+
+/// The log's warnings of a layer selection's checks (the flags are in `layers.parquet`).
+fn warn_layers(s: &Step, rows: &[LayerRow]) {
+    let at = format!("{} iteration {}", s.arm, s.k);
+    for r in rows
+        .iter()
+        .filter(|r| r.is_target && r.direction == Direction::Forward)
+    {
+        if r.near_chance {
+            tracing::warn!(
+                "{at}: the feature model of the target layer {} is not clearly above chance ({:.3}); its diagnosis is not to be trusted (layers.l2, layers.max_train_samples)",
+                r.layer,
+                r.probe_accuracy
+            );
+        }
+        if r.below_model {
+            tracing::warn!(
+                "{at}: the feature model of the target layer {} reaches {:.3}, more than layers.max_gap = {} below the model's own accuracy; {}",
+                r.layer,
+                r.probe_accuracy,
+                s.p.layers.max_gap,
+                match s.p.layers.untrusted {
+                    crate::config::Untrusted::Model =>
+                        "the model's own predictions decide the diagnosis",
+                    crate::config::Untrusted::Keep =>
+                        "it decides the diagnosis all the same (layers.untrusted = \"keep\")",
+                }
+            );
+        }
+    }
 }

@@ -133,7 +133,7 @@ fn targets<'a>(
                 .iter()
                 .map(|r| {
                     if r.underfit {
-                        p.mode.theta - r.test_acc
+                        r.theta - r.test_acc
                     } else {
                         r.gap - p.mode.gamma
                     }
@@ -352,7 +352,7 @@ pub fn choose(p: &Pipeline, arm: Arm, iteration: u32, inp: &Inputs) -> Result<Se
     let context = format!("select ({name}, iteration {iteration})");
     let pool_ids: Vec<u32> = inp.pool.iter().map(|r| r.id).collect();
     let label_of: HashMap<u32, u16> = inp.pool.iter().map(|r| (r.id, r.label)).collect();
-    let batch = p.mode.batch;
+    let batch = p.mode.batch.of(inp.states.samples.len());
     let n_targeted = ((p.mode.alpha * batch as f64).round() as usize).min(batch);
     let seed = derive_seed(p.seed, &format!("select/{name}/{iteration}"));
     let strategy = arm.strategy;

@@ -74,6 +74,13 @@ pub(super) fn diagnosis_faulty(label: u16) -> Vec<DiagnosisRow> {
             },
             n_train: 10,
             n_test: 10,
+            model_acc: if l == label { 0.5 } else { 1.0 },
+            theta: 0.92,
+            layer: crate::artifacts::OUTPUT.into(),
+            decided_by: crate::vocab::Decider::Model,
+            theta_above_all: false,
+            few_candidates: false,
+            batch_exceeds_pool: false,
         })
         .collect()
 }
@@ -95,7 +102,7 @@ pub(super) fn hc_map(label: u16, values: Vec<f32>) -> Heatmaps {
 
 pub(super) fn pipeline(batch: usize, alpha: f64) -> Pipeline {
     let mut p = Pipeline::default();
-    p.mode.batch = batch;
+    p.mode.batch = crate::config::Amount::Count(batch);
     p.mode.alpha = alpha;
     p
 }
@@ -206,6 +213,9 @@ fn layers_and_heatmaps_through_the_store() {
     store
         .put(&layout.split(Split::Train), train.clone())
         .unwrap();
+    store
+        .put(&layout.split(Split::Pool), train.clone())
+        .unwrap();
     store.put(&layout.split(Split::Test), train).unwrap();
     let s = Step::new(&layout, &p, Arm::mode(Metric::Dot, true), 1);
     store
@@ -252,5 +262,5 @@ fn layers_and_heatmaps_through_the_store() {
     assert_eq!(hc.n, (n / 2 - 1) as u32);
     let d1 = &a.diagnosis[1];
     assert!((d1.test_acc - 19.0 / 20.0).abs() < 1e-12);
-    assert_eq!(d1.underfit, d1.test_acc < q.mode.theta);
+    assert_eq!(d1.underfit, d1.test_acc < d1.theta);
 }

@@ -326,7 +326,8 @@ pub fn iteration_status(store: &Store, s: &Step) -> Result<IterStatus> {
             return Ok(IterStatus::FinishedEarly);
         }
     }
-    Ok(if batch.len() < s.p.mode.batch {
+    let pool = store.get::<Samples>(&s.layout.split(Split::Pool))?;
+    Ok(if batch.len() < s.p.mode.batch.of(pool.len()) {
         IterStatus::PoolExhausted
     } else {
         IterStatus::Ran
@@ -341,6 +342,9 @@ pub fn evaluate(store: &Store, s: &Step) -> Result<Vec<MetricRow>> {
 /// [`evaluate`] for many steps at once: their models of one architecture are run on the test
 /// split together. Results in the steps' order.
 pub fn evaluate_fleet(store: &Store, steps: &[&Step]) -> Vec<Result<Vec<MetricRow>>> {
+    if steps.is_empty() {
+        return Vec::new();
+    }
     let prepared: Vec<Result<(std::sync::Arc<Net>, EvalTag)>> = steps
         .iter()
         .map(|s| {

@@ -136,7 +136,12 @@ pub fn manifest(p: &Pipeline, a: &AblateArgs) -> Manifest {
 }
 
 /// The ablation rows of one setting's seed.
-fn rows_of(setting: &Setting, seed: u64, r: &SeedResult, theta: f64) -> Vec<AblationRow> {
+fn rows_of(
+    setting: &Setting,
+    seed: u64,
+    r: &SeedResult,
+    theta: crate::config::Theta,
+) -> Vec<AblationRow> {
     let last = r.rows.iter().map(|x| x.iteration).max().unwrap_or(0);
     let finals: BTreeMap<&str, &SweepRow> = r
         .rows
@@ -150,6 +155,7 @@ fn rows_of(setting: &Setting, seed: u64, r: &SeedResult, theta: f64) -> Vec<Abla
         .iter()
         .find(|x| x.iteration == 0)
         .map_or(f64::NAN, |x| x.accuracy);
+    let theta = theta.at(initial);
     finals
         .values()
         .map(|x| {

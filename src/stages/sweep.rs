@@ -156,7 +156,7 @@ pub fn summarise(
     rows: &[SweepRow],
     final_label_acc: &BTreeMap<(i64, String), Vec<f64>>,
     initial_label_acc: &BTreeMap<i64, Vec<f64>>,
-    theta: f64,
+    theta: crate::config::Theta,
 ) -> Vec<SweepSummaryRow> {
     let last_iter = rows.iter().map(|r| r.iteration).max().unwrap_or(0);
     let final_of = |arm: &str, seed: i64| {
@@ -183,12 +183,16 @@ pub fn summarise(
         for &s in &seeds {
             let Some(f) = final_of(arm, s) else { continue };
             finals.push(f);
+            let mut initial = f64::NAN;
             if let Some(r) = rows
                 .iter()
                 .find(|r| &r.arm == arm && r.seed == s && r.iteration == 0)
             {
                 initials.push(r.accuracy);
+                initial = r.accuracy;
             }
+            // θ of this seed's initial model (a relative θ follows its accuracy).
+            let theta = theta.at(initial);
             if let Some(c) = final_of(&control, s) {
                 deltas.push(f - c);
             }
