@@ -2,6 +2,7 @@
 //! `mode split`, the loop with an ONNX model (`mode debug`), activations written by a Python
 //! script (examples/write_activations.py) driving layers → heatmap → select, and bad input.
 
+mod common;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use mode::artifacts::{
     Artifact, BatchCsv, BatchRow, LayerRow, Layout, MetricRow, PoolRow, Samples, SourceRow, Split,
@@ -1012,5 +1013,305 @@ fn an_onnx_model_with_two_outputs_is_refused() {
             "the model declares 2 outputs ({out:?}, {hidden:?}); mode needs exactly one"
         )),
         "{err}"
+    );
+}
+
+/// A generated image folder: `classes` classes of `n` images each; class c is a bright square
+/// at its own place (and, in colour, its own tint) with noise; every `odd`-th image of a class
+/// is `big` × `big` instead of `size` × `size` (so the split resizes).
+fn pattern_folder(
+    dir: &Path,
+    classes: usize,
+    n: usize,
+    rgb: bool,
+    (size, big, odd): (u32, u32, usize),
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for c in 0..classes {
+        let class = dir.join(format!("class-{c}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for i in 0..n {
+            let s = if odd > 0 && i % odd == 0 { big } else { size };
+            let (r0, c0) = ((c as u32 * 2 + 1) % (s - 4), (c as u32 * 2 + 2) % (s - 4));
+            let mut px = |x: u32, y: u32, ch: usize| -> u8 {
+                let inside = (r0..r0 + 4).contains(&y) && (c0..c0 + 4).contains(&x);
+                let tint = if rgb {
+                    [1.0, 0.3 + 0.2 * (c % 3) as f32, 1.0 - 0.15 * c as f32][ch]
+                } else {
+                    1.0
+                };
+                let v = if inside { 0.5 * tint } else { 0.0 } + rng.random::<f32>() * 0.5;
+                (v.min(1.0) * 255.0) as u8
+            };
+            let file = class.join(format!("{i:03}.png"));
+            if rgb {
+                let mut img = RgbImage::new(s, s);
+                for y in 0..s {
+                    for x in 0..s {
+                        img.put_pixel(x, y, Rgb([px(x, y, 0), px(x, y, 1), px(x, y, 2)]));
+                    }
+                }
+                img.save(file).unwrap();
+            } else {
+                let mut img = GrayImage::new(s, s);
+                for y in 0..s {
+                    for x in 0..s {
+                        img.put_pixel(x, y, Luma([px(x, y, 0)]));
+                    }
+                }
+                img.save(file).unwrap();
+            }
+        }
+    }
+}
+
+/// A user's own small data that is not MNIST, and an ONNX model trained on few examples of one
+/// class: with the documented defaults (a pipeline naming only the data), `mode debug`
+/// diagnoses that class and targets it.
+#[test]
+fn the_defaults_find_the_weak_class_of_a_users_data() {
+    use mode::artifacts::DiagnosisRow;
+    use mode::config::Pipeline;
+    // (classes, images per class, RGB, (size, other size, every n-th), weak class)
+    let cases = [
+        (3usize, 60usize, true, (12u32, 12u32, 0usize), 1u16),
+        (5, 50, false, (16, 20, 3), 3),
+        (4, 60, true, (10, 14, 4), 0),
+    ];
+    for (case, &(classes, n, rgb, sizes, weak)) in cases.iter().enumerate() {
+        let t = scratch(&format!("weak-{case}"));
+        let images = t.join("images");
+        pattern_folder(&images, classes, n, rgb, sizes, case as u64);
+        let file = t.join("mine.toml");
+        let resize = if sizes.1 != sizes.0 {
+            format!("height = {}\nwidth = {}\n", sizes.0, sizes.0)
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"mine\"\n\n[data]\ndataset = \"shapes\"\nimages = \"{}\"\n{resize}",
+                images.display()
+            ),
+        )
+        .unwrap();
+        let root = t.join("root");
+        let run = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_mode"))
+                .current_dir(repo())
+                .arg("--pipeline")
+                .arg(&file)
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        ok(run(&["split"]));
+        let l = Layout::new(&root);
+        let train = Samples::read(&l.split(Split::Train)).unwrap();
+        assert_eq!(train.meta.channels, if rgb { 3 } else { 1 });
+        // The user's model: trained on every class but 3 images of the weak one.
+        let p = Pipeline::load(Some(&file), &[]).unwrap();
+        let mut seen = 0;
+        let keep: Vec<usize> = (0..train.len())
+            .filter(|&i| {
+                if train.labels[i] != weak {
+                    return true;
+                }
+                seen += 1;
+                seen <= 1
+            })
+            .collect();
+        let part = train.take(&keep);
+        let mut cfg = p.train.clone();
+        cfg.epochs = 30;
+        cfg.learning_rate = 0.005;
+        let net = mode::model::Net::init(&p, &train.meta).unwrap();
+        let (net, _, _) =
+            mode::model::fit(net, &part.pixels, &part.labels, &cfg, 1, None, |_, _| {}).unwrap();
+        let onnx = t.join("model_1.onnx");
+        std::fs::write(&onnx, common::onnx::mlp(&net)).unwrap();
+        let o = run(&[
+            "debug",
+            "--onnx",
+            onnx.to_str().unwrap(),
+            "--iteration",
+            "1",
+        ]);
+        ok(o);
+        let d = l.iter("mode-dot", 1);
+        let diagnosis = Vec::<DiagnosisRow>::read(&d.diagnosis()).unwrap();
+        let faultiest: Vec<u16> = diagnosis
+            .iter()
+            .filter(|r| r.faultiest)
+            .map(|r| r.label)
+            .collect();
+        let table: Vec<(u16, f64, f64, String)> = diagnosis
+            .iter()
+            .map(|r| (r.label, r.model_acc, r.test_acc, r.layer.clone()))
+            .collect();
+        assert_eq!(
+            faultiest,
+            [weak],
+            "case {case}: the weak class is diagnosed: {table:?}"
+        );
+        let batch = BatchCsv::read(&d.batch_csv()).unwrap().0;
+        assert!(
+            batch
+                .iter()
+                .filter(|r| r.origin == Origin::Targeted)
+                .all(|r| r.label == weak)
+        );
+        assert!(
+            !batch.is_empty() && batch.len() < train.len(),
+            "a batch that fits the pool"
+        );
+    }
+}
+
+/// The checks before a diagnosis is trusted fire where they should: each a warning in the log
+/// and a flag in `diagnosis.parquet` / `layers.parquet`.
+#[test]
+fn the_diagnosis_checks_fire_where_they_should() {
+    use mode::artifacts::DiagnosisRow;
+    use mode::config::Pipeline;
+    let t = scratch("checks");
+    let images = t.join("images");
+    pattern_folder(&images, 3, 60, false, (12, 12, 0), 9);
+    let file = t.join("mine.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"mine\"\n[data]\nimages = \"{}\"\n",
+            images.display()
+        ),
+    )
+    .unwrap();
+    let root = t.join("root");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mode"))
+            .current_dir(repo())
+            .arg("--pipeline")
+            .arg(&file)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(run(&["split"]));
+    let l = Layout::new(&root);
+    let train = Samples::read(&l.split(Split::Train)).unwrap();
+    let pool = Samples::read(&l.split(Split::Pool)).unwrap();
+    let p = Pipeline::load(Some(&file), &[]).unwrap();
+    let net = mode::model::Net::init(&p, &train.meta).unwrap();
+    let mut cfg = p.train.clone();
+    (cfg.epochs, cfg.learning_rate) = (30, 0.005);
+    let (net, _, _) =
+        mode::model::fit(net, &train.pixels, &train.labels, &cfg, 1, None, |_, _| {}).unwrap();
+    let onnx = t.join("model.onnx");
+    std::fs::write(&onnx, common::onnx::mlp(&net)).unwrap();
+    let debug = |sets: &[&str]| {
+        let mut a: Vec<&str> = Vec::new();
+        for s in sets {
+            a.extend(["--set", s]);
+        }
+        a.extend([
+            "debug",
+            "--onnx",
+            onnx.to_str().unwrap(),
+            "--iteration",
+            "1",
+        ]);
+        let o = run(&a);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        let d = Vec::<DiagnosisRow>::read(&l.iter("mode-dot", 1).diagnosis()).unwrap();
+        (d, err)
+    };
+    // Nothing fires with the defaults.
+    let (d, err) = debug(&[]);
+    assert!(!err.contains("WARN"), "{err}");
+    assert!(
+        d.iter()
+            .all(|r| !r.theta_above_all && !r.batch_exceeds_pool && !r.few_candidates)
+    );
+    assert!(
+        d.iter()
+            .all(|r| r.decided_by == mode::vocab::Decider::Model && r.layer == "output")
+    );
+    let layers = Vec::<LayerRow>::read(&l.iter("mode-dot", 1).layers()).unwrap();
+    let grid = &p.layers.l2_grid;
+    assert!(
+        layers
+            .iter()
+            .filter(|r| r.layer != "output")
+            .all(|r| r.l2.is_some_and(|v| grid.contains(&v))),
+        "the chosen L2 strengths are recorded: {layers:?}"
+    );
+    // θ above every label; a batch larger than the pool, and a targeted share larger than
+    // every label's candidates.
+    let batch = format!("mode.batch={}", 4 * pool.len() + 10);
+    let (d, err) = debug(&["mode.theta={ relative = 1.5 }", &batch]);
+    assert!(
+        d.iter().all(|r| r.theta_above_all && r.batch_exceeds_pool),
+        "{d:?}"
+    );
+    assert!(
+        d.iter().filter(|r| r.faultiest).all(|r| r.few_candidates),
+        "{d:?}"
+    );
+    for needle in [
+        "is above every label's accuracy, so every label underfits",
+        &format!("is larger than the pool left ({})", pool.len()),
+        "samples left in the pool but the targeted share is",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    // An explicit L2 is used as it is.
+    debug(&["layers.l2=3.5"]);
+    let layers = Vec::<LayerRow>::read(&l.iter("mode-dot", 1).layers()).unwrap();
+    assert!(
+        layers
+            .iter()
+            .filter(|r| r.layer != "output")
+            .all(|r| r.l2 == Some(3.5)),
+        "{layers:?}"
+    );
+    // The seed's diagnosis by the target layer's feature model, and one that is not trusted:
+    // with the model's own decision as the fallback.
+    let (d, _) = debug(&[
+        "mode.diagnosis=\"target_layer\"",
+        "layers.force_target=\"input\"",
+        "layers.max_gap=0.0",
+    ]);
+    let layers = Vec::<LayerRow>::read(&l.iter("mode-dot", 1).layers()).unwrap();
+    let target = layers
+        .iter()
+        .find(|r| r.is_target && r.direction == mode::vocab::Direction::Forward)
+        .unwrap();
+    if target.below_model {
+        assert!(
+            d.iter()
+                .all(|r| r.layer == "output" && r.decided_by == mode::vocab::Decider::Model)
+        );
+    } else {
+        assert!(
+            d.iter()
+                .all(|r| r.layer == "input" && r.decided_by == mode::vocab::Decider::FeatureModel)
+        );
+    }
+    let (d, _) = debug(&[
+        "mode.diagnosis=\"target_layer\"",
+        "layers.force_target=\"input\"",
+        "layers.untrusted=\"keep\"",
+    ]);
+    assert!(
+        d.iter()
+            .all(|r| r.layer == "input" && r.decided_by == mode::vocab::Decider::FeatureModel)
     );
 }

@@ -255,6 +255,10 @@ pub struct ModeConfig {
     /// Iterations of probe → … → evaluate.
     pub max_iter: usize,
     pub underfit_rule: UnderfitRule,
+    /// Whose per-label accuracy finds the faulty labels: the model's own (`model`), or the
+    /// target layer's feature model (`target_layer`, the seed; its heat maps come from the
+    /// target layer either way).
+    pub diagnosis: DiagnosisBy,
     /// When no label is faulty: `stop` (an empty batch, as the seed) or `random` (keep spending
     /// the budget at random, so every arm trains on as many samples).
     pub on_finish: OnFinish,
@@ -269,10 +273,16 @@ impl Default for ModeConfig {
             batch: Amount::Fraction(0.067),
             max_iter: 5,
             underfit_rule: UnderfitRule::Test,
+            diagnosis: DiagnosisBy::Model,
             on_finish: OnFinish::Stop,
         }
     }
 }
+
+crate::text_enum!(
+    /// Whose accuracy per label diagnoses the model (`mode.diagnosis`).
+    pub enum DiagnosisBy("diagnosis") { Model = "model", TargetLayer = "target_layer" }
+);
 
 /// A number of samples, or a fraction of a whole (of the pool split, for `mode.batch`).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -138,15 +138,22 @@ pub fn analyse(
 ) -> Result<Analysis> {
     let target = target(layers, Direction::Forward)?.to_string();
     let trusted = decides(p, layers, &target);
+    // The heat maps' layer: the target (the backward one for overfitting), the output when the
+    // target is not to be trusted.
     let fwd = if trusted { target } else { OUTPUT.to_string() };
     let bwd = if trusted {
         target_of(layers, Direction::Backward)?
     } else {
         OUTPUT.to_string()
     };
+    // The diagnosis' layer: the model's own predictions, or the heat maps' layer.
+    let decided_at = match p.mode.diagnosis {
+        crate::config::DiagnosisBy::Model => OUTPUT.to_string(),
+        crate::config::DiagnosisBy::TargetLayer => fwd.clone(),
+    };
     let classes = test.acts.probs()?.ncols();
-    let train_pred = train.predictions(&fwd, heads)?;
-    let test_pred = test.predictions(&fwd, heads)?;
+    let train_pred = train.predictions(&decided_at, heads)?;
+    let test_pred = test.predictions(&decided_at, heads)?;
     let model = hm::per_label_accuracy(&test.acts.labels, &test.acts.predicted, classes);
     let model_overall = test
         .acts
@@ -168,12 +175,14 @@ pub fn analyse(
     let overfit = d
         .iter()
         .any(|r| r.faultiest && r.action == Action::FixOverfit);
-    let decided_at = fwd.clone();
     let (layer, pred) = if overfit && bwd != fwd {
         let pred = test.predictions(&bwd, heads)?;
         (bwd, pred)
-    } else {
+    } else if fwd == decided_at {
         (fwd, test_pred)
+    } else {
+        let pred = test.predictions(&fwd, heads)?;
+        (fwd, pred)
     };
     let space = p.heatmap.space;
     let x = match space {

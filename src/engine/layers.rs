@@ -332,3 +332,56 @@ fn warn_layers(s: &Step, rows: &[LayerRow]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_is_the_majority_share_and_near_chance_a_tenth_above() {
+        assert!((chance(&[0, 0, 1, 2], 3) - 0.5).abs() < 1e-12);
+        assert!((chance(&[0, 1, 2], 3) - 1.0 / 3.0).abs() < 1e-12);
+        let c = 1.0 / 3.0;
+        assert!(near_chance(0.22, c), "the issue's 0.22 for 3 classes");
+        assert!(near_chance(0.39, c));
+        assert!(!near_chance(0.41, c));
+        assert!(!near_chance(0.9, 0.1));
+    }
+
+    /// A hidden layer of noise gets a feature model near chance, flagged; a target far below
+    /// the model's own accuracy is flagged too.
+    #[test]
+    fn layer_flags_follow_the_feature_models() {
+        use rand::Rng;
+        let n = 300;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let labels: Vec<u16> = (0..n).map(|i| (i % 3) as u16).collect();
+        let noise = Array2::from_shape_fn((n, 8), |_| rng.random::<f32>());
+        let probs = Array2::from_shape_fn((n, 3), |(i, c)| if c == i % 3 { 0.98 } else { 0.01 });
+        let acts = Activations {
+            ids: (0..n as u32).collect(),
+            labels: labels.clone(),
+            predicted: labels.clone(),
+            layers: vec![("dense_1".into(), noise), ("output".into(), probs)],
+            info: Default::default(),
+        };
+        let pixels = Array2::from_shape_fn((n, 4), |_| rng.random::<f32>());
+        let mut p = Pipeline::default();
+        p.layers.l2 = Penalty::Fixed(1.0);
+        p.layers.force_target = Some("dense_1".into());
+        let ih = fit(&p, &pixels, &labels, 3, INPUT).unwrap();
+        let head = Head::new(INPUT, ih.head);
+        let sel = select(&p, &acts, &acts, Some((&head, &pixels))).unwrap();
+        let row = |layer: &str| {
+            sel.rows
+                .iter()
+                .find(|r| r.layer == layer && r.direction == Direction::Forward)
+                .unwrap()
+        };
+        assert!(
+            row("dense_1").near_chance && row("dense_1").below_model && row("dense_1").is_target
+        );
+        assert!(!row("output").near_chance && !row("output").below_model);
+        assert_eq!(row("dense_1").l2, Some(1.0));
+    }
+}

@@ -1,4 +1,7 @@
 //! What the integration tests share.
+#![allow(dead_code)]
+
+pub mod onnx;
 
 use mode::artifacts::{Artifact, FileSum, Manifest, TrainLogRow};
 use std::path::Path;
