@@ -202,6 +202,9 @@ enum Command {
         /// Include incomplete runs (flagged `interrupted`) instead of refusing them.
         #[arg(long)]
         allow_incomplete: bool,
+        /// Print the seed's Tables 1 and 2 after the verdict.
+        #[arg(long)]
+        tables: bool,
     },
     /// The HTML report with PNG figures: <root>/report/index.html.
     Report {
@@ -547,11 +550,13 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
         Command::Summary {
             out: file,
             allow_incomplete,
+            tables,
         } => out(stages::summary::run(
             ctx,
             &stages::summary::SummaryArgs {
                 out: file.unwrap_or_else(|| l.summary()),
                 allow_incomplete,
+                tables,
             },
         )?),
         Command::Report { arm, pair, out } => log(stages::report::run(

@@ -5,3 +5,4 @@ pub mod layers;
 pub mod selection;
 pub mod stats;
 pub mod strategies;
+pub mod verdict;

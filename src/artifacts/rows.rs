@@ -65,6 +65,9 @@ table!(
         n_test: u32,
         /// the model's own accuracy on this label (analysis split)
         model_acc: f64,
+        /// the target layer's feature model's accuracy on this label (analysis split; the
+        /// model's own when the target is the output layer)
+        target_acc: f64,
         /// the θ this diagnosis used (a relative θ times the model's accuracy)
         theta: f64,
         /// the layer whose predictions decided, and whose they were

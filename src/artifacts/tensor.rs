@@ -143,6 +143,28 @@ pub fn write_tensors_with(
     })
 }
 
+/// The key-value metadata of a Parquet file (its footer only).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(b.metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The number of rows of a Parquet file (its footer only).
+pub fn count_rows(path: &Path) -> Result<usize> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as usize)
+}
+
 /// Rows handed to the Parquet writer at a time.
 const WRITE_SLICE_ROWS: usize = 4096;
 

@@ -226,6 +226,7 @@ pub fn analyse(
         .iter()
         .filter(|r| r.n_test > 0)
         .all(|r| r.test_acc < theta);
+    let at_target = hm::per_label_accuracy(&test.acts.labels, &pred, classes);
     let diagnosis = d
         .into_iter()
         .map(|r| DiagnosisRow {
@@ -240,6 +241,7 @@ pub fn analyse(
             n_train: r.n_train,
             n_test: r.n_test,
             model_acc: model[r.label as usize].0,
+            target_acc: at_target[r.label as usize].0,
             theta,
             layer: decided_at.clone(),
             decided_by,

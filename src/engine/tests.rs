@@ -75,6 +75,7 @@ pub(super) fn diagnosis_faulty(label: u16) -> Vec<DiagnosisRow> {
             n_train: 10,
             n_test: 10,
             model_acc: if l == label { 0.5 } else { 1.0 },
+            target_acc: if l == label { 0.5 } else { 1.0 },
             theta: 0.92,
             layer: crate::artifacts::OUTPUT.into(),
             decided_by: crate::vocab::Decider::Model,

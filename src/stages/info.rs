@@ -108,7 +108,7 @@ fn makefile(ctx: &Ctx, experiment: &[Arm], chain: &[Arm]) -> String {
     // In-process loop: all experiment arms in one process, then the tables.
     let _ = writeln!(
         m,
-        "{}: {metrics0} {head}\n\t$(MODE) experiment --arms {}\n\t$(MODE) --quiet summary > /dev/null",
+        "{}: {metrics0} {head}\n\t$(MODE) experiment --arms {}\n\t$(MODE) --quiet summary",
         d(l.summary()),
         experiment
             .iter()

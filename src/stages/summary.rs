@@ -20,6 +20,8 @@ use std::path::PathBuf;
 pub struct SummaryArgs {
     pub out: PathBuf,
     pub allow_incomplete: bool,
+    /// Print the seed's Tables 1 and 2 after the verdict.
+    pub tables: bool,
 }
 
 /// One arm's run as the summary sees it.
@@ -167,12 +169,114 @@ pub fn arm_runs(layout: &Layout, p: &Pipeline, allow_incomplete: bool) -> Result
     Ok(out)
 }
 
+/// Whether the sweep on disk may be shown beside these runs: `Ok(note)` when its manifest says
+/// it started from this pipeline's splits and initial settings (the note says how far that was
+/// checked), `Err(reason)` otherwise.
+pub fn sweep_check(
+    layout: &Layout,
+    p: &Pipeline,
+    rows: &[crate::artifacts::SweepSummaryRow],
+) -> std::result::Result<String, String> {
+    let path = layout.sweep_manifest();
+    if !path.exists() {
+        return Err("it has no sweep manifest, so nothing says which settings made it".into());
+    }
+    let m = Manifest::read(&path).map_err(|e| format!("{e:#}"))?;
+    if m.initial != p.initial_fingerprint() {
+        return Err("it was made with other data, split, model or training settings".into());
+    }
+    // The settings fingerprint covers the arms in the order they were given; try the orders
+    // the summary's arms can be recovered in.
+    let arms: Vec<Arm> = rows.iter().filter_map(|r| r.arm.parse().ok()).collect();
+    let in_replication: Vec<Arm> = Arm::replication()
+        .into_iter()
+        .filter(|a| arms.contains(a))
+        .collect();
+    let seeds = m.planned as usize;
+    let same = [arms, in_replication]
+        .iter()
+        .any(|a| crate::stages::sweep::manifest(p, seeds, a).settings == m.settings);
+    Ok(if same {
+        String::new()
+    } else {
+        "Made from the same splits and initial-model settings; whether its MODE settings equal these could not be confirmed.".into()
+    })
+}
+
+/// The arm whose first diagnosis a verdict shows: MODE with the pipeline's metric and layer
+/// selection when it ran, else the first arm that analysed the initial model.
+pub fn shown_arm(p: &Pipeline, runs: &[ArmRun]) -> Option<Arm> {
+    let want = Arm::mode(p.select.metric, true);
+    runs.iter()
+        .map(|r| r.arm)
+        .find(|a| *a == want)
+        .or_else(|| runs.iter().map(|r| r.arm).find(|a| a.strategy.needs_diagnosis()))
+}
+
+/// The verdict of the runs under `layout` (see [`crate::analysis::verdict`]): the shown arm's
+/// diagnosis of the initial model, the summary rows, and a sweep of these settings if any.
+pub fn load_verdict(
+    layout: &Layout,
+    p: &Pipeline,
+    runs: &[ArmRun],
+    rows: &[SummaryRow],
+) -> Result<Option<crate::analysis::verdict::Verdict>> {
+    use crate::artifacts::{DiagnosisRow, LayerRow, Split, SweepSummaryRow};
+    let Some(arm) = shown_arm(p, runs) else {
+        return Ok(None);
+    };
+    let iter1 = layout.iter(&arm.to_string(), 1);
+    if !iter1.diagnosis().exists() {
+        return Ok(None);
+    }
+    let diagnosis = Vec::<DiagnosisRow>::read(&iter1.diagnosis())?;
+    let layers = Vec::<LayerRow>::read(&iter1.layers())?;
+    let control = runs
+        .iter()
+        .find(|r| r.arm.is_control())
+        .map_or(f64::NAN, |r| r.last.accuracy);
+    let sweep = match layout.sweep_summary() {
+        path if path.exists() => {
+            let s = Vec::<SweepSummaryRow>::read(&path)?;
+            sweep_check(layout, p, &s).ok().map(|_| s)
+        }
+        _ => None,
+    };
+    let names = crate::artifacts::tensor::read_metadata(&layout.split(Split::Test))
+        .ok()
+        .and_then(|m| {
+            m.get("mode.class_names")
+                .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+        })
+        .unwrap_or_default();
+    Ok(Some(crate::analysis::verdict::verdict(
+        &crate::analysis::verdict::Facts {
+            shown: &arm.to_string(),
+            diagnosis: &diagnosis,
+            layers: &layers,
+            summary: rows,
+            control,
+            sweep: sweep.as_deref(),
+            class_names: &names,
+        },
+    )))
+}
+
 pub struct SummaryReport {
     pub rows: Vec<SummaryRow>,
+    pub verdict: Option<crate::analysis::verdict::Verdict>,
+    /// Print the seed's tables too.
+    pub tables: bool,
 }
 
 impl std::fmt::Display for SummaryReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(v) = &self.verdict {
+            writeln!(f, "{v}")?;
+        }
+        if !self.tables && self.verdict.is_some() {
+            return Ok(());
+        }
         let (with, without): (Vec<_>, Vec<_>) =
             self.rows.iter().cloned().partition(|r| r.layer_select);
         if !with.is_empty() {
@@ -199,7 +303,12 @@ pub fn run(ctx: &Ctx, a: &SummaryArgs) -> Result<SummaryReport> {
     let runs = arm_runs(&ctx.layout, &ctx.p, a.allow_incomplete)?;
     let rows = summarise(initial, &runs)?;
     rows.write(&a.out)?;
-    Ok(SummaryReport { rows })
+    let verdict = load_verdict(&ctx.layout, &ctx.p, &runs, &rows)?;
+    Ok(SummaryReport {
+        rows,
+        verdict,
+        tables: a.tables,
+    })
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! seeds (table and forest plot) — each shown only when it belongs to these settings.
 
 use super::Inputs;
+use crate::arm::Arm;
 use super::header::is_flagged;
 use super::html::{esc, flag, img, table, warn};
-use crate::arm::Arm;
 use crate::artifacts::{Artifact, Manifest, SummaryRow, SweepSummaryRow};
 use crate::plots;
 use anyhow::Result;
@@ -90,43 +90,13 @@ fn summary_cells(r: &SummaryRow) -> Vec<String> {
     ]
 }
 
-/// Whether the sweep on disk may be shown: `Ok(note)` when its manifest says it started from
-/// this pipeline's splits and initial settings (the note says how far that was checked),
-/// `Err(reason)` otherwise.
-fn sweep_check(cx: &Inputs, rows: &[SweepSummaryRow]) -> Result<String, String> {
-    let path = cx.layout.sweep_manifest();
-    if !path.exists() {
-        return Err("it has no sweep manifest, so nothing says which settings made it".into());
-    }
-    let m = Manifest::read(&path).map_err(|e| format!("{e:#}"))?;
-    if m.initial != cx.p.initial_fingerprint() {
-        return Err("it was made with other data, split, model or training settings".into());
-    }
-    // The settings fingerprint covers the arms in the order they were given; try the orders
-    // the summary's arms can be recovered in.
-    let arms: Vec<Arm> = rows.iter().filter_map(|r| r.arm.parse().ok()).collect();
-    let in_replication: Vec<Arm> = Arm::replication()
-        .into_iter()
-        .filter(|a| arms.contains(a))
-        .collect();
-    let seeds = m.planned as usize;
-    let same = [arms, in_replication]
-        .iter()
-        .any(|a| crate::stages::sweep::manifest(cx.p, seeds, a).settings == m.settings);
-    Ok(if same {
-        String::new()
-    } else {
-        "Made from the same splits and initial-model settings; whether its MODE settings equal these could not be confirmed.".into()
-    })
-}
-
 pub(super) fn sweep(cx: &Inputs) -> Result<String> {
     let path = cx.layout.sweep_summary();
     if !path.exists() {
         return Ok(String::new());
     }
     let s = Vec::<SweepSummaryRow>::read(&path)?;
-    let note = match sweep_check(cx, &s) {
+    let note = match crate::stages::summary::sweep_check(cx.layout, cx.p, &s) {
         Ok(note) => note,
         Err(why) => {
             return Ok(String::from("<h2>Sweep</h2>")
