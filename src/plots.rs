@@ -218,10 +218,15 @@ pub fn line_png(
     x_names: &[String],
     marks: &[(f64, f64, String)],
     size: (u32, u32),
-    legend: SeriesLabelPosition,
 ) -> Result<()> {
     save_png(path, size, |root| {
         root.fill(&WHITE).map_err(err)?;
+        let (root, side) = root.split_horizontally(size.0.saturating_sub(LEGEND_W));
+        let entries: Vec<(String, RGBColor, bool)> = series
+            .iter()
+            .map(|s| (s.name.clone(), s.color, s.dashed))
+            .collect();
+        legend_beside(&side, &entries)?;
         let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
         let ys: Vec<f64> = series
             .iter()
@@ -300,16 +305,30 @@ pub fn line_png(
                 )))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .position(legend)
-            .draw()
-            .map_err(err)?;
         Ok(())
     })
+}
+
+/// Width of the strip beside a chart that holds its legend (outside the data).
+const LEGEND_W: u32 = 210;
+
+/// A legend in its own strip: a swatch (a line, thin when dashed) and the name per entry.
+fn legend_beside(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    entries: &[(String, RGBColor, bool)],
+) -> Result<()> {
+    let font = (FONT, 12).into_font().color(&BLACK);
+    for (i, (name, color, thin)) in entries.iter().enumerate() {
+        let y = 40 + 17 * i as i32;
+        area.draw(&PathElement::new(
+            vec![(6, y), (28, y)],
+            color.stroke_width(if *thin { 1 } else { 3 }),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(name.clone(), (34, y - 6), font.clone()))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Grouped bars: for each category, one bar per group.
@@ -322,6 +341,13 @@ pub fn bars_png(
 ) -> Result<()> {
     save_png(path, size, |root| {
         root.fill(&WHITE).map_err(err)?;
+        let (root, side) = root.split_horizontally(size.0.saturating_sub(LEGEND_W));
+        let entries: Vec<(String, RGBColor, bool)> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), palette(i), false))
+            .collect();
+        legend_beside(&side, &entries)?;
         let lo = groups
             .iter()
             .flat_map(|g| g.1.iter().copied())
@@ -361,26 +387,30 @@ pub fn bars_png(
                     let x = i as f64 - 0.4 + gi as f64 * bw;
                     Rectangle::new([(x, y0), (x + bw * 0.95, v)], color.filled())
                 }))
-                .map_err(err)?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
+                .map_err(err)?;
+            let _ = name;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .position(SeriesLabelPosition::LowerLeft)
-            .draw()
-            .map_err(err)?;
         Ok(())
     })
 }
 
 /// A forest plot: one row per arm, the mean difference and its interval, a line at 0.
 pub fn forest_png(path: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Result<()> {
+    forest_png_with(
+        path,
+        title,
+        "final accuracy − control (mean over seeds, 95% CI)",
+        rows,
+    )
+}
+
+/// [`forest_png`] with its own axis description (rows with an empty interval are dots).
+pub fn forest_png_with(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    rows: &[(String, f64, f64, f64)],
+) -> Result<()> {
     let h = 60 + 24 * rows.len() as u32;
     save_png(path, (900, h.max(160)), |root| {
         root.fill(&WHITE).map_err(err)?;
@@ -408,7 +438,7 @@ pub fn forest_png(path: &Path, title: &str, rows: &[(String, f64, f64, f64)]) ->
             .configure_mesh()
             .y_labels(n * 2 + 1)
             .y_label_formatter(&fmt)
-            .x_desc("final accuracy − control (mean over seeds, 95% CI)")
+            .x_desc(x_desc)
             .label_style((FONT, 13))
             .draw()
             .map_err(err)?;

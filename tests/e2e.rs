@@ -341,21 +341,20 @@ fn external_readers_need_no_help() {
 fn report_has_every_figure() {
     let r = smoke().join("report");
     let html = std::fs::read_to_string(r.join("index.html")).unwrap();
-    let mut figures = vec![
-        "layers_accuracy.png".to_string(),
-        "layers_bhattacharyya.png".into(),
-        "heatmaps.png".into(),
-        "pair.png".into(),
-        "misclassified.png".into(),
-        "accuracy_ls.png".into(),
-        "accuracy_nols.png".into(),
-        "per_label.png".into(),
+    let figures = [
+        "verdict.png",
+        "delta_mode_ls.png",
+        "delta_mode_nols.png",
+        "delta_baselines.png",
+        "batches.png",
+        "layers_accuracy.png",
+        "layers_bhattacharyya.png",
+        "heatmaps.png",
+        "pair.png",
+        "misclassified.png",
+        "per_label.png",
+        "similar_dot.png",
     ];
-    figures.extend(
-        mode::vocab::Metric::ALL
-            .iter()
-            .map(|m| format!("similar_{}.png", m.as_str())),
-    );
     for f in &figures {
         assert!(
             html.contains(&format!("src=\"{f}\"")),
@@ -366,6 +365,15 @@ fn report_has_every_figure() {
     }
     assert!(html.contains("Table 1") && html.contains("Table 2"));
     assert!(!html.contains("<script"), "no JavaScript");
+    // The answer comes first: the verdict before any figure of the details.
+    let (answer, layers) = (
+        html.find("The answer").unwrap(),
+        html.find("Layer selection").unwrap(),
+    );
+    assert!(
+        answer < layers && html.contains("Best selection:") && html.contains("Faulty labels"),
+        "{html}"
+    );
 }
 
 /// Right way up and the right label: each label's HC map correlates best with that label's

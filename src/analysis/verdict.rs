@@ -160,7 +160,11 @@ pub fn verdict(f: &Facts) -> Verdict {
 impl Verdict {
     /// The faulty labels (the faultiest first), as "5 (underfit)".
     pub fn faulty(&self) -> Vec<String> {
-        let mut v: Vec<&LabelLine> = self.labels.iter().filter(|l| l.action != Action::None).collect();
+        let mut v: Vec<&LabelLine> = self
+            .labels
+            .iter()
+            .filter(|l| l.action != Action::None)
+            .collect();
         v.sort_by_key(|l| (!l.faultiest, l.label));
         v.iter()
             .map(|l| {
@@ -220,7 +224,11 @@ impl std::fmt::Display for Verdict {
                 l.target_acc
             );
         }
-        writeln!(f, "  per label, model / feature model at {}:{lines}", self.target)?;
+        writeln!(
+            f,
+            "  per label, model / feature model at {}:{lines}",
+            self.target
+        )?;
         for n in &self.notes {
             writeln!(f, "  ⚠ {n}")?;
         }
@@ -311,8 +319,15 @@ mod tests {
         assert!((v.arms[0].delta - 0.28).abs() < 1e-9 && (v.arms[1].delta + 0.34).abs() < 1e-9);
         let text = v.to_string();
         assert!(text.starts_with("Verdict: faulty labels c (underfit), b (underfit) (θ 0.920; target layer output; decided by the model's own per-label accuracy)"), "{text}");
-        assert!(text.contains("  margin                 +0.28\n") && text.contains("  mode-dot               -0.34\n"), "{text}");
-        assert!(text.contains("⚠ label c has fewer pool samples than the targeted share"), "{text}");
+        assert!(
+            text.contains("  margin                 +0.28\n")
+                && text.contains("  mode-dot               -0.34\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("⚠ label c has fewer pool samples than the targeted share"),
+            "{text}"
+        );
         // With a sweep: its mean decides the order, and the interval and p are shown.
         let sw = [SweepSummaryRow {
             arm: "mode-dot".into(),
@@ -342,7 +357,10 @@ mod tests {
             class_names: &[],
         });
         assert_eq!(v.arms[0].arm, "mode-dot");
-        assert_eq!(Verdict::delta_text(&v.arms[0]), "+0.50 [+0.10, +0.90] p 0.020");
+        assert_eq!(
+            Verdict::delta_text(&v.arms[0]),
+            "+0.50 [+0.10, +0.90] p 0.020"
+        );
         assert!(v.to_string().contains("mean over 10 seeds"));
     }
 }

@@ -207,10 +207,11 @@ pub fn sweep_check(
 /// selection when it ran, else the first arm that analysed the initial model.
 pub fn shown_arm(p: &Pipeline, runs: &[ArmRun]) -> Option<Arm> {
     let want = Arm::mode(p.select.metric, true);
-    runs.iter()
-        .map(|r| r.arm)
-        .find(|a| *a == want)
-        .or_else(|| runs.iter().map(|r| r.arm).find(|a| a.strategy.needs_diagnosis()))
+    runs.iter().map(|r| r.arm).find(|a| *a == want).or_else(|| {
+        runs.iter()
+            .map(|r| r.arm)
+            .find(|a| a.strategy.needs_diagnosis())
+    })
 }
 
 /// The verdict of the runs under `layout` (see [`crate::analysis::verdict`]): the shown arm's

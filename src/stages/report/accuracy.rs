@@ -10,12 +10,12 @@ use crate::plots::{self, Series};
 use crate::stages::summary::ArmRun;
 use crate::vocab::Scope;
 use anyhow::Result;
-use plotters::chart::SeriesLabelPosition;
 use plotters::style::RGBColor;
 
 pub(super) fn section(cx: &Inputs) -> Result<String> {
-    let mut html =
-        String::from("<h2>5. Accuracy per iteration, every arm against the control (black)</h2>");
+    let mut html = String::from(
+        "<h2>Δ vs the control per iteration</h2><p>Each arm's test accuracy minus the random control's at the same iteration, in points (×100); iteration 0 is the shared initial model.</p>",
+    );
     html += &per_iteration(cx)?;
     html += &per_label(cx)?;
     Ok(html)
@@ -82,36 +82,70 @@ fn series_of(cx: &Inputs, run: &ArmRun, initial: f64, i: usize) -> Series {
     }
 }
 
+/// The arm families drawn as small multiples: a handful of lines each, distinct colours.
+const FAMILIES: [(&str, &str); 3] = [
+    ("delta_mode_ls", "MODE with layer selection"),
+    ("delta_mode_nols", "MODE without layer selection"),
+    ("delta_baselines", "baselines"),
+];
+
+fn family_of(arm: crate::arm::Arm) -> Option<usize> {
+    match arm.strategy {
+        _ if arm.is_control() => None,
+        Strategy::Mode(_) if arm.layer_select => Some(0),
+        Strategy::Mode(_) => Some(1),
+        _ => Some(2),
+    }
+}
+
+/// Δ vs the control per iteration, in points: every arm's accuracy minus the control's at the
+/// same iteration (0 = the shared initial model), one chart per arm family.
 fn per_iteration(cx: &Inputs) -> Result<String> {
     let initial = initial_accuracy(&cx.metrics);
     let iters: Vec<String> = (0..=cx.p.mode.max_iter).map(|k| k.to_string()).collect();
+    let Some(control) = cx.runs.iter().find(|r| r.arm.is_control()) else {
+        return Ok("<p>(The control has not run: no chart.)</p>".into());
+    };
+    let control = series_of(cx, control, initial, 0);
+    let at = |s: &Series, x: f64| s.points.iter().find(|p| p.0 == x).map(|p| p.1);
     let mut html = String::new();
-    for (name, title, layer_select) in [
-        ("accuracy_ls", "with layer selection (and baselines)", true),
-        ("accuracy_nols", "without layer selection", false),
-    ] {
+    for (f, (name, title)) in FAMILIES.iter().enumerate() {
         let chosen: Vec<Series> = cx
             .runs
             .iter()
-            .filter(|r| r.arm.is_control() || r.arm.layer_select == layer_select)
+            .filter(|r| family_of(r.arm) == Some(f))
             .enumerate()
-            .map(|(i, r)| series_of(cx, r, initial, i))
+            .map(|(i, r)| {
+                let mut s = series_of(cx, r, initial, i);
+                s.points = s
+                    .points
+                    .iter()
+                    .filter_map(|&(x, y)| at(&control, x).map(|c| (x, 100.0 * (y - c))))
+                    .collect();
+                s.dashed = false;
+                s
+            })
             .collect();
-        if chosen.len() < 2 {
-            html += &format!("<p>(No arm {title} has run: no chart.)</p>");
+        if chosen.is_empty() {
             continue;
         }
+        let mut all = chosen;
+        all.push(Series {
+            name: "control (random)".into(),
+            points: control.points.iter().map(|&(x, _)| (x, 0.0)).collect(),
+            color: RGBColor(0, 0, 0),
+            dashed: true,
+        });
         let file = cx.figure(name);
         plots::line_png(
             &file,
-            &format!("test accuracy, {title}"),
+            &format!("Δ test accuracy vs the control, points — {title}"),
             "iteration",
-            "accuracy",
-            &chosen,
+            "Δ (points)",
+            &all,
             &iters,
             &[],
-            (1000, 520),
-            SeriesLabelPosition::LowerRight,
+            (1000, 400),
         )?;
         html += &img(&file, title);
     }

@@ -71,7 +71,7 @@ pub(super) fn misclassified(cx: &Inputs) -> Result<String> {
     let mut html = String::new();
     let _ = write!(
         html,
-        "<h2>3. Misclassified test images (initial model)</h2><p>{} of {} test images are misclassified; the {MISTAKES} most confident mistakes, captioned true→predicted confidence.</p>",
+        "<h2>Misclassified test images (initial model)</h2><p>{} of {} test images are misclassified; the {MISTAKES} most confident mistakes, captioned true→predicted confidence.</p>",
         wrong.len(),
         pred.ids.len()
     );
@@ -85,16 +85,19 @@ pub(super) fn misclassified(cx: &Inputs) -> Result<String> {
 
 pub(super) fn similar(cx: &Inputs) -> Result<String> {
     let mut html = format!(
-        "<h2>4. Most and least similar pool images per metric</h2><p>For every label, its pool images scored against the label's HC heat map: the {EXTREMES} most similar (left) and the {EXTREMES} least similar (right). Rank 1 = most similar: largest dot product, smallest distance for the other metrics.</p>"
+        "<h2>Most and least similar pool images</h2><p>For every label, its pool images scored against the label's HC heat map with the shown arm's metric: the {EXTREMES} most similar (left) and the {EXTREMES} least similar (right). Rank 1 = most similar: largest dot product, smallest distance for the other metrics.</p>"
     );
     if cx.space() != Space::Input {
         html += "<p>(Shown for input-space heat maps only: feature-space maps cannot be drawn as images.)</p>";
         return Ok(html);
     }
+    // The shown arm's metric only (every metric's page was 14 600 pixels long).
     let pool = Samples::read(&cx.layout.split(Split::Pool))?;
-    for &metric in Metric::ALL {
-        html += &similar_for(cx, &pool, metric)?;
-    }
+    let metric = match cx.args.arm.strategy {
+        crate::arm::Strategy::Mode(m) => m,
+        _ => cx.p.select.metric,
+    };
+    html += &similar_for(cx, &pool, metric)?;
     Ok(html)
 }
 

@@ -13,7 +13,8 @@ pub(super) fn is_flagged(s: RunStatus) -> bool {
     !matches!(s, RunStatus::Complete | RunStatus::FinishedEarly)
 }
 
-pub(super) fn section(cx: &Inputs) -> Result<String> {
+/// The page's title line: the dataset and the model.
+pub(super) fn title(cx: &Inputs) -> Result<String> {
     let (p, meta) = (cx.p, &cx.test.meta);
     let arch = Net::read(&cx.layout.initial().model())?.arch;
     let mut html = String::new();
@@ -28,6 +29,13 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
         esc(&arch.describe()),
         p.seed
     );
+    Ok(html)
+}
+
+/// The details at the end of the page: parameters, protocol keys, runs, wall times.
+pub(super) fn details(cx: &Inputs) -> Result<String> {
+    let p = cx.p;
+    let mut html = String::from("<h2>Details</h2>");
     let params: Vec<Vec<String>> = [
         ("θ (underfit)", p.mode.theta.to_string()),
         ("γ (overfit gap)", p.mode.gamma.to_string()),
@@ -114,6 +122,11 @@ fn protocol(cx: &Inputs) -> String {
             "layers.force_target",
             p.layers.force_target.clone().unwrap_or_else(|| "–".into()),
             "–".into(),
+        ),
+        (
+            "mode.diagnosis",
+            p.mode.diagnosis.to_string(),
+            crate::config::DiagnosisBy::TargetLayer.to_string(),
         ),
     ];
     let rows: Vec<Vec<String>> = keys

@@ -34,7 +34,7 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
     let mut html = String::new();
     let _ = write!(
         html,
-        "<h2>2. Heat maps ({} space; inputs split by the {} layer's predictions)</h2><p>HC: correctly classified; HM: other labels predicted as the label (false positives); HW: the label's inputs predicted otherwise (false negatives); DH_CM = HC − HM, DH_CW = HC − HW (blue negative, red positive). n = group size.</p>",
+        "<h2>Heat maps ({} space; inputs split by the {} layer's predictions)</h2><p>HC: correctly classified; HM: other labels predicted as the label (false positives); HW: the label's inputs predicted otherwise (false negatives); DH_CM = HC − HM, DH_CW = HC − HW (blue negative, red positive). n = group size.</p>",
         esc(space.as_str()),
         esc(&layer)
     );

@@ -7,7 +7,6 @@ use crate::artifacts::{Artifact, LayerRow};
 use crate::plots::{self, Series};
 use crate::vocab::Direction;
 use anyhow::{Result, bail};
-use plotters::chart::SeriesLabelPosition;
 
 pub(super) fn section(cx: &Inputs) -> Result<String> {
     let layers = Vec::<LayerRow>::read(&cx.iter1.layers())?;
@@ -21,7 +20,7 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
     let names: Vec<String> = fwd.iter().map(|r| r.layer.clone()).collect();
     let target = fwd.iter().position(|r| r.is_target).unwrap_or(0);
     let mark = |y: f64| vec![(target as f64, y, format!("  target: {}", names[target]))];
-    let mut html = String::from("<h2>1. Layer selection (model of iteration 0)</h2>");
+    let mut html = String::from("<h2>Layer selection (model of iteration 0)</h2>");
 
     let acc: Vec<(f64, f64)> = fwd
         .iter()
@@ -42,8 +41,7 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
         }],
         &names,
         &mark(acc[target].1),
-        (760, 380),
-        SeriesLabelPosition::LowerRight,
+        (900, 380),
     )?;
     html += &img(&file, "probe accuracy per layer");
 
@@ -78,8 +76,7 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
             ],
             &names,
             &mark(bh[target].1),
-            (760, 380),
-            SeriesLabelPosition::UpperRight,
+            (900, 380),
         )?;
         html += &img(&file, "Bhattacharyya distance per layer");
     }

@@ -13,6 +13,7 @@ mod heatmaps;
 mod html;
 mod layers;
 mod tables;
+mod verdict;
 
 use super::Ctx;
 use super::summary::{ArmRun, arm_runs};
@@ -64,16 +65,20 @@ pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportReport> {
 
 fn write_into(ctx: &Ctx, a: &ReportArgs) -> Result<()> {
     let cx = Inputs::load(ctx, a)?;
+    // The answer first, then how it came about, then the details.
     let body = [
-        header::section(&cx)?,
+        header::title(&cx)?,
+        verdict::section(&cx)?,
+        accuracy::section(&cx)?,
+        verdict::batches(&cx)?,
         layers::section(&cx)?,
         heatmaps::section(&cx)?,
         examples::misclassified(&cx)?,
         examples::similar(&cx)?,
-        accuracy::section(&cx)?,
         tables::seed_tables(&cx)?,
         tables::sweep(&cx)?,
         tables::ablation(&cx)?,
+        header::details(&cx)?,
     ]
     .concat();
     let index = Layout::report_index(&a.out);

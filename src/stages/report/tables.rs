@@ -2,9 +2,9 @@
 //! seeds (table and forest plot) — each shown only when it belongs to these settings.
 
 use super::Inputs;
-use crate::arm::Arm;
 use super::header::is_flagged;
 use super::html::{esc, flag, img, table, warn};
+use crate::arm::Arm;
 use crate::artifacts::{Artifact, Manifest, SummaryRow, SweepSummaryRow};
 use crate::plots;
 use anyhow::Result;
