@@ -37,7 +37,7 @@ space := $() $()
 RULES    = $(OUT)/.rules-$(subst $(space),_,$(strip $(ARMS)))-$(subst $(comma),_,$(EXPERIMENT_ARMS)).mk
 SUB      := $(MAKE) --no-print-directory MODE_RULES=1
 
-.PHONY: all chain build test clean sweep ablate bench report report-check mnist-skewed mnist-noisy fashion \
+.PHONY: all chain build test clean sweep ablate bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
         probe layers heatmap select retrain evaluate all-inner chain-inner
 .DELETE_ON_ERROR:
 
@@ -92,6 +92,12 @@ bench: build
 	python3 -m pip install --quiet --disable-pip-version-check onnx numpy
 	cargo bench --locked --bench stages
 	bench/end_to_end.sh $(PIPELINE)
+
+# The Keras/TensorFlow reference of `make bench` (its seed loop with and without layer
+# selection, side by side with mode's), in a virtual environment under target/.
+bench-keras:
+	[ -x target/keras-venv/bin/python ] || python3 -m venv target/keras-venv
+	target/keras-venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements-keras.txt
 
 build:
 	$(CARGO_BUILD)

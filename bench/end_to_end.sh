@@ -19,17 +19,37 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { local t0; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; awk -v a="$(date +%s.%N)" -v b="$t0" "BEGIN { print a - b }"; }
 report() { printf '%-46s %9.3f s   (median of %s; %s)\n' "$1" "$(echo "$2" | median)" "$RUNS" "$(echo "$2" | tr '\n' ' ')"; }
 
-echo "== end to end on pipelines/$PIPELINE.toml (2 cores; wall times) =="
-split=""; loop=""; all=""
+echo "== end to end on pipelines/$PIPELINE.toml ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg); burn's Flex backend; wall times) =="
+split=""; loop=""; nols=""; all=""
 for i in $(seq "$RUNS"); do
   split+="$(secs "$BIN" -q --pipeline "pipelines/$PIPELINE.toml" --root "$TMP/split-$i" split)"$'\n'
   root="$TMP/loop-$i"; M="$BIN -q --pipeline pipelines/$PIPELINE.toml --root $root"
   loop+="$(secs bash -c "$M split && $M train && $M evaluate && $M experiment --arms mode-dot,random")"$'\n'
+  root="$TMP/nols-$i"; M="$BIN -q --pipeline pipelines/$PIPELINE.toml --root $root"
+  nols+="$(secs bash -c "$M split && $M train && $M evaluate && $M experiment --arms mode-dot-nols,random")"$'\n'
   all+="$(secs make --no-print-directory all PIPELINE="$PIPELINE" OUT="$TMP/all-$i" BIN="$BIN" CARGO_BUILD=true)"$'\n'
 done
 report "split (idx → three Parquet files)" "${split%$'\n'}"
-report "seed loop (split, train, evaluate, 2 arms)" "${loop%$'\n'}"
+report "seed loop with layer selection (mode-dot, random)" "${loop%$'\n'}"
+report "seed loop without layer selection (-nols, random)" "${nols%$'\n'}"
 report "make all (every arm, tables, report)" "${all%$'\n'}"
+# The Keras/TensorFlow reference in the same sitting (bench/keras_reference.py; its virtual
+# environment under target/keras-venv, made by `make bench-keras`), and the ratios.
+KERAS_PY=${KERAS_PY:-target/keras-venv/bin/python}
+if [ "$PIPELINE" = mnist ] && [ -x "$KERAS_PY" ]; then
+  "$KERAS_PY" bench/keras_reference.py --json "$TMP/keras.json" | sed 's/^/keras: /'
+  python3 - "$TMP/keras.json" "$(echo "$loop" | median)" "$(echo "$nols" | median)" <<'PY'
+import json, sys
+k = json.load(open(sys.argv[1]))
+ls, nols = float(sys.argv[2]), float(sys.argv[3])
+def find(word):
+    return next(v for key, v in k.items() if key.startswith("seed loop " + word))
+print(f"seed loop vs Keras, with layer selection:    {find('with layer'):8.2f} s / {ls:6.2f} s = {find('with layer') / ls:5.1f}x")
+print(f"seed loop vs Keras, without layer selection: {find('without'):8.2f} s / {nols:6.2f} s = {find('without') / nols:5.1f}x")
+PY
+else
+  echo "(Keras reference skipped: make bench-keras installs it into target/keras-venv)"
+fi
 for t in 1 2; do
   s=$(secs "$BIN" -q --threads "$t" --pipeline "pipelines/$PIPELINE.toml" --root "$TMP/sweep-$t" sweep --seeds "$SWEEP_SEEDS" --arms "$SWEEP_ARMS")
   printf '%-46s %9.3f s\n' "sweep $SWEEP_SEEDS seeds × $SWEEP_ARMS, --threads $t" "$s"

@@ -90,10 +90,53 @@ fn onnx_probes(p: &Pipeline, all: &Samples, tmp: &std::path::Path) {
     }
 }
 
+/// LeNet-5's two convolutions forward and backward on a batch of 32, 200 steps: burn's Flex
+/// `conv2d` under autodiff against the fleet's fused kernels (im2col / col2im around sgemm).
+fn conv_layers() {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, Tensor};
+    use mode::model::kernels::{ConvShape, conv_backward, conv_forward};
+    let dev = mode::model::fleet::device(true);
+    let steps = 200;
+    for (c, h, o, pad) in [(1usize, 28usize, 6usize, 2usize), (6, 14, 16, 0)] {
+        let x = Tensor::<4>::random([32, c, h, h], Distribution::Default, &dev);
+        let w = Tensor::<4>::random([o, c, 5, 5], Distribution::Default, &dev).require_grad();
+        let b = Tensor::<1>::random([o], Distribution::Default, &dev).require_grad();
+        let x = if c > 1 { x.require_grad() } else { x };
+        measure(&format!("conv {c}→{o}@5×5 fwd+bwd ×{steps}: Flex conv2d"), 3, || {
+            for _ in 0..steps {
+                let y = conv2d(
+                    x.clone(),
+                    w.clone(),
+                    Some(b.clone()),
+                    ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+                );
+                let _ = y.sum().backward();
+            }
+        });
+        let s = ConvShape { k: 1, b: 32, c, h, w: h, o, kernel: 5, stride: 1, pad };
+        let xs: Vec<f32> = (0..32 * c * h * h).map(|i| (i % 13) as f32 / 13.0).collect();
+        let ws: Vec<f32> = (0..o * c * 25).map(|i| (i % 7) as f32 / 70.0).collect();
+        let bs = vec![0.1f32; o];
+        measure(&format!("conv {c}→{o}@5×5 fwd+bwd ×{steps}: fused kernels"), 3, || {
+            for _ in 0..steps {
+                let y = conv_forward(s, &xs, &ws, &bs, mode::model::Activation::Relu);
+                let g = vec![1.0f32; y.len()];
+                let _ = conv_backward(s, &xs, &ws, &y, &g, mode::model::Activation::Relu, c > 1);
+            }
+        });
+    }
+}
+
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).unwrap();
     let p = Pipeline::load(Some(&root.join("pipelines/mnist.toml")), &[]).expect("pipeline");
+    println!(
+        "backend: burn's Flex CPU backend (SIMD; training as fleets with fused kernels, sgemm of the gemm crate), {} threads",
+        rayon::current_num_threads()
+    );
     println!("== one MODE iteration on full MNIST (pipelines/mnist.toml), in memory ==");
     let src = measure("load idx (gzip)", 3, || split::load(&p, None).unwrap());
     let s = measure("split 60 000 + 10 000", 3, || {
@@ -123,8 +166,8 @@ fn main() {
         .put(&layout.split(Split::Test), s.test.clone())
         .unwrap();
     store.put(&layout.initial().model(), net.clone()).unwrap();
-    store.put(&layout.initial().optimizer(), state).unwrap();
-    measure("input feature model (784 → 10, linfa)", 3, || {
+    store.put(&layout.initial().optimizer(), state.clone()).unwrap();
+    measure("input feature model (784 → 10, f32 L-BFGS)", 3, || {
         store.forget(&layout.input_head(), &[]);
         layers::input_head(&store, &p).unwrap()
     });
@@ -156,6 +199,28 @@ fn main() {
     });
     measure("evaluate (10 000)", 3, || {
         train::evaluate(&store, &step).unwrap()
+    });
+    // 27 arms' retrainings as `mode experiment` runs them: one fleet, each model its own batch.
+    let batches: Vec<Samples> = (0..27)
+        .map(|a| {
+            let idx: Vec<usize> = (0..2000).map(|i| (i * 7 + a * 1013) % s.pool.len()).collect();
+            s.pool.take(&idx)
+        })
+        .collect();
+    measure("retrain 27 arms × 2 000 × 3 epochs (one fleet)", 3, || {
+        let jobs: Vec<mode::model::Job> = batches
+            .iter()
+            .enumerate()
+            .map(|(a, b)| mode::model::Job {
+                net: net.clone(),
+                x: &b.pixels,
+                y: &b.labels,
+                cfg: p.retrain.train(),
+                seed: a as u64,
+                state: Some(&state),
+            })
+            .collect();
+        mode::model::fit_all(jobs, &|_, _| {})
     });
     let _: &Net = &net;
     println!("peak RSS so far: {:.0} MB", peak_rss_mb());
@@ -202,6 +267,7 @@ fn main() {
     measure("probe LeNet-5 on 70 000 images", 3, || {
         lenet.activations(&all.pixels).unwrap()
     });
+    conv_layers();
     onnx_probes(&p, &all, dir.path());
     drop((sl, src, all));
 

@@ -14,7 +14,7 @@ pub mod adam;
 mod arch;
 pub mod fleet;
 mod infer;
-mod kernels;
+pub mod kernels;
 mod net;
 pub mod onnx;
 mod ops;
