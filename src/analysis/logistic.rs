@@ -167,6 +167,16 @@ fn minimise(obj: &mut impl Objective, len: usize, opts: &Options) -> Minimum {
         for ((n, &a), &d) in p_new.iter_mut().zip(&p).zip(&dir) {
             *n = a + t * d;
         }
+        iterations += 1;
+        if iterations >= opts.max_iterations {
+            // The last iteration: its gradient would only be tested, not used (the test can
+            // change the reason given for stopping, never the result).
+            if ft < best_f {
+                best_f = ft;
+                best_p.copy_from_slice(&p_new);
+            }
+            break Stop::MaxIterations;
+        }
         obj.accept(t, &p_new, &mut g_new);
         let s: Vec<f64> = p_new.iter().zip(&p).map(|(a, b)| a - b).collect();
         let yk: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
@@ -183,7 +193,6 @@ fn minimise(obj: &mut impl Objective, len: usize, opts: &Options) -> Minimum {
         std::mem::swap(&mut g, &mut g_new);
         prev_f = f;
         f = ft;
-        iterations += 1;
         if f < best_f {
             best_f = f;
             best_p.copy_from_slice(&p);
