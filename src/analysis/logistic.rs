@@ -220,9 +220,9 @@ const LN_SUM_FLOOR: f64 = -34.538_776_394_910_684;
 /// of the whole matrix, which is `max(lseᵢ, M + ln 1e-15)`. The floor only acts on rows whose
 /// logits all lie more than 34.5 below the overall largest, which happens at the long first
 /// trial steps of a fit; there it changes which step the first line search takes, so without it
-/// the fits after 15 iterations differ from linfa's (by 0.2 accuracy points on MNIST pixels).
-/// The "probabilities" of the gradient are `exp(z − lse)` as in linfa (they sum to less than
-/// one on a floored row).
+/// the fits after 15 iterations differ from linfa's (test accuracy by 0.16 points on 2 000
+/// MNIST images, objective by 3e-4; with it, 0 points and 4e-9). The "probabilities" of the
+/// gradient are `exp(z − lse)` as in linfa (they sum to less than one on a floored row).
 struct Problem<'a> {
     /// The data, `n × features`.
     x: ArrayView2<'a, f32>,
