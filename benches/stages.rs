@@ -104,28 +104,49 @@ fn conv_layers() {
         let w = Tensor::<4>::random([o, c, 5, 5], Distribution::Default, &dev).require_grad();
         let b = Tensor::<1>::random([o], Distribution::Default, &dev).require_grad();
         let x = if c > 1 { x.require_grad() } else { x };
-        measure(&format!("conv {c}→{o}@5×5 fwd+bwd ×{steps}: Flex conv2d"), 3, || {
-            for _ in 0..steps {
-                let y = conv2d(
-                    x.clone(),
-                    w.clone(),
-                    Some(b.clone()),
-                    ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
-                );
-                let _ = y.sum().backward();
-            }
-        });
-        let s = ConvShape { k: 1, b: 32, c, h, w: h, o, kernel: 5, stride: 1, pad };
-        let xs: Vec<f32> = (0..32 * c * h * h).map(|i| (i % 13) as f32 / 13.0).collect();
+        measure(
+            &format!("conv {c}→{o}@5×5 fwd+bwd ×{steps}: Flex conv2d"),
+            3,
+            || {
+                for _ in 0..steps {
+                    let y = conv2d(
+                        x.clone(),
+                        w.clone(),
+                        Some(b.clone()),
+                        ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+                    );
+                    let _ = y.sum().backward();
+                }
+            },
+        );
+        let s = ConvShape {
+            k: 1,
+            b: 32,
+            c,
+            h,
+            w: h,
+            o,
+            kernel: 5,
+            stride: 1,
+            pad,
+        };
+        let xs: Vec<f32> = (0..32 * c * h * h)
+            .map(|i| (i % 13) as f32 / 13.0)
+            .collect();
         let ws: Vec<f32> = (0..o * c * 25).map(|i| (i % 7) as f32 / 70.0).collect();
         let bs = vec![0.1f32; o];
-        measure(&format!("conv {c}→{o}@5×5 fwd+bwd ×{steps}: fused kernels"), 3, || {
-            for _ in 0..steps {
-                let y = conv_forward(s, &xs, &ws, &bs, mode::model::Activation::Relu);
-                let g = vec![1.0f32; y.len()];
-                let _ = conv_backward(s, &xs, &ws, &y, &g, mode::model::Activation::Relu, c > 1);
-            }
-        });
+        measure(
+            &format!("conv {c}→{o}@5×5 fwd+bwd ×{steps}: fused kernels"),
+            3,
+            || {
+                for _ in 0..steps {
+                    let y = conv_forward(s, &xs, &ws, &bs, mode::model::Activation::Relu);
+                    let g = vec![1.0f32; y.len()];
+                    let _ =
+                        conv_backward(s, &xs, &ws, &y, &g, mode::model::Activation::Relu, c > 1);
+                }
+            },
+        );
     }
 }
 
@@ -166,7 +187,9 @@ fn main() {
         .put(&layout.split(Split::Test), s.test.clone())
         .unwrap();
     store.put(&layout.initial().model(), net.clone()).unwrap();
-    store.put(&layout.initial().optimizer(), state.clone()).unwrap();
+    store
+        .put(&layout.initial().optimizer(), state.clone())
+        .unwrap();
     measure("input feature model (784 → 10, f32 L-BFGS)", 3, || {
         store.forget(&layout.input_head(), &[]);
         layers::input_head(&store, &p).unwrap()
@@ -203,25 +226,31 @@ fn main() {
     // 27 arms' retrainings as `mode experiment` runs them: one fleet, each model its own batch.
     let batches: Vec<Samples> = (0..27)
         .map(|a| {
-            let idx: Vec<usize> = (0..2000).map(|i| (i * 7 + a * 1013) % s.pool.len()).collect();
+            let idx: Vec<usize> = (0..2000)
+                .map(|i| (i * 7 + a * 1013) % s.pool.len())
+                .collect();
             s.pool.take(&idx)
         })
         .collect();
-    measure("retrain 27 arms × 2 000 × 3 epochs (one fleet)", 3, || {
-        let jobs: Vec<mode::model::Job> = batches
-            .iter()
-            .enumerate()
-            .map(|(a, b)| mode::model::Job {
-                net: net.clone(),
-                x: &b.pixels,
-                y: &b.labels,
-                cfg: p.retrain.train(),
-                seed: a as u64,
-                state: Some(&state),
-            })
-            .collect();
-        mode::model::fit_all(jobs, &|_, _| {})
-    });
+    measure(
+        "retrain 27 arms × 2 000 × 3 epochs (one fleet)",
+        3,
+        || {
+            let jobs: Vec<mode::model::Job> = batches
+                .iter()
+                .enumerate()
+                .map(|(a, b)| mode::model::Job {
+                    net: net.clone(),
+                    x: &b.pixels,
+                    y: &b.labels,
+                    cfg: p.retrain.train(),
+                    seed: a as u64,
+                    state: Some(&state),
+                })
+                .collect();
+            mode::model::fit_all(jobs, &|_, _| {})
+        },
+    );
     let _: &Net = &net;
     println!("peak RSS so far: {:.0} MB", peak_rss_mb());
 

@@ -2,6 +2,7 @@
 pub mod distance;
 pub mod heatmap;
 pub mod layers;
+pub mod logistic;
 pub mod selection;
 pub mod stats;
 pub mod strategies;

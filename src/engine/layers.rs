@@ -70,7 +70,15 @@ fn fit(p: &Pipeline, x: &Array2<f32>, y: &[u16], classes: usize, layer: &str) ->
             Penalty::Fixed(v) => v,
             Penalty::Auto => choose_l2(p, xs, ys, classes)?,
         };
-        let head = sel::fit_head(xs, ys, classes, l2, p.layers.max_iterations)?;
+        let head = sel::fit_head(
+            xs,
+            ys,
+            classes,
+            sel::HeadFit {
+                l2,
+                max_iterations: p.layers.max_iterations,
+            },
+        )?;
         Ok(Fitted { head, l2 })
     };
     go().with_context(|| format!("feature model of layer {layer}"))
@@ -102,7 +110,15 @@ fn choose_l2(p: &Pipeline, x: ArrayView2<f32>, y: &[u16], classes: usize) -> Res
     let scores: Vec<(f64, f64)> = grid
         .par_iter()
         .map(|&l2| {
-            let h = sel::fit_head(xk.view(), &yk, classes, l2, p.layers.max_iterations)?;
+            let h = sel::fit_head(
+                xk.view(),
+                &yk,
+                classes,
+                sel::HeadFit {
+                    l2,
+                    max_iterations: p.layers.max_iterations,
+                },
+            )?;
             let probs = h.probs(xo.view());
             let loss =
                 crate::model::cross_entropy(&probs, &yo).iter().sum::<f64>() / yo.len() as f64;
