@@ -320,6 +320,13 @@ fn the_loop_runs_from_an_onnx_model() {
     assert!(!d2.path().exists(), "nothing half-written");
     let o = mode(&root, &["debug", "--onnx", &mlp, "--iteration", "3"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("run `mode debug --iteration 2` first"));
+    // The report of a debug loop: its diagnosis first.
+    ok(mode(&root, &["report"]));
+    let html = std::fs::read_to_string(root.join("report/index.html")).unwrap();
+    assert!(
+        html.contains("The answer") && html.contains("mlp.onnx"),
+        "{html}"
+    );
 }
 
 /// MNIST images as a PNG folder (10 classes × 40), split, and debugged with the ONNX MLP:

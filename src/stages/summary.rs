@@ -114,6 +114,11 @@ pub fn arm_runs(layout: &Layout, p: &Pipeline, allow_incomplete: bool) -> Result
             .parse()
             .map_err(|e: anyhow::Error| e.context(format!("{}", dir.display())))?;
         let Some(m) = runs::manifest(layout, &name)? else {
+            // `mode debug` writes no manifest: its iterations are the user's own loop, not a
+            // run of the engine to summarise.
+            if layout.iter(&name, 1).batch_csv().exists() {
+                continue;
+            }
             bail!(
                 "{}: no manifest, so nothing says what made this run; delete the folder or run the arm again",
                 dir.display()
@@ -219,13 +224,11 @@ pub fn shown_arm(p: &Pipeline, runs: &[ArmRun]) -> Option<Arm> {
 pub fn load_verdict(
     layout: &Layout,
     p: &Pipeline,
+    arm: Arm,
     runs: &[ArmRun],
     rows: &[SummaryRow],
 ) -> Result<Option<crate::analysis::verdict::Verdict>> {
     use crate::artifacts::{DiagnosisRow, LayerRow, Split, SweepSummaryRow};
-    let Some(arm) = shown_arm(p, runs) else {
-        return Ok(None);
-    };
     let iter1 = layout.iter(&arm.to_string(), 1);
     if !iter1.diagnosis().exists() {
         return Ok(None);
@@ -304,7 +307,10 @@ pub fn run(ctx: &Ctx, a: &SummaryArgs) -> Result<SummaryReport> {
     let runs = arm_runs(&ctx.layout, &ctx.p, a.allow_incomplete)?;
     let rows = summarise(initial, &runs)?;
     rows.write(&a.out)?;
-    let verdict = load_verdict(&ctx.layout, &ctx.p, &runs, &rows)?;
+    let verdict = match shown_arm(&ctx.p, &runs) {
+        Some(arm) => load_verdict(&ctx.layout, &ctx.p, arm, &runs, &rows)?,
+        None => None,
+    };
     Ok(SummaryReport {
         rows,
         verdict,

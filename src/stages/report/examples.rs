@@ -43,7 +43,13 @@ pub(super) fn extremes(order: &[usize], k: usize) -> Vec<(usize, usize)> {
 }
 
 pub(super) fn misclassified(cx: &Inputs) -> Result<String> {
-    let pred = Predictions::read(&cx.layout.initial().predictions())?;
+    // The initial model's predictions; a `mode debug` loop's first model otherwise.
+    let initial = cx.layout.initial().predictions();
+    let pred = Predictions::read(&if initial.exists() {
+        initial
+    } else {
+        cx.iter1.predictions()
+    })?;
     let (predicted, conf) = (pred.predicted(), pred.confidence());
     let wrong = mistakes_by_confidence(&pred.labels, &predicted, &conf);
     let test = &cx.test;

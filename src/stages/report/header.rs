@@ -16,7 +16,16 @@ pub(super) fn is_flagged(s: RunStatus) -> bool {
 /// The page's title line: the dataset and the model.
 pub(super) fn title(cx: &Inputs) -> Result<String> {
     let (p, meta) = (cx.p, &cx.test.meta);
-    let arch = Net::read(&cx.layout.initial().model())?.arch;
+    let model = cx.layout.initial().model();
+    let described = if model.exists() {
+        Net::read(&model)?.arch.describe()
+    } else {
+        // A `mode debug` loop: the user's own model, named in its activations.
+        crate::artifacts::tensor::read_metadata(&cx.iter1.activations("test"))
+            .ok()
+            .and_then(|m| m.get("mode.model").cloned())
+            .map_or_else(|| "the user's model".to_string(), |m| format!("{m} (ONNX)"))
+    };
     let mut html = String::new();
     let _ = write!(
         html,
@@ -26,7 +35,7 @@ pub(super) fn title(cx: &Inputs) -> Result<String> {
         meta.height,
         meta.width,
         meta.classes,
-        esc(&arch.describe()),
+        esc(&described),
         p.seed
     );
     Ok(html)

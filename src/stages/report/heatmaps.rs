@@ -58,7 +58,12 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
 /// The channels × height × width of a convolution or pooling layer whose maps hold the full
 /// feature maps (`probe.conv = "full"`); `None` for dense layers and per-channel means.
 fn conv_shape(cx: &Inputs, layer: &str) -> Result<Option<(usize, usize, usize)>> {
-    let arch = Net::read(&cx.layout.initial().model())?.arch;
+    // A `mode debug` loop has no model of ours (an ONNX model's maps are drawn flat).
+    let model = cx.layout.initial().model();
+    if !model.exists() {
+        return Ok(None);
+    }
+    let arch = Net::read(&model)?.arch;
     let shapes = arch.shapes()?;
     let Some((Some(i), _)) = arch.probed().into_iter().find(|(_, n)| n == layer) else {
         return Ok(None);

@@ -166,7 +166,13 @@ impl<'a> Inputs<'a> {
 
 /// The initial model's metrics and those of every complete iteration of every run.
 fn read_metrics(layout: &Layout, runs: &[ArmRun]) -> Result<Vec<MetricRow>> {
-    let mut rows = Vec::<MetricRow>::read(&layout.initial().metrics())?;
+    // A `mode debug` loop has no initial model of ours.
+    let initial = layout.initial().metrics();
+    let mut rows = if initial.exists() {
+        Vec::<MetricRow>::read(&initial)?
+    } else {
+        Vec::new()
+    };
     for r in runs {
         let arm = r.arm.to_string();
         for k in 1..=r.manifest.completed {

@@ -13,24 +13,26 @@ use anyhow::Result;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// The verdict of the runs on the page.
+/// The verdict of the runs on the page: the shown arm's first diagnosis, and the arms against
+/// the control when it ran (a `mode debug` loop has no control: the diagnosis alone).
 fn load(cx: &Inputs) -> Result<Option<Verdict>> {
     let initial = cx
         .metrics
         .iter()
         .find(|r: &&MetricRow| r.scope == Scope::Overall && r.iteration == 0)
         .map_or(f64::NAN, |r| r.accuracy);
-    if !cx.runs.iter().any(|r| r.arm.is_control()) {
-        return Ok(None);
-    }
-    let rows = crate::stages::summary::summarise(initial, &cx.runs)?;
-    crate::stages::summary::load_verdict(cx.layout, cx.p, &cx.runs, &rows)
+    let rows = if cx.runs.iter().any(|r| r.arm.is_control()) {
+        crate::stages::summary::summarise(initial, &cx.runs)?
+    } else {
+        Vec::new()
+    };
+    crate::stages::summary::load_verdict(cx.layout, cx.p, cx.args.arm, &cx.runs, &rows)
 }
 
 pub(super) fn section(cx: &Inputs) -> Result<String> {
     let Some(v) = load(cx)? else {
         return Ok(warn(
-            "No verdict yet: the control arm (random) or a MODE arm has not run (make all runs both).",
+            "No verdict yet: the shown arm has no diagnosis of the initial model (make all, or mode debug, makes one).",
         ));
     };
     let mut html = String::from("<h2>The answer</h2>");
