@@ -198,10 +198,13 @@ impl Verdict {
     }
 }
 
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Verdict {
+    /// The diagnosis part: the faulty labels, θ, the target layer and who decided, the
+    /// per-label accuracies, the checks that fired.
+    pub fn diagnosis_text(&self) -> String {
+        let mut f = String::new();
         let faulty = self.faulty();
-        writeln!(
+        let _ = writeln!(
             f,
             "Verdict: {} (θ {:.3}; target layer {}; decided by {})",
             if faulty.is_empty() {
@@ -212,7 +215,7 @@ impl std::fmt::Display for Verdict {
             self.theta,
             self.target,
             self.decided()
-        )?;
+        );
         let mut lines = String::new();
         for l in &self.labels {
             let _ = write!(
@@ -224,13 +227,23 @@ impl std::fmt::Display for Verdict {
                 l.target_acc
             );
         }
-        writeln!(
+        let _ = writeln!(
             f,
             "  per label, model / feature model at {}:{lines}",
             self.target
-        )?;
+        );
         for n in &self.notes {
-            writeln!(f, "  ⚠ {n}")?;
+            let _ = writeln!(f, "  ⚠ {n}");
+        }
+        f
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.diagnosis_text())?;
+        if self.arms.is_empty() {
+            return Ok(());
         }
         let how = match self.seeds {
             Some(s) => format!("mean over {s} seeds, 95 % interval, paired t-test p"),

@@ -16,7 +16,8 @@
 
 use super::{At, Ctx};
 use crate::artifacts::{
-    Activations, BatchCsv, BatchCsvRow, BatchRow, Layout, MetricRow, Samples, SourceRow, Split,
+    Activations, Artifact, BatchCsv, BatchCsvRow, BatchRow, Layout, MetricRow, Samples, SourceRow,
+    Split,
 };
 use crate::engine::select::Selection;
 use crate::engine::train::{self, EvalTag};
@@ -35,6 +36,8 @@ pub struct DebugReport {
     pub selection: Selection,
     pub metrics: MetricRow,
     pub csv: PathBuf,
+    /// The diagnosis explained (when the arm analyses the model).
+    pub verdict: Option<crate::analysis::verdict::Verdict>,
 }
 
 impl std::fmt::Display for DebugReport {
@@ -51,7 +54,11 @@ impl std::fmt::Display for DebugReport {
             s.targeted,
             s.random,
             self.csv.display()
-        )
+        )?;
+        if let Some(v) = &self.verdict {
+            write!(f, "\n{}", v.diagnosis_text().trim_end())?;
+        }
+        Ok(())
     }
 }
 
@@ -119,10 +126,27 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
     };
     runs::remove_after(layout, &name, k)?;
     store.commit(&s.dir)?;
+    let verdict = if s.analyses() {
+        let test = store.get::<Samples>(&layout.split(Split::Test))?;
+        Some(crate::analysis::verdict::verdict(
+            &crate::analysis::verdict::Facts {
+                shown: &name,
+                diagnosis: &Vec::<crate::artifacts::DiagnosisRow>::read(&s.dir.diagnosis())?,
+                layers: &Vec::<crate::artifacts::LayerRow>::read(&s.dir.layers())?,
+                summary: &[],
+                control: f64::NAN,
+                sweep: None,
+                class_names: &test.meta.class_names,
+            },
+        ))
+    } else {
+        None
+    };
     Ok(DebugReport {
         selection,
         metrics: metrics[0].clone(),
         csv: s.dir.batch_csv(),
+        verdict,
     })
 }
 
