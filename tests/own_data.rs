@@ -1322,3 +1322,81 @@ fn the_diagnosis_checks_fire_where_they_should() {
             .all(|r| r.layer == "input" && r.decided_by == mode::vocab::Decider::FeatureModel)
     );
 }
+
+/// The README's own-data walk-through, run as written: a folder of images, an ONNX model, the
+/// pipeline file it writes, `split`, `debug`, `report`.
+#[test]
+fn the_readme_walk_through_runs_as_written() {
+    use mode::config::Pipeline;
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("this runs as written")
+        .expect("the walk-through");
+    let block = &readme[start..];
+    let from = block.find("```sh\n").unwrap() + 6;
+    let script = &block[from..from + block[from..].find("```").unwrap()];
+    let t = scratch("readme");
+    // The project's pipelines, the user's images and model.
+    std::fs::create_dir_all(t.join("pipelines")).unwrap();
+    for e in std::fs::read_dir(repo().join("pipelines"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), t.join("pipelines").join(e.file_name())).unwrap();
+    }
+    pattern_folder(&t.join("data/photos"), 3, 40, false, (12, 12, 0), 4);
+    let probe = t.join("probe-root");
+    let o = Command::new(env!("CARGO_BIN_EXE_mode"))
+        .current_dir(&t)
+        .args([
+            "-p",
+            "own",
+            "--set",
+            "data.images=\"data/photos\"",
+            "--root",
+        ])
+        .arg(&probe)
+        .arg("split")
+        .output()
+        .unwrap();
+    ok(o);
+    let train = Samples::read(&Layout::new(&probe).split(Split::Train)).unwrap();
+    let p = Pipeline::load(Some(&t.join("pipelines/own.toml")), &[]).unwrap();
+    let net = mode::model::Net::init(&p, &train.meta).unwrap();
+    let (net, _, _) = mode::model::fit(
+        net,
+        &train.pixels,
+        &train.labels,
+        &p.train,
+        1,
+        None,
+        |_, _| {},
+    )
+    .unwrap();
+    std::fs::write(t.join("model_1.onnx"), common::onnx::mlp(&net)).unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mode"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("bash")
+        .current_dir(&t)
+        .env("PATH", path)
+        .args(["-e", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = t.join("output/mine");
+    assert!(out.join("runs/mode-dot/iter-1/batch.csv").exists());
+    assert!(out.join("report/index.html").exists());
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        log.contains("Verdict:"),
+        "debug prints the diagnosis: {log}"
+    );
+}
