@@ -12,9 +12,9 @@
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
 #   make bench                    per-stage and end-to-end wall times, ONNX probe, selection and scoring speed
 #   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
-#   make test                     the test suite
+#   make test                     the test suite (Python readers in a virtual environment under target/)
 #   make clean                    remove output/<pipeline>
-#   PIPELINE=<name> selects pipelines/<name>.toml (default mnist)
+#   PIPELINE=<name> selects pipelines/<name>.toml (default mnist); SET="key=value …" overrides keys
 
 PIPELINE ?= mnist
 METRIC   ?= dot
@@ -22,8 +22,11 @@ ITER     ?= 1
 SEEDS    ?= 10
 CFG      := pipelines/$(PIPELINE).toml
 OUT      ?= output/$(PIPELINE)
-BIN      ?= target/release/mode
-MODE     := $(BIN) --pipeline $(CFG) --root $(OUT)
+# The binary follows cargo's target directory (CARGO_TARGET_DIR when set).
+BIN      ?= $(or $(CARGO_TARGET_DIR),target)/release/mode
+# Pipeline overrides for every stage: SET="mode.theta=0.9 select.metric=cosine".
+SET      ?=
+MODE     := $(BIN) --pipeline $(CFG) --root $(OUT) $(foreach s,$(SET),--set '$(s)')
 CARGO_BUILD ?= cargo build --release --locked
 ARM      ?= mode-$(METRIC)
 # Arms of `make all` (a list or a set: all) and of `make chain`.
@@ -37,7 +40,7 @@ space := $() $()
 RULES    = $(OUT)/.rules-$(subst $(space),_,$(strip $(ARMS)))-$(subst $(comma),_,$(EXPERIMENT_ARMS)).mk
 SUB      := $(MAKE) --no-print-directory MODE_RULES=1
 
-.PHONY: all chain build test clean sweep ablate bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
+.PHONY: all chain check build test pyvenv clean sweep ablate bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
         probe layers heatmap select retrain evaluate all-inner chain-inner
 .DELETE_ON_ERROR:
 
@@ -47,18 +50,27 @@ ifdef MODE_RULES
 $(RULES): $(CFG) $(BIN) Makefile
 	@mkdir -p $(dir $@)
 	@$(MODE) info makefile --experiment '$(EXPERIMENT_ARMS)' --chain '$(subst $(space),$(comma),$(strip $(ARMS)))' > $@.tmp && mv $@.tmp $@
--include $(RULES)
+include $(RULES)
 all-inner: $(MODE_REPORT)
 chain-inner: $(MODE_INITIAL) $(MODE_CHAIN)
 	$(MODE) --quiet summary
 endif
 
-all: build
+# Checked before any rule is made: the pipeline (and its --set overrides) and the arm lists,
+# so a typo is one clear error and a failed make, never "Nothing to be done".
+check: build
+	@$(MODE) info max-iter > /dev/null || { echo "make: pipelines: $(notdir $(basename $(wildcard pipelines/*.toml)))" >&2; exit 2; }
+	@$(MODE) info arms '$(EXPERIMENT_ARMS)' > /dev/null
+	@$(MODE) info arms '$(subst $(space),$(comma),$(strip $(ARMS)))' > /dev/null
+
+# Ends with the verdict (mode summary): the faulty labels, who decided, the arms ranked.
+all: check
 	@t0=$$(date +%s%N); \
 	$(SUB) -j$(JOBS) all-inner && \
-	t1=$$(date +%s%N) && echo "make all ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms; report: $$($(MODE) info path report)"
+	t1=$$(date +%s%N) && echo && $(MODE) --quiet summary && \
+	echo "make all ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms; report: $$($(MODE) info path report)"
 
-report: build
+report: check
 	@rm -f "$$($(MODE) info path report)"
 	@$(SUB) all-inner
 
@@ -67,13 +79,15 @@ report: build
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
 report-check: report
 	@[ -n "$(CHROMIUM)" ] || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
-	$(or $(CHROMIUM),chromium) --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-	  --disable-background-networking --disable-component-update --disable-sync \
-	  --user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1200,9000 \
-	  --screenshot=$(abspath $(OUT))/report/screenshot.png file://$(abspath $(OUT))/report/index.html
-	@echo "screenshot: $(OUT)/report/screenshot.png"
+	for shot in first-screen:1200,1000 screenshot:1200,9000; do \
+	  $(or $(CHROMIUM),chromium) --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	    --disable-background-networking --disable-component-update --disable-sync \
+	    --user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=$${shot#*:} \
+	    --screenshot=$(abspath $(OUT))/report/$${shot%%:*}.png file://$(abspath $(OUT))/report/index.html 2>/dev/null || exit 1; \
+	done
+	@echo "screenshots: $(OUT)/report/first-screen.png (what a reader sees first), $(OUT)/report/screenshot.png (the page)"
 
-chain: build
+chain: check
 	@t0=$$(date +%s%N); \
 	$(SUB) -j$(JOBS) chain-inner && \
 	t1=$$(date +%s%N) && echo "make chain ($(PIPELINE)): wall time $$(( (t1 - t0) / 1000000 )) ms"
@@ -88,9 +102,17 @@ ablate: build
 mnist-skewed mnist-noisy fashion:
 	$(MAKE) --no-print-directory all sweep PIPELINE=$@
 
-bench: build
-	python3 -m pip install --quiet --disable-pip-version-check onnx numpy
-	cargo bench --locked --bench stages
+# Python for the tests' external readers and the bench's ONNX fixture: a virtual environment
+# under target/ (never the system's Python).
+PYVENV ?= target/py-venv
+PYPKGS := duckdb polars numpy pyarrow onnx
+pyvenv:
+	@[ -x $(PYVENV)/bin/python3 ] || python3 -m venv $(PYVENV) || { echo "make: python3 -m venv failed: install python3-venv (Debian) or a Python with venv" >&2; exit 2; }
+	@$(PYVENV)/bin/python3 -c "import duckdb, polars, numpy, pyarrow, onnx" 2>/dev/null || \
+	  $(PYVENV)/bin/pip install --quiet --disable-pip-version-check $(PYPKGS)
+
+bench: build pyvenv
+	PATH="$(abspath $(PYVENV))/bin:$$PATH" cargo bench --locked --bench stages
 	bench/end_to_end.sh $(PIPELINE)
 
 # The Keras/TensorFlow reference of `make bench` (its seed loop with and without layer
@@ -102,18 +124,20 @@ bench-keras:
 build:
 	$(CARGO_BUILD)
 
-test:
-	python3 -m pip install --quiet --disable-pip-version-check duckdb polars numpy pyarrow
-	cargo test --release --locked
+test: pyvenv
+	PATH="$(abspath $(PYVENV))/bin:$$PATH" cargo test --release --locked
 
 clean:
 	rm -rf $(OUT)
 
 # ---- one stage of one arm and iteration: make <stage> [ARM=mode-dot | METRIC=cosine] ITER=k ----
-# The stage's artifact is removed and made again (and whatever it needs that is stale).
+# The stage's artifact is removed and made again (and whatever it needs that is stale), then
+# the arm's later stages through its last iteration, so its run is whole again.
 STAGE_ARTIFACT = $(MODE) info path $(1) --arm $(ARM) --iteration $(ITER)
-probe layers heatmap select retrain evaluate: build
-	@f=$$($(call STAGE_ARTIFACT,$(STAGE_OF_$@))) && rm -f "$$f" && $(SUB) ARMS="$(sort $(ARMS) $(ARM))" "$$f"
+probe layers heatmap select retrain evaluate: check
+	@f=$$($(call STAGE_ARTIFACT,$(STAGE_OF_$@))) && rm -f "$$f" && \
+	last=$$($(MODE) info path metrics --arm $(ARM) --iteration $$($(MODE) info max-iter)) && \
+	$(SUB) ARMS="$(sort $(ARMS) $(ARM))" "$$f" "$$last"
 STAGE_OF_probe    := activations
 STAGE_OF_layers   := layers
 STAGE_OF_heatmap  := diagnosis

@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pipeline: Option<PathBuf>,
     /// Override one pipeline parameter, e.g. --set mode.theta=0.9 (repeatable).
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = key_value)]
     set: Vec<String>,
     /// Output folder of the pipeline [default: output/<pipeline name>].
     #[arg(long, global = true)]
@@ -160,7 +160,8 @@ enum Command {
     },
     /// Run the loop for many arms in one process (same steps, same files), in parallel.
     Experiment {
-        /// Arms, comma-separated, or a set ("all": the 21 arms of the replication).
+        /// Arms, comma-separated, or a set ("all": every arm, 27; "replication": the seed's 21;
+        /// "baselines"; "core").
         #[arg(long, default_value = "all")]
         arms: String,
     },
@@ -229,6 +230,8 @@ enum Command {
 enum InfoCommand {
     /// mode.max_iter after --set.
     MaxIter,
+    /// The pipelines of pipelines/, each with what it is.
+    Pipelines,
     /// The arms of a list, sets expanded.
     Arms { list: String },
     /// The path of an artifact (of --arm's --iteration; iteration 0 = the initial model).
@@ -332,6 +335,34 @@ impl Command {
             }
             Command::Probe { .. } | Command::Info { .. } => None,
         }
+    }
+}
+
+/// `--set KEY VALUE` (a space for the `=`) would read VALUE as the command; say what is meant
+/// before clap does.
+pub fn check_set_args(args: &[String]) -> std::result::Result<(), String> {
+    for (i, a) in args.iter().enumerate() {
+        if a == "--set"
+            && let Some(v) = args.get(i + 1)
+            && !v.contains('=')
+        {
+            let next = args.get(i + 2).map_or("VALUE", String::as_str);
+            return Err(format!(
+                "--set {v}: give the key and its value in one argument, --set {v}={next}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `--set` value: KEY=VALUE in one argument.
+fn key_value(s: &str) -> std::result::Result<String, String> {
+    if s.contains('=') {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not KEY=VALUE: give the key and its value in one argument, e.g. --set {s}=0.9"
+        ))
     }
 }
 
@@ -571,6 +602,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             use stages::info::InfoArgs;
             let a = match what {
                 InfoCommand::MaxIter => InfoArgs::MaxIter,
+                InfoCommand::Pipelines => InfoArgs::Pipelines,
                 InfoCommand::Arms { list } => InfoArgs::Arms(Arm::parse_list(&list)?),
                 InfoCommand::Path {
                     artifact,

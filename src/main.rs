@@ -6,6 +6,10 @@ use mode::cli::{self, Cli, Printed};
 use std::io::IsTerminal;
 
 fn main() {
+    if let Err(e) = cli::check_set_args(&std::env::args().collect::<Vec<_>>()) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
     let level = if cli.quiet {
         tracing::Level::ERROR

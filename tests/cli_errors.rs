@@ -147,3 +147,31 @@ fn missing_paths() {
     assert!(e.contains("/no/such/model.safetensors"), "{e}");
     assert!(!t.path().join("ev").exists());
 }
+
+/// `--set KEY VALUE` says what is meant; `-p NAME` takes a name; `info pipelines` lists them.
+#[test]
+fn set_names_and_pipelines() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mode"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--set", "mode.theta", "0.9", "info", "max-iter"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "error: --set mode.theta: give the key and its value in one argument, --set mode.theta=0.9"
+    );
+    let o = run(&["-p", "smoke", "info", "max-iter"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
+    let o = run(&["info", "pipelines"]);
+    let list = String::from_utf8_lossy(&o.stdout);
+    for name in ["mnist ", "own ", "smoke ", "paper "] {
+        assert!(
+            list.lines().any(|l| l.starts_with(name)),
+            "{name} in {list}"
+        );
+    }
+}

@@ -533,3 +533,75 @@ fn ablation_table_has_a_row_per_setting_arm_and_seed() {
     }
     assert!(l.ablation_markdown().exists() && l.ablation_manifest().exists());
 }
+
+/// `make` with its output.
+fn make_output(out: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("make")
+        .current_dir(repo())
+        .arg("--no-print-directory")
+        .args(args)
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_mode")))
+        .arg("CARGO_BUILD=true")
+        .output()
+        .expect("make runs")
+}
+
+/// A typo fails the make run with the binary's error; re-running one stage of an arm keeps the
+/// documented flow working (the arm's later stages are redone, `make chain` and `make all`
+/// then succeed and summarise every arm).
+#[test]
+fn make_fails_loudly_and_one_stage_reruns() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-make-flow");
+    let _ = std::fs::remove_dir_all(&out);
+    for (args, needle) in [
+        (
+            vec!["all", "PIPELINE=mnst"],
+            "cannot read pipeline file pipelines/mnst.toml",
+        ),
+        (
+            vec!["all", "PIPELINE=smoke", "EXPERIMENT_ARMS=mode-dott"],
+            "unknown arm \"mode-dott\"",
+        ),
+        (
+            vec!["chain", "PIPELINE=smoke", "ARMS=mode-dott random"],
+            "unknown arm \"mode-dott\"",
+        ),
+        (
+            vec!["all", "PIPELINE=smoke", "SET=mode.theta=3"],
+            "--set mode.theta=3",
+        ),
+    ] {
+        let o = make_output(&out, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "make {args:?} must fail: {err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    make(&out, &["chain", "PIPELINE=smoke", "ARMS=mode-dot random"]);
+    make(
+        &out,
+        &["select", "PIPELINE=smoke", "METRIC=cosine", "ITER=2"],
+    );
+    let l = Layout::new(&out);
+    let m = Manifest::read(&l.manifest("mode-cosine")).unwrap();
+    assert_eq!(
+        (m.completed, m.status),
+        (2, RunStatus::Complete),
+        "the arm's run is whole again"
+    );
+    make(&out, &["chain", "PIPELINE=smoke", "ARMS=mode-dot random"]);
+    let o = make_output(
+        &out,
+        &[
+            "all",
+            "PIPELINE=smoke",
+            "EXPERIMENT_ARMS=mode-dot,mode-cosine,random",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("Verdict:") && stdout.contains("mode-cosine"),
+        "{stdout}"
+    );
+}

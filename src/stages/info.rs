@@ -5,12 +5,14 @@
 use super::Ctx;
 use crate::arm::Arm;
 use crate::artifacts::{Layout, Split, layout::ARTIFACTS};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 
 pub enum InfoArgs {
     /// `mode.max_iter` of the effective pipeline.
     MaxIter,
+    /// The pipelines of `pipelines/`, each with the first line of its comment.
+    Pipelines,
     /// The arm names of a list (sets expanded), space-separated.
     Arms(Vec<Arm>),
     /// The path of one artifact of an arm's iteration (iteration 0: the initial model).
@@ -47,6 +49,7 @@ pub fn run(ctx: &Ctx, a: &InfoArgs) -> Result<InfoReport> {
     Ok(InfoReport(match a {
         InfoArgs::MaxIter => ctx.p.mode.max_iter.to_string(),
         InfoArgs::Arms(arms) => names(arms),
+        InfoArgs::Pipelines => pipelines()?,
         InfoArgs::Path { artifact, arm, k } => {
             let dir = match arm {
                 Some(arm) => l.iter(&arm.to_string(), *k),
@@ -108,8 +111,9 @@ fn makefile(ctx: &Ctx, experiment: &[Arm], chain: &[Arm]) -> String {
     // In-process loop: all experiment arms in one process, then the tables.
     let _ = writeln!(
         m,
-        "{}: {metrics0} {head}\n\t$(MODE) experiment --arms {}\n\t$(MODE) --quiet summary",
+        "{}: {metrics0} {head} $(wildcard {}/*/manifest.json)\n\t$(MODE) experiment --arms {}\n\t$(MODE) --quiet summary > /dev/null",
         d(l.summary()),
+        d(l.runs_dir()),
         experiment
             .iter()
             .map(|a| a.to_string())
@@ -193,4 +197,44 @@ fn makefile(ctx: &Ctx, experiment: &[Arm], chain: &[Arm]) -> String {
     }
     let _ = writeln!(m, "MODE_CHAIN := {}", last.join(" "));
     m
+}
+
+/// `name  what it is` for every `pipelines/<name>.toml` (its first comment line).
+fn pipelines() -> Result<String> {
+    let dir = std::path::Path::new(crate::config::PIPELINES_DIR);
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .with_context(|| {
+            format!(
+                "cannot read {}: run mode in the project folder",
+                dir.display()
+            )
+        })?
+        .flatten()
+    {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let what = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with('#'))
+                    .map(|l| l.trim_start_matches('#').trim().to_string())
+            })
+            .unwrap_or_default();
+        rows.push((name, what));
+    }
+    rows.sort();
+    Ok(rows
+        .iter()
+        .map(|(n, w)| format!("{n:<20} {w}"))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }

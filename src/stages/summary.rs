@@ -134,11 +134,12 @@ pub fn arm_runs(layout: &Layout, p: &Pipeline, allow_incomplete: bool) -> Result
         if !m.is_final() {
             if !allow_incomplete {
                 bail!(
-                    "{}: {} of {} iterations complete ({}); finish the run (make all resumes it) or pass --allow-incomplete",
+                    "{}: {} of {} iterations complete ({}); finish the run: `make chain ARMS=\"{} random\"` (or make all, which resumes every arm), or pass --allow-incomplete",
                     dir.display(),
                     m.completed,
                     m.planned,
-                    m.status
+                    m.status,
+                    name
                 );
             }
             tracing::warn!(
