@@ -326,6 +326,17 @@ fn shards_of_a_job_array_merge_into_the_one_process_sweep_and_wrong_parts_are_re
     );
     assert_nothing_merged(&r);
 
+    // Shard 0 again, by another binary: the parts of one grid come from one binary.
+    let r = copy_parts(&root, "two-binaries");
+    let mut m = m0.clone();
+    m.binary.crc32 = "0badc0de".into();
+    write_attempt(&r, m, &rows, "other-build-4");
+    fails(
+        mode(&r, &args(&merge)),
+        "were made by different mode binaries",
+    );
+    assert_nothing_merged(&r);
+
     // A part changed after its shard wrote it.
     let r = copy_parts(&root, "changed");
     let (p2, _) = manifest_of(&r, 2);
@@ -702,7 +713,8 @@ fn a_dask_cluster_runs_the_shards_and_survives_a_killed_worker() {
             Instant::now() < deadline,
             "no worker started a shard in 120 s"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        // Poll often: the shard is killed within a few ms of its start, long before its end.
+        std::thread::sleep(Duration::from_millis(10));
     };
     let cmdline = std::fs::read(format!("/proc/{shard}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");

@@ -285,8 +285,10 @@ pub struct PartManifest {
     pub units: Vec<Unit>,
     /// Their master seeds (for people).
     pub seeds: Vec<u64>,
-    /// The `mode` version that made it.
+    /// The `mode` version that made it, and its binary's size and CRC-32 (every shard of a
+    /// grid must run the same binary).
     pub version: String,
+    pub binary: FileSum,
     /// The part file (a name in the same folder), its rows, size and CRC-32.
     pub file: String,
     pub rows: usize,

@@ -24,7 +24,7 @@
 use super::sweep::SeedResult;
 use crate::artifacts::manifest::sum_file;
 use crate::artifacts::{
-    Artifact, Grid, Layout, PartManifest, PartRow, ShardOf, SweepRow, Unit, write_bytes,
+    Artifact, FileSum, Grid, Layout, PartManifest, PartRow, ShardOf, SweepRow, Unit, write_bytes,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -266,6 +266,17 @@ fn host() -> String {
     if safe.is_empty() { "host".into() } else { safe }
 }
 
+/// The size and CRC-32 of the running binary (`/proc/self/exe`: the file this process runs,
+/// even if it was replaced since).
+fn this_binary() -> Result<FileSum> {
+    let exe = Path::new("/proc/self/exe");
+    if exe.exists() {
+        sum_file(exe)
+    } else {
+        sum_file(&std::env::current_exe().context("cannot find the running binary")?)
+    }
+}
+
 /// Write shard `s`'s part (`rows` of `units`) and then its manifest; on failure neither stays.
 pub fn write_part(
     layout: &Layout,
@@ -283,7 +294,8 @@ pub fn write_part(
         v.dedup();
         v
     };
-    let done = sum_file(&path).and_then(|sum| {
+    let done = this_binary().and_then(|binary| {
+        let sum = sum_file(&path)?;
         let m = PartManifest {
             grid: grid.clone(),
             fingerprint: fingerprint(grid),
@@ -294,6 +306,7 @@ pub fn write_part(
             units: units.to_vec(),
             seeds: seeds.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            binary,
             file: file_name(&path),
             rows: rows.len(),
             sum,
@@ -369,9 +382,10 @@ fn first_difference(a: &[PartRow], b: &[PartRow]) -> Option<(usize, &'static str
     })
 }
 
-/// A checked part: where it is and its rows.
+/// A checked part: where it is, the binary that made it and its rows.
 struct Part {
     file: PathBuf,
+    binary: FileSum,
     rows: Vec<PartRow>,
 }
 
@@ -522,7 +536,14 @@ fn check_part(
             x.setting, x.seed
         ));
     }
-    Ok((s, Part { file, rows }))
+    Ok((
+        s,
+        Part {
+            file,
+            binary: m.binary,
+            rows,
+        },
+    ))
 }
 
 /// Read every part of `grid` under `parts/`, check them (see the module) and return every
@@ -576,6 +597,18 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
         );
     }
     let n = counts[0];
+    let all: Vec<&Part> = parts.values().flatten().collect();
+    if let Some(other) = all.iter().find(|p| p.binary != all[0].binary) {
+        bail!(
+            "{} and {} were made by different mode binaries ({} bytes, CRC-32 {} and {} bytes, CRC-32 {}): run every shard of a grid with one binary",
+            all[0].file.display(),
+            other.file.display(),
+            all[0].binary.bytes,
+            all[0].binary.crc32,
+            other.binary.bytes,
+            other.binary.crc32
+        );
+    }
     for ((_, i), copies) in &parts {
         for other in &copies[1..] {
             if let Some((row, col)) = first_difference(&copies[0].rows, &other.rows) {
