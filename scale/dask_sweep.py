@@ -150,7 +150,10 @@ def main():
         sys.exit(f'error: the driver needs Dask in {sys.executable}: pip install "dask[distributed]"')
 
     t0 = time.monotonic()
-    client = Client(a.scheduler, timeout=a.connect_timeout)
+    try:
+        client = Client(a.scheduler, timeout=a.connect_timeout)
+    except OSError as e:
+        sys.exit(f"error: cannot reach the Dask scheduler at {a.scheduler}: {e}")
     try:
         client.wait_for_workers(a.wait_workers, timeout=a.connect_timeout)
         threads = client.nthreads()
