@@ -9,6 +9,8 @@
 #   make select METRIC=cosine ITER=2   re-run one stage of one arm / iteration (chain rules)
 #   make sweep SEEDS=10           every arm over many seeds, with CIs and p-values
 #   make ablate                   protocol settings × arms × seeds ([ablate] of the pipeline)
+#   make sweep-cluster SCHEDULER=tcp://host:8786   the sweep as SHARDS shards on a Dask cluster
+#   make ablate-cluster SCHEDULER=…                the ablation likewise (scale/dask_sweep.py)
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
 #   make bench                    per-stage and end-to-end wall times, ONNX probe, selection and scoring speed
 #   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
@@ -40,7 +42,11 @@ space := $() $()
 RULES    = $(OUT)/.rules-$(subst $(space),_,$(strip $(ARMS)))-$(subst $(comma),_,$(EXPERIMENT_ARMS)).mk
 SUB      := $(MAKE) --no-print-directory MODE_RULES=1
 
+<<<<<<< HEAD
 .PHONY: all chain check build test pyvenv clean sweep ablate bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
+=======
+.PHONY: all chain build test clean sweep ablate sweep-cluster ablate-cluster cluster-check bench report report-check mnist-skewed mnist-noisy fashion \
+>>>>>>> dask
         probe layers heatmap select retrain evaluate all-inner chain-inner
 .DELETE_ON_ERROR:
 
@@ -98,6 +104,22 @@ sweep: build
 
 ablate: build
 	$(MODE) ablate
+
+# Beyond one machine: one Dask task per shard (each runs this binary with --threads 1 on a
+# worker, in this folder: the binary, pipelines/ and data/ must be at these paths on every
+# worker, and OUT on storage every worker sees), then the merge. Parts of an earlier run of the
+# same kind are removed first. PYTHON needs `pip install "dask[distributed]"`.
+SCHEDULER ?=
+SHARDS    ?= $(SEEDS)
+PYTHON    ?= python3
+DASK_SWEEP = $(PYTHON) scale/dask_sweep.py --scheduler '$(SCHEDULER)' --shards $(SHARDS) \
+             --bin $(abspath $(BIN)) --clean -- --pipeline $(CFG) --root $(OUT) --threads 1
+sweep-cluster: build cluster-check
+	$(DASK_SWEEP) sweep --seeds $(SEEDS) --arms $(SWEEP_ARMS)
+ablate-cluster: build cluster-check
+	$(DASK_SWEEP) ablate
+cluster-check:
+	@[ -n "$(SCHEDULER)" ] || { echo "make: give the Dask scheduler, SCHEDULER=tcp://host:8786 (README: Beyond one machine)" >&2; exit 2; }
 
 mnist-skewed mnist-noisy fashion:
 	$(MAKE) --no-print-directory all sweep PIPELINE=$@

@@ -5,6 +5,7 @@
 use crate::arm::Arm;
 use crate::artifacts::{IterDir, Layout, Lock, LockKind, Split};
 use crate::config::Pipeline;
+use crate::stages::shard::{Plan, Shard};
 use crate::stages::{self, At, Ctx};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -177,8 +178,16 @@ enum Command {
         #[arg(long)]
         idx_dir: Option<PathBuf>,
         /// Keep every seed's artifacts under <root>/sweep/seed-<s>/.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "merge")]
         keep_artifacts: bool,
+        /// Run only shard I of N of the seeds (a fixed block of them) and write it as a part
+        /// under <root>/parts/; merge the parts with --merge.
+        #[arg(long, value_name = "I/N", conflicts_with = "merge")]
+        shard: Option<Shard>,
+        /// Merge the parts of every shard under <root>/parts/ into the files one run writes
+        /// (give the options the shards ran with).
+        #[arg(long)]
+        merge: bool,
     },
     /// Protocol settings × arms × seeds: ablation.parquet, ablation_summary.parquet and .md.
     Ablate {
@@ -194,6 +203,14 @@ enum Command {
         /// Folder with the idx files [default: data.idx_dir].
         #[arg(long)]
         idx_dir: Option<PathBuf>,
+        /// Run only shard I of N of the (setting, seed) units (a fixed block of them) and
+        /// write it as a part under <root>/parts/; merge the parts with --merge.
+        #[arg(long, value_name = "I/N", conflicts_with = "merge")]
+        shard: Option<Shard>,
+        /// Merge the parts of every shard under <root>/parts/ into the files one run writes
+        /// (give the options the shards ran with).
+        #[arg(long)]
+        merge: bool,
     },
     /// Summarise every arm against the control: summary.parquet and the seed's tables.
     Summary {
@@ -256,6 +273,15 @@ fn debug_arm(arm: Option<Arm>, p: &Pipeline) -> Arm {
     arm.unwrap_or(Arm::mode(p.select.metric, true))
 }
 
+/// What a sweep or ablation does: every unit, one shard's, or the merge of the parts.
+fn plan(shard: Option<Shard>, merge: bool) -> Plan {
+    match (shard, merge) {
+        (Some(s), _) => Plan::Shard(s),
+        (None, true) => Plan::Merge,
+        (None, false) => Plan::All,
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(u16, u16), String> {
     s.split_once(',')
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
@@ -316,6 +342,10 @@ impl Command {
         };
         let unit = |p: PathBuf| layout.relative(&p);
         let arm = |a: &Arm| shared(unit(layout.arm_dir(&a.to_string())));
+        let part = |kind: &str, s: &Shard| {
+            let unit = Layout::part_unit(kind, s.index, s.count);
+            Some((root.clone(), LockKind::Shared, Some(unit), false))
+        };
         match self {
             Command::Split { out: Some(d), .. } | Command::Train { out: Some(d), .. } => own(d),
             Command::Evaluate { out: Some(d), .. } | Command::Probe { out: Some(d), .. } => own(d),
@@ -327,6 +357,10 @@ impl Command {
             Command::Layers { arm: Some(a), .. } => arm(a),
             Command::Layers { .. } => shared(unit(layout.input_head())),
             Command::Heatmap(a) | Command::Select(a) | Command::Retrain(a) => arm(&a.arm),
+            // A shard writes only its own part and sweeps no temporaries: on storage shared
+            // between machines, another host's live process is not in this one's /proc.
+            Command::Sweep { shard: Some(s), .. } => part(stages::sweep::KIND, s),
+            Command::Ablate { shard: Some(s), .. } => part(stages::ablate::KIND, s),
             Command::Sweep { .. } => shared(unit(layout.sweep())),
             Command::Ablate { .. } => shared(unit(layout.ablation())),
             Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.p)),
@@ -545,6 +579,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             arms,
             idx_dir,
             keep_artifacts,
+            shard,
+            merge,
         } => out(stages::sweep::run(
             ctx,
             &stages::sweep::SweepArgs {
@@ -552,6 +588,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                 arms: Arm::parse_list(&arms)?,
                 idx_dir,
                 keep: keep_artifacts,
+                plan: plan(shard, merge),
             },
         )?),
         Command::Ablate {
@@ -559,6 +596,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             arms,
             seeds,
             idx_dir,
+            shard,
+            merge,
         } => {
             let list = if settings.is_empty() {
                 ctx.p.ablate.settings.clone()
@@ -575,6 +614,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                     arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
                     seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
                     idx_dir,
+                    plan: plan(shard, merge),
                 },
             )?)
         }

@@ -8,6 +8,7 @@
 //! <root>/runs/<arm>/iter-<k>/…           (see [`IterDir`])
 //! <root>/summary.parquet  sweep.parquet  sweep_summary.{parquet,md}  sweep_manifest.json
 //! <root>/ablation.parquet  ablation_summary.{parquet,md}
+//! <root>/parts/<kind>-<i>-of-<n>.<host>-<pid>.{parquet,json}   (sharded sweeps and ablations)
 //! <root>/report/index.html  <root>/timings.log  <root>/.locks/
 //! ```
 
@@ -151,6 +152,37 @@ impl Layout {
     pub fn ablation_manifest(&self) -> PathBuf {
         self.root.join("ablation_manifest.json")
     }
+    /// The parts of sharded sweeps and ablations (`--shard I/N`), merged by `--merge`.
+    pub fn parts_dir(&self) -> PathBuf {
+        self.root.join("parts")
+    }
+    /// The part that shard `i` of `n` of a `kind` (`sweep`, `ablation`) writes in the process
+    /// `token` (`<host>-<pid>`: an attempt of its own, so a shard made twice leaves two parts).
+    pub fn part(&self, kind: &str, i: usize, n: usize, token: &str) -> PathBuf {
+        self.parts_dir()
+            .join(format!("{}.{token}.{PARQUET}", part_stem(kind, i, n)))
+    }
+    /// The manifest beside a part, written after it (a part without one is unfinished).
+    pub fn part_manifest(part: &Path) -> PathBuf {
+        part.with_extension("json")
+    }
+    /// The lock unit of shard `i` of `n` (two attempts of one shard on one machine exclude
+    /// each other; different shards run side by side).
+    pub fn part_unit(kind: &str, i: usize, n: usize) -> String {
+        format!("parts/{}", part_stem(kind, i, n))
+    }
+    /// The shard (i, n) of a part's or part manifest's file name of `kind`, with its extension
+    /// (`parquet` or `json`); `None` for other files (hidden temporaries among them).
+    pub fn parse_part(kind: &str, name: &str) -> Option<(usize, usize, &'static str)> {
+        let rest = name.strip_prefix(kind)?.strip_prefix('-')?;
+        let (i, rest) = rest.split_once("-of-")?;
+        let (n, rest) = rest.split_once('.')?;
+        let ext = [PARQUET, "json"].into_iter().find(|e| {
+            rest.strip_suffix(e)
+                .is_some_and(|t| t.ends_with('.') && t.len() > 1)
+        })?;
+        Some((i.parse().ok()?, n.parse().ok()?, ext))
+    }
     pub fn report_dir(&self) -> PathBuf {
         self.root.join("report")
     }
@@ -172,6 +204,10 @@ impl Layout {
             Some(u) => d.join(format!("{}.lock", u.replace(['/', '\\', '.'], "_"))),
         }
     }
+}
+
+fn part_stem(kind: &str, i: usize, n: usize) -> String {
+    format!("{kind}-{i}-of-{n}")
 }
 
 fn iter_name(k: u32) -> String {
@@ -382,5 +418,30 @@ mod tests {
         for a in ARTIFACTS {
             assert!(l.initial().by_name(a).is_some(), "{a}");
         }
+        let part = l.part("sweep", 1, 4, "node-a.lab-42");
+        assert_eq!(
+            part,
+            PathBuf::from("out/parts/sweep-1-of-4.node-a.lab-42.parquet")
+        );
+        assert_eq!(
+            Layout::part_manifest(&part),
+            PathBuf::from("out/parts/sweep-1-of-4.node-a.lab-42.json")
+        );
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(
+            Layout::parse_part("sweep", &name(&part)),
+            Some((1, 4, "parquet"))
+        );
+        assert_eq!(
+            Layout::parse_part("sweep", &name(&Layout::part_manifest(&part))),
+            Some((1, 4, "json"))
+        );
+        assert_eq!(Layout::parse_part("ablation", &name(&part)), None);
+        assert_eq!(
+            Layout::parse_part("sweep", ".sweep-1-of-4.h-1.parquet.tmp-9"),
+            None
+        );
+        assert_eq!(Layout::parse_part("sweep", "sweep-1-of-4.json"), None);
+        assert_eq!(Layout::part_unit("ablation", 0, 2), "parts/ablation-0-of-2");
     }
 }

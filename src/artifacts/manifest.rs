@@ -67,22 +67,24 @@ fn relative(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
+/// The record of one file: its size and CRC-32.
+pub fn sum_file(path: &Path) -> Result<FileSum> {
+    let bytes = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    Ok(FileSum {
+        bytes,
+        crc32: crc_of(path)?,
+    })
+}
+
 /// The records of every file under `dir` (an iteration folder just completed).
 pub fn sum_dir(dir: &Path) -> Result<IterFiles> {
     let mut files = Vec::new();
     walk(dir, &mut files)?;
     let mut out = IterFiles::new();
     for f in files {
-        let bytes = std::fs::metadata(&f)
-            .with_context(|| format!("cannot read {}", f.display()))?
-            .len();
-        out.insert(
-            relative(dir, &f),
-            FileSum {
-                bytes,
-                crc32: crc_of(&f)?,
-            },
-        );
+        out.insert(relative(dir, &f), sum_file(&f)?);
     }
     Ok(out)
 }
@@ -229,6 +231,83 @@ impl Artifact for Manifest {
         serde_json::from_str(&text).with_context(|| {
             format!(
                 "{}: not a run manifest (delete the run folder and run again)",
+                path.display()
+            )
+        })
+    }
+}
+
+/// The grid of a sharded sweep or ablation: every part of one run records the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// `sweep` or `ablation`.
+    pub kind: String,
+    /// Fingerprint of the pipeline's effective settings (`Pipeline::fingerprint`).
+    pub pipeline: String,
+    /// Fingerprint of the settings of the splits and the initial model.
+    pub initial: String,
+    /// The master seed of seed 0 (seed i uses `first_seed + i`).
+    pub first_seed: u64,
+    pub seeds: usize,
+    pub arms: Vec<String>,
+    /// The settings' labels (a sweep: `["base"]`).
+    pub settings: Vec<String>,
+}
+
+/// One (setting, seed) cell of a grid: seed index (master seed `first_seed + seed`) and the
+/// setting's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    pub seed: usize,
+    pub setting: usize,
+}
+
+/// Which shard a part is: `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardOf {
+    pub index: usize,
+    pub count: usize,
+}
+
+/// `parts/<kind>-<i>-of-<n>.<host>-<pid>.json`, written after its part: what grid and shard
+/// the part belongs to, the units it holds, and the part file's size and checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartManifest {
+    pub grid: Grid,
+    /// Fingerprint of `grid`.
+    pub fingerprint: String,
+    pub shard: ShardOf,
+    /// The units it holds, in order.
+    pub units: Vec<Unit>,
+    /// Their master seeds (for people).
+    pub seeds: Vec<u64>,
+    /// The `mode` version that made it, and its binary's size and CRC-32 (every shard of a
+    /// grid must run the same binary).
+    pub version: String,
+    pub binary: FileSum,
+    /// The part file (a name in the same folder), its rows, size and CRC-32.
+    pub file: String,
+    pub rows: usize,
+    pub sum: FileSum,
+}
+
+impl Artifact for PartManifest {
+    fn write(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        write_bytes(path, text.as_bytes())
+    }
+
+    fn read(path: &Path) -> Result<PartManifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a part manifest (remove it and its part, and run that shard again)",
                 path.display()
             )
         })

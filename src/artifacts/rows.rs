@@ -195,3 +195,27 @@ table!(
         pool_exhausted: bool,
     }
 );
+
+table!(
+    /// A part of a sharded sweep or ablation (`parts/<kind>-<i>-of-<n>.<host>-<pid>.parquet`):
+    /// the `sweep.parquet` rows of the shard's (setting, seed) units, each with its setting, and
+    /// the per-label test accuracies the summaries need.
+    PartRow {
+        /// the setting's label ("base" for a sweep)
+        setting: String,
+        seed: i64,
+        arm: String,
+        metric: String,
+        layer_select: bool,
+        iteration: u32,
+        accuracy: f64,
+        target_label: Option<u16>,
+        target_acc: Option<f64>,
+        finished_early: bool,
+        status: IterStatus,
+        seconds: f64,
+        /// per-label test accuracy: of the initial model on iteration-0 rows, of the arm's
+        /// final model on its last iteration's row; null elsewhere
+        label_acc: Option<Vec<f64>>,
+    }
+);

@@ -113,6 +113,45 @@ impl Cell for String {
     }
 }
 
+/// A nullable list of finite floats (`List<Float64>`), e.g. a part's per-label accuracies.
+impl Cell for Option<Vec<f64>> {
+    fn read(df: &DataFrame, name: &str) -> Result<Vec<Self>> {
+        let c = cast(df, name, PlType::List(Box::new(PlType::Float64)))?;
+        c.list()?
+            .series_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let Some(s) = v else { return Ok(None) };
+                s.f64()?
+                    .iter()
+                    .map(|x| match x {
+                        Some(x) if x.is_finite() => Ok(x),
+                        Some(_) => {
+                            Err(anyhow!("column {name:?} has a non-finite value in row {i}"))
+                        }
+                        None => Err(anyhow!("column {name:?} has a null in the list of row {i}")),
+                    })
+                    .collect::<Result<Vec<f64>>>()
+                    .map(Some)
+            })
+            .collect()
+    }
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        use polars::prelude::{NamedFrom, Series};
+        let lists: Vec<Option<Series>> = values
+            .into_iter()
+            .map(|v| v.map(|v| Series::new("".into(), v)))
+            .collect();
+        let list = PlType::List(Box::new(PlType::Float64));
+        let s = Series::new(name.into(), lists);
+        // An all-null or empty column is typed by its values as Null: give it its type.
+        Column::from(
+            s.cast(&list)
+                .expect("a list of floats casts to List<Float64>"),
+        )
+    }
+}
+
 impl<T: TextEnum> Cell for T {
     fn read(df: &DataFrame, name: &str) -> Result<Vec<Self>> {
         let text = <String as Cell>::read(df, name)?;

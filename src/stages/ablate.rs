@@ -7,12 +7,18 @@
 //! `ablation_summary.parquet` and `.md` (per setting and arm, the columns of
 //! `sweep_summary.parquet` — Δ vs control, 95% CI, paired t and Wilcoxon p, wins/losses, faulty
 //! labels lifted past θ — then `setting` and the keys) and `ablation_manifest.json`.
+//!
+//! `--shard I/N` runs only shard I's (setting, seed) units and writes them as a part;
+//! `--merge` turns the parts into the same files as one run (see [`super::shard`]).
 
 use super::Ctx;
+use super::shard::{self, Outcome, Plan};
 use super::sweep::{self, Foundation, SeedResult};
 use crate::arm::{Arm, CONTROL};
+use crate::artifacts::io::write_together;
 use crate::artifacts::{
-    AblationRow, Artifact, Manifest, SweepRow, SweepSummaryRow, write_bytes, write_frame_with,
+    AblationRow, Artifact, Grid, Manifest, SweepRow, SweepSummaryRow, Unit, write_bytes,
+    write_frame_with,
 };
 use crate::config::{Pipeline, apply_override, fingerprint};
 use crate::stages::split;
@@ -20,7 +26,7 @@ use crate::vocab::IterStatus;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// One setting: a label and its overrides (`key=value`).
@@ -85,6 +91,8 @@ pub struct AblateArgs {
     pub arms: Vec<Arm>,
     pub seeds: usize,
     pub idx_dir: Option<PathBuf>,
+    /// Every (setting, seed) here, one shard's as a part, or a merge of the parts.
+    pub plan: Plan,
 }
 
 pub struct AblateReport {
@@ -93,13 +101,20 @@ pub struct AblateReport {
     pub runs: usize,
     pub seconds: f64,
     pub out: PathBuf,
+    /// How many shards were merged (0: the runs ran here).
+    pub merged: usize,
 }
 
 impl std::fmt::Display for AblateReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.merged > 0 {
+            format!(" merged from {} shards", self.merged)
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "ablate: {} runs (setting × seed) in {:.1} s → {}\n\n{}",
+            "ablate: {} runs (setting × seed){how} in {:.1} s → {}\n\n{}",
             self.runs,
             self.seconds,
             self.out.display(),
@@ -196,7 +211,25 @@ fn rows_of(
         .collect()
 }
 
-pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
+/// An ablation's kind of part (`parts/ablation-<i>-of-<n>.…`).
+pub const KIND: &str = "ablation";
+
+/// The ablation's grid: seeds × settings × arms.
+pub fn grid(p: &Pipeline, a: &AblateArgs) -> Grid {
+    Grid {
+        kind: KIND.into(),
+        pipeline: p.fingerprint(),
+        initial: p.initial_fingerprint(),
+        first_seed: p.seed,
+        seeds: a.seeds,
+        arms: a.arms.iter().map(|x| x.to_string()).collect(),
+        settings: a.settings.iter().map(|s| s.label.clone()).collect(),
+    }
+}
+
+/// Run the (setting, seed) units (all, or a shard's) and write the ablation's files — or,
+/// for a shard, its part; or merge the parts.
+pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<Outcome<AblateReport>> {
     let (p, layout) = (&ctx.p, &ctx.layout);
     if a.seeds == 0 {
         bail!("ablate: at least one seed (ablate.seeds or --seeds)");
@@ -207,6 +240,14 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
     if a.settings.is_empty() {
         bail!("ablate: no settings (ablate.settings or --setting)");
     }
+    for (k, s) in a.settings.iter().enumerate() {
+        if a.settings[..k].iter().any(|t| t.label == s.label) {
+            bail!(
+                "ablate: the setting {:?} is given twice (ablate.settings or --setting): give each once",
+                s.label
+            );
+        }
+    }
     // Check every setting before any work.
     let pipelines: Vec<Pipeline> = a
         .settings
@@ -214,17 +255,35 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
         .map(|s| s.apply(p))
         .collect::<Result<_>>()?;
     let t0 = Instant::now();
+    let grid = grid(p, a);
+    let units = match a.plan {
+        Plan::Merge => {
+            let (results, parts) = shard::read_parts(layout, &grid)?;
+            return finish(ctx, a, &pipelines, results, t0, parts).map(Outcome::Done);
+        }
+        Plan::All => shard::units(&grid),
+        Plan::Shard(s) => shard::assigned(&grid, s)?,
+    };
     let src = split::load(p, a.idx_dir.as_deref())?;
-    let bar = crate::progress::bar((a.seeds * a.settings.len()) as u64, "ablate");
-    let per_seed: Vec<Result<Vec<(usize, SeedResult)>>> = (0..a.seeds)
+    let bar = crate::progress::bar(units.len() as u64, "ablate");
+    // The units of each seed together (they share foundations), seeds in parallel.
+    let mut by_seed: Vec<Vec<Unit>> = Vec::new();
+    for &u in &units {
+        match by_seed.last_mut() {
+            Some(g) if g[0].seed == u.seed => g.push(u),
+            _ => by_seed.push(vec![u]),
+        }
+    }
+    let per_seed: Vec<Result<Vec<(Unit, SeedResult)>>> = by_seed
         .into_par_iter()
-        .map(|i| {
-            let seed = p.seed + i as u64;
+        .map(|group| {
+            let seed = shard::seed_of(&grid, group[0]);
             // Settings that keep the data and the initial model share one foundation.
             let mut foundations: Vec<Foundation> = Vec::new();
             let mut out = Vec::new();
-            for (k, q) in pipelines.iter().enumerate() {
-                let q = q.with_seed(seed);
+            for u in group {
+                let k = u.setting;
+                let q = pipelines[k].with_seed(seed);
                 if !foundations
                     .iter()
                     .any(|f| f.settings == q.initial_fingerprint())
@@ -237,28 +296,58 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
                 let scratch = layout.sweep_seed(seed);
                 let r = sweep::one_seed(&q, &src, f, &a.arms, &scratch, false)
                     .with_context(|| format!("setting {:?}, seed {seed}", a.settings[k].label))?;
-                out.push((k, r));
+                out.push((u, r));
                 bar.inc(1);
             }
             Ok(out)
         })
         .collect();
     bar.finish_and_clear();
+    let mut results = Vec::new();
+    for r in per_seed {
+        results.extend(r?);
+    }
+    match a.plan {
+        Plan::Shard(s) => {
+            let rows = results
+                .iter()
+                .flat_map(|(u, r)| {
+                    let last = pipelines[u.setting].mode.max_iter as u32;
+                    shard::part_rows(&a.settings[u.setting].label, last, r)
+                })
+                .collect();
+            Ok(Outcome::Part(shard::write_part(
+                layout, &grid, s, &units, rows, t0,
+            )?))
+        }
+        _ => finish(ctx, a, &pipelines, results, t0, 0).map(Outcome::Done),
+    }
+}
+
+/// Every (setting, seed) unit's result, in grid order → the ablation's rows, summaries and
+/// manifest, written together: the one code path of a one-machine run and of a merge.
+fn finish(
+    ctx: &Ctx,
+    a: &AblateArgs,
+    pipelines: &[Pipeline],
+    results: Vec<(Unit, SeedResult)>,
+    t0: Instant,
+    merged: usize,
+) -> Result<AblateReport> {
+    let (p, layout) = (&ctx.p, &ctx.layout);
     let mut rows: Vec<AblationRow> = Vec::new();
     let mut sweep_rows: Vec<Vec<SweepRow>> = vec![Vec::new(); a.settings.len()];
     let mut initial: Vec<BTreeMap<i64, Vec<f64>>> = vec![BTreeMap::new(); a.settings.len()];
     let mut finals: Vec<BTreeMap<(i64, String), Vec<f64>>> =
         vec![BTreeMap::new(); a.settings.len()];
-    for (i, r) in per_seed.into_iter().enumerate() {
-        let seed = p.seed + i as u64;
-        for (k, res) in r? {
-            rows.extend(rows_of(&a.settings[k], seed, &res, pipelines[k].mode.theta));
-            initial[k].insert(seed as i64, res.initial_label_acc.clone());
-            for (arm, acc) in &res.final_label_acc {
-                finals[k].insert((seed as i64, arm.clone()), acc.clone());
-            }
-            sweep_rows[k].extend(res.rows);
+    for (u, res) in results {
+        let (k, seed) = (u.setting, p.seed + u.seed as u64);
+        rows.extend(rows_of(&a.settings[k], seed, &res, pipelines[k].mode.theta));
+        initial[k].insert(seed as i64, res.initial_label_acc.clone());
+        for (arm, acc) in &res.final_label_acc {
+            finals[k].insert((seed as i64, arm.clone()), acc.clone());
         }
+        sweep_rows[k].extend(res.rows);
     }
     let mut summary = Vec::new();
     for (k, setting) in a.settings.iter().enumerate() {
@@ -298,27 +387,37 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<AblateReport> {
             .map(|k| (k.clone(), labels.iter().map(|l| value(l, k)).collect()))
             .collect()
     };
-    write_frame_with(
-        &layout.ablation(),
-        &rows,
-        columns(rows.iter().map(|r| r.setting.as_str()).collect()),
-    )?;
+    let row_keys = columns(rows.iter().map(|r| r.setting.as_str()).collect());
     let mut extra = vec![(
         "setting".to_string(),
         summary.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
     )];
     extra.extend(columns(summary.iter().map(|(l, _)| l.as_str()).collect()));
-    let rows: Vec<SweepSummaryRow> = summary.iter().map(|(_, r)| r.clone()).collect();
-    write_frame_with(&layout.ablation_summary(), &rows, extra)?;
-    write_bytes(&layout.ablation_markdown(), markdown(&summary).as_bytes())?;
+    let summary_rows: Vec<SweepSummaryRow> = summary.iter().map(|(_, r)| r.clone()).collect();
+    let md = markdown(&summary);
     let mut m = manifest(p, a);
     m.complete(m.planned, IterStatus::Ran);
-    m.write(&layout.ablation_manifest())?;
+    write_together(vec![
+        (
+            layout.ablation(),
+            Box::new(|f: &Path| write_frame_with(f, &rows, row_keys)),
+        ),
+        (
+            layout.ablation_summary(),
+            Box::new(|f: &Path| write_frame_with(f, &summary_rows, extra)),
+        ),
+        (
+            layout.ablation_markdown(),
+            Box::new(|f: &Path| write_bytes(f, md.as_bytes())),
+        ),
+        (layout.ablation_manifest(), Box::new(|f: &Path| m.write(f))),
+    ])?;
     Ok(AblateReport {
         summary,
         runs: a.seeds * a.settings.len(),
         seconds: t0.elapsed().as_secs_f64(),
         out: layout.ablation_summary(),
+        merged,
     })
 }
 

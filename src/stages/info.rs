@@ -60,6 +60,7 @@ pub fn run(ctx: &Ctx, a: &InfoArgs) -> Result<InfoReport> {
                 "summary" => l.summary(),
                 "report" => Layout::report_index(&l.report_dir()),
                 "input_head" => l.input_head(),
+                "parts" => l.parts_dir(),
                 "manifest" => match arm {
                     Some(arm) => l.manifest(&arm.to_string()),
                     None => bail!("the manifest belongs to an arm: pass --arm"),
@@ -68,7 +69,7 @@ pub fn run(ctx: &Ctx, a: &InfoArgs) -> Result<InfoReport> {
                     Some(s) => l.split(s),
                     None => dir.by_name(name).ok_or_else(|| {
                         anyhow::anyhow!(
-                            "unknown artifact {name:?}: one of {}, train, pool, test, input_head, summary, report, manifest",
+                            "unknown artifact {name:?}: one of {}, train, pool, test, input_head, summary, report, manifest, parts",
                             ARTIFACTS.join(", ")
                         )
                     })?,

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod report;
 pub mod retrain;
 pub mod select;
+pub mod shard;
 pub mod split;
 pub mod summary;
 pub mod sweep;

@@ -5,12 +5,17 @@
 //! re-splits and re-trains). Every arm starts from that seed's initial model and runs the
 //! same steps as `mode experiment`, in memory; the control is `random`. Only the summaries
 //! are kept unless `--keep-artifacts` writes each seed's files under `sweep/seed-<s>/`.
+//!
+//! `--shard I/N` runs only shard I's seeds and writes them as a part; `--merge` turns the
+//! parts into the same files as one run (see [`super::shard`]).
 
 use super::Ctx;
+use super::shard::{self, Outcome, Plan};
 use crate::analysis::stats::{paired_t, wilcoxon};
 use crate::arm::{Arm, CONTROL};
+use crate::artifacts::io::write_together;
 use crate::artifacts::{
-    Artifact, Layout, Manifest, Samples, Split, SweepRow, SweepSummaryRow, write_bytes,
+    Artifact, Grid, Layout, Manifest, Samples, Split, SweepRow, SweepSummaryRow, Unit, write_bytes,
 };
 use crate::config::Pipeline;
 use crate::engine::Store;
@@ -22,7 +27,7 @@ use crate::vocab::IterStatus;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -304,6 +309,8 @@ pub struct SweepArgs {
     pub arms: Vec<Arm>,
     pub idx_dir: Option<PathBuf>,
     pub keep: bool,
+    /// Every seed here, one shard's seeds as a part, or a merge of the parts.
+    pub plan: Plan,
 }
 
 pub struct SweepReport {
@@ -313,13 +320,20 @@ pub struct SweepReport {
     pub summary: Vec<SweepSummaryRow>,
     pub seconds: f64,
     pub out: PathBuf,
+    /// How many parts were merged (0: the seeds ran here).
+    pub merged: usize,
 }
 
 impl std::fmt::Display for SweepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.merged > 0 {
+            format!(" merged from {} shards", self.merged)
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "sweep: {} seeds × {} arms × {} iterations in {:.1} s → {}\n\n{}",
+            "sweep: {} seeds × {} arms × {} iterations{how} in {:.1} s → {}\n\n{}",
             self.seeds,
             self.arms,
             self.iterations,
@@ -341,9 +355,25 @@ pub fn manifest(p: &Pipeline, seeds: usize, arms: &[Arm]) -> Manifest {
     )
 }
 
-/// Run the seeds; write `sweep.parquet`, `sweep_summary.parquet` and `.md` and the sweep's
-/// manifest into the root.
-pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<SweepReport> {
+/// A sweep's kind of part (`parts/sweep-<i>-of-<n>.…`).
+pub const KIND: &str = "sweep";
+
+/// The sweep's grid: its seeds × arms, one setting (the pipeline as given).
+pub fn grid(p: &Pipeline, seeds: usize, arms: &[Arm]) -> Grid {
+    Grid {
+        kind: KIND.into(),
+        pipeline: p.fingerprint(),
+        initial: p.initial_fingerprint(),
+        first_seed: p.seed,
+        seeds,
+        arms: arms.iter().map(|a| a.to_string()).collect(),
+        settings: vec![shard::BASE.into()],
+    }
+}
+
+/// Run the seeds (all, or a shard's); write `sweep.parquet`, `sweep_summary.parquet` and `.md`
+/// and the sweep's manifest into the root — or, for a shard, its part; or merge the parts.
+pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<Outcome<SweepReport>> {
     let (p, layout) = (&ctx.p, &ctx.layout);
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
@@ -352,13 +382,22 @@ pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<SweepReport> {
         bail!("the sweep compares against the control arm `{CONTROL}`: include it in --arms");
     }
     let t0 = Instant::now();
+    let grid = grid(p, a.seeds, &a.arms);
+    let units = match a.plan {
+        Plan::Merge => {
+            let (results, parts) = shard::read_parts(layout, &grid)?;
+            return finish(ctx, a, results, t0, parts).map(Outcome::Done);
+        }
+        Plan::All => shard::units(&grid),
+        Plan::Shard(s) => shard::assigned(&grid, s)?,
+    };
     let src = split::load(p, a.idx_dir.as_deref())?;
-    let bar = crate::progress::bar(a.seeds as u64, "sweep");
+    let bar = crate::progress::bar(units.len() as u64, "sweep");
     // Seeds in parallel (and, inside each, arms): the rayon pool decides how many at once.
-    let results: Vec<Result<SeedResult>> = (0..a.seeds)
-        .into_par_iter()
-        .map(|i| {
-            let q = p.with_seed(p.seed + i as u64);
+    let results: Vec<Result<SeedResult>> = units
+        .par_iter()
+        .map(|&u| {
+            let q = p.with_seed(shard::seed_of(&grid, u));
             let ts = Instant::now();
             let r = one_seed(&q, &src, None, &a.arms, &layout.sweep_seed(q.seed), a.keep)?;
             tracing::info!(
@@ -372,25 +411,64 @@ pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<SweepReport> {
         })
         .collect();
     bar.finish_and_clear();
+    let results: Vec<(Unit, SeedResult)> = units
+        .iter()
+        .copied()
+        .zip(results)
+        .map(|(u, r)| r.map(|r| (u, r)))
+        .collect::<Result<_>>()?;
+    match a.plan {
+        Plan::Shard(s) => {
+            let last = p.mode.max_iter as u32;
+            let rows = results
+                .iter()
+                .flat_map(|(_, r)| shard::part_rows(shard::BASE, last, r))
+                .collect();
+            Ok(Outcome::Part(shard::write_part(
+                layout, &grid, s, &units, rows, t0,
+            )?))
+        }
+        _ => finish(ctx, a, results, t0, 0).map(Outcome::Done),
+    }
+}
+
+/// Every seed's result (in seed order) → the sweep's rows, summaries and manifest, written
+/// together: the one code path of a one-machine run and of a merge.
+fn finish(
+    ctx: &Ctx,
+    a: &SweepArgs,
+    results: Vec<(Unit, SeedResult)>,
+    t0: Instant,
+    merged: usize,
+) -> Result<SweepReport> {
+    let (p, layout) = (&ctx.p, &ctx.layout);
     let mut rows = Vec::new();
     let mut initial_acc = BTreeMap::new();
     let mut final_acc = BTreeMap::new();
     let mut m = manifest(p, a.seeds, &a.arms);
-    for (i, r) in results.into_iter().enumerate() {
-        let r = r?;
-        let seed = p.seed as i64 + i as i64;
+    for (u, r) in results {
+        let seed = p.seed as i64 + u.seed as i64;
         initial_acc.insert(seed, r.initial_label_acc);
         for (arm, acc) in r.final_label_acc {
             final_acc.insert((seed, arm), acc);
         }
         rows.extend(r.rows);
-        m.complete(i as u32 + 1, IterStatus::Ran);
+        m.complete(u.seed as u32 + 1, IterStatus::Ran);
     }
     let summary = summarise(&rows, &final_acc, &initial_acc, p.mode.theta);
-    rows.write(&layout.sweep())?;
-    summary.write(&layout.sweep_summary())?;
-    write_bytes(&layout.sweep_markdown(), markdown(&summary).as_bytes())?;
-    m.write(&layout.sweep_manifest())?;
+    let md = markdown(&summary);
+    write_together(vec![
+        (layout.sweep(), Box::new(|f: &Path| rows.write(f))),
+        (
+            layout.sweep_summary(),
+            Box::new(|f: &Path| summary.write(f)),
+        ),
+        (
+            layout.sweep_markdown(),
+            Box::new(|f: &Path| write_bytes(f, md.as_bytes())),
+        ),
+        (layout.sweep_manifest(), Box::new(|f: &Path| m.write(f))),
+    ])?;
     Ok(SweepReport {
         seeds: a.seeds,
         arms: a.arms.len(),
@@ -398,5 +476,6 @@ pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<SweepReport> {
         summary,
         seconds: t0.elapsed().as_secs_f64(),
         out: layout.sweep_summary(),
+        merged,
     })
 }
