@@ -42,11 +42,7 @@ space := $() $()
 RULES    = $(OUT)/.rules-$(subst $(space),_,$(strip $(ARMS)))-$(subst $(comma),_,$(EXPERIMENT_ARMS)).mk
 SUB      := $(MAKE) --no-print-directory MODE_RULES=1
 
-<<<<<<< HEAD
-.PHONY: all chain check build test pyvenv clean sweep ablate bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
-=======
-.PHONY: all chain build test clean sweep ablate sweep-cluster ablate-cluster cluster-check bench report report-check mnist-skewed mnist-noisy fashion \
->>>>>>> dask
+.PHONY: all chain check build test pyvenv clean sweep ablate sweep-cluster ablate-cluster cluster-check bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
         probe layers heatmap select retrain evaluate all-inner chain-inner
 .DELETE_ON_ERROR:
 
@@ -119,7 +115,7 @@ sweep-cluster: build cluster-check
 ablate-cluster: build cluster-check
 	$(DASK_SWEEP) ablate
 cluster-check:
-	@[ -n "$(SCHEDULER)" ] || { echo "make: give the Dask scheduler, SCHEDULER=tcp://host:8786 (README: Beyond one machine)" >&2; exit 2; }
+	@[ -n "$(SCHEDULER)" ] || { echo "make: give the Dask scheduler, SCHEDULER=tcp://host:8786 (docs/scale.md)" >&2; exit 2; }
 
 mnist-skewed mnist-noisy fashion:
 	$(MAKE) --no-print-directory all sweep PIPELINE=$@

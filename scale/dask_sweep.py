@@ -15,7 +15,7 @@ A shard that fails (mode exits non-zero) is not retried: the driver reports it a
 without merging, and the merge itself refuses missing, foreign or conflicting parts.
 
 The same driver runs on Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes): start the
-cluster there and pass its scheduler address. README.md ("Beyond one machine") has the set-up
+cluster there and pass its scheduler address. docs/scale.md has the set-up
 and the equivalent `sbatch --array` job.
 """
 
