@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod idx;
+pub mod linalg;
 pub mod model;
 pub mod plots;
 pub mod progress;

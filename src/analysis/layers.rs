@@ -63,7 +63,8 @@ pub struct SoftmaxHead {
 impl SoftmaxHead {
     /// Class probabilities `softmax(x Wᵀ + b)`.
     pub fn probs(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut z = x.dot(&self.weights.t());
+        let mut z = Array2::<f32>::zeros((x.nrows(), self.weights.nrows()));
+        crate::linalg::mat_mul(1.0, &x, &self.weights.t(), 0.0, &mut z.view_mut());
         for mut row in z.rows_mut() {
             let mut max = f32::NEG_INFINITY;
             for (v, b) in row.iter_mut().zip(&self.intercept) {

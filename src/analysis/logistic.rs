@@ -26,7 +26,7 @@
 //! progress (non-finite values, too many trial steps) ends the fit at the best point so far,
 //! so no NaN is returned. Deterministic and single-threaded.
 
-use ndarray::linalg::general_mat_mul;
+use crate::linalg::mat_mul as general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2};
 use std::collections::VecDeque;
 
@@ -287,7 +287,7 @@ impl<'a> Problem<'a> {
             Logits::Direction => &mut self.zd,
         };
         if p[..dk].iter().any(|&v| v != 0.0) {
-            general_mat_mul(1.0, &self.wt, &self.x.t(), 0.0, out);
+            general_mat_mul(1.0, &self.wt.view(), &self.x.t(), 0.0, &mut out.view_mut());
         } else {
             out.fill(0.0);
         }
@@ -356,7 +356,7 @@ impl<'a> Problem<'a> {
     fn gradient(&mut self, p: &[f64], g: &mut [f64]) {
         let k = self.classes();
         let dk = p.len() - k;
-        general_mat_mul(1.0, &self.zt, &self.x, 0.0, &mut self.gw);
+        general_mat_mul(1.0, &self.zt.view(), &self.x, 0.0, &mut self.gw.view_mut());
         for ((c, j), &v) in self.gw.indexed_iter() {
             g[j * k + c] = f64::from(v) + self.alpha * p[j * k + c];
         }

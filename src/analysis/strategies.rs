@@ -96,8 +96,8 @@ pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32>
         let xn: Vec<f32> = rows.rows().into_iter().map(|r| r.dot(&r)).collect();
         for c0 in (0..centres.nrows()).step_by(4096) {
             let c = centres.slice(ndarray::s![c0..(c0 + 4096).min(centres.nrows()), ..]);
-            let prod = rows.dot(&c.t());
-            let prod = prod.as_standard_layout();
+            let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), c.nrows()));
+            crate::linalg::mat_mul(1.0, &rows, &c.t(), 0.0, &mut prod.view_mut());
             let cn = &cn.as_slice().expect("a fresh vector")[c0..c0 + c.nrows()];
             for (i, row) in prod.axis_iter(Axis(0)).enumerate() {
                 let row = row.as_slice().expect("rows of a standard-layout matrix");
@@ -156,32 +156,39 @@ pub fn k_center_greedy(
         return picked;
     }
     let mut dist = nearest_sq_dist(candidates, centres);
+    let x = candidates.as_standard_layout();
+    let x = x.as_slice().expect("a standard layout");
+    let d = candidates.ncols();
     if centres.nrows() == 0 {
         let first = ChaCha8Rng::seed_from_u64(seed).random_range(0..n);
         picked.push((first, f32::INFINITY));
-        update_min(&mut dist, candidates, first);
+        update_min(&mut dist, x, d, first);
     }
     while picked.len() < k {
         let best = argmax_first(&dist);
         picked.push((best, dist[best]));
-        update_min(&mut dist, candidates, best);
+        update_min(&mut dist, x, d, best);
     }
     picked
 }
 
-fn update_min(dist: &mut [f32], x: ArrayView2<f32>, c: usize) {
-    let centre = x.row(c);
-    dist.par_iter_mut().enumerate().for_each(|(i, d)| {
-        let v: f32 = x
-            .row(i)
-            .iter()
-            .zip(centre.iter())
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum();
-        if v < *d {
-            *d = v;
-        }
-    });
+/// Lower every row's distance to the new centre, row `c` of `x` (`n × d`, row-major), by
+/// chunks of rows in parallel (each row's value is the same sum in the same order whatever
+/// the chunks).
+fn update_min(dist: &mut [f32], x: &[f32], d: usize, c: usize) {
+    const ROWS: usize = 2048;
+    let centre = &x[c * d..(c + 1) * d];
+    dist.par_chunks_mut(ROWS)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let rows = &x[b * ROWS * d..(b * ROWS + chunk.len()) * d];
+            for (dv, row) in chunk.iter_mut().zip(rows.chunks_exact(d)) {
+                let v: f32 = row.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
+                if v < *dv {
+                    *dv = v;
+                }
+            }
+        });
 }
 
 fn argmax_first(v: &[f32]) -> usize {

@@ -98,7 +98,7 @@ struct Phases {
     on: bool,
     k: u32,
     arms: usize,
-    last: std::cell::Cell<Instant>,
+    last: std::sync::Mutex<Instant>,
 }
 
 impl Phases {
@@ -107,7 +107,18 @@ impl Phases {
             on: std::env::var_os("MODE_PROFILE").is_some(),
             k,
             arms,
-            last: std::cell::Cell::new(Instant::now()),
+            last: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// One arm's step (printed when profiling).
+    fn step(&self, s: &Step, what: &str, t0: Instant) {
+        if self.on {
+            eprintln!(
+                "profile:     {} {what} {:.3} s",
+                s.arm,
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -118,9 +129,9 @@ impl Phases {
                 "profile: iteration {} ({} arms): {what} {:.3} s",
                 self.k,
                 self.arms,
-                (now - self.last.get()).as_secs_f64()
+                (now - *self.last.lock().expect("profile lock")).as_secs_f64()
             );
-            self.last.set(now);
+            *self.last.lock().expect("profile lock") = now;
         }
     }
 }
@@ -182,16 +193,25 @@ fn run_iteration(store: &Store, base: &Pipeline, lanes: &mut [Lane], k: u32) {
     // layers → heatmap → select, per arm.
     let per_arm: Vec<Result<()>> = steps
         .par_iter()
+        // Profiling times each arm's steps alone (in parallel a step's wall time would count
+        // the other arms' work its thread picked up).
+        .with_min_len(if phase.on { steps.len() } else { 1 })
         .enumerate()
         .map(|(j, s)| {
             if errors[j].is_some() {
                 return Ok(());
             }
+            let t = Instant::now();
             if probing.contains(&j) {
                 layers::run(store, s)?;
+                phase.step(s, "layers", t);
+                let t = Instant::now();
                 heatmap::run(store, s)?;
+                phase.step(s, "heatmap", t);
             }
+            let t = Instant::now();
             select::run(store, s)?;
+            phase.step(s, "select", t);
             // What the probe found is no longer needed in memory (it is on disk).
             store.forget(&s.dir.activations_dir(), &[]);
             Ok(())
