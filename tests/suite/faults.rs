@@ -2,8 +2,7 @@
 //! kind, stale and concurrent runs, and a seeded mutation loop over the readers. Every case
 //! must end in either the right answer or one clear `error:` line with nothing half-written.
 
-mod common;
-use common::same_content;
+use crate::common::same_content;
 use mode::arm::Arm;
 use mode::artifacts::{
     Activations, Artifact, Layout, Manifest, MetricRow, Samples, Split, SummaryRow,

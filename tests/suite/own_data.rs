@@ -2,7 +2,6 @@
 //! `mode split`, the loop with an ONNX model (`mode debug`), activations written by a Python
 //! script (examples/write_activations.py) driving layers → heatmap → select, and bad input.
 
-mod common;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use mode::artifacts::{
     Artifact, BatchCsv, BatchRow, LayerRow, Layout, MetricRow, PoolRow, Samples, SourceRow, Split,
@@ -1141,7 +1140,7 @@ fn the_defaults_find_the_weak_class_of_a_users_data() {
         let (net, _, _) =
             mode::model::fit(net, &part.pixels, &part.labels, &cfg, 1, None, |_, _| {}).unwrap();
         let onnx = t.join("model_1.onnx");
-        std::fs::write(&onnx, common::onnx::mlp(&net)).unwrap();
+        std::fs::write(&onnx, crate::common::onnx::mlp(&net)).unwrap();
         let o = run(&[
             "debug",
             "--onnx",
@@ -1221,7 +1220,7 @@ fn the_diagnosis_checks_fire_where_they_should() {
     let (net, _, _) =
         mode::model::fit(net, &train.pixels, &train.labels, &cfg, 1, None, |_, _| {}).unwrap();
     let onnx = t.join("model.onnx");
-    std::fs::write(&onnx, common::onnx::mlp(&net)).unwrap();
+    std::fs::write(&onnx, crate::common::onnx::mlp(&net)).unwrap();
     let debug = |sets: &[&str]| {
         let mut a: Vec<&str> = Vec::new();
         for s in sets {
@@ -1373,7 +1372,7 @@ fn the_readme_walk_through_runs_as_written() {
         |_, _| {},
     )
     .unwrap();
-    std::fs::write(t.join("model_1.onnx"), common::onnx::mlp(&net)).unwrap();
+    std::fs::write(t.join("model_1.onnx"), crate::common::onnx::mlp(&net)).unwrap();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_mode"));
     let path = format!(
         "{}:{}",

@@ -3,8 +3,7 @@
 //! with our own reader and with external readers (DuckDB and python-polars); and
 //! `make chain` (one make target per stage) for two arms, which must give the same files.
 
-mod common;
-use common::same_content;
+use crate::common::same_content;
 use mode::artifacts::tensor::TensorFile;
 use mode::artifacts::{
     Activations, Artifact, BatchRow, DiagnosisRow, Heatmaps, IterDir, LayerRow, Layout, Manifest,
