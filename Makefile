@@ -12,6 +12,7 @@
 #   make sweep-cluster SCHEDULER=tcp://host:8786   the sweep as SHARDS shards on a Dask cluster
 #   make ablate-cluster SCHEDULER=…                the ablation likewise (scale/dask_sweep.py)
 #   make mnist-skewed | mnist-noisy | fashion    a buggy-model scenario: all + sweep
+#   make folders                  a generated image-folder dataset with a weak class, run with the defaults
 #   make bench                    per-stage and end-to-end wall times, ONNX probe, selection and scoring speed
 #   make report | report-check    the HTML report (part of all) | its headless-Chromium screenshot
 #   make test                     the test suite (Python readers in a virtual environment under target/)
@@ -42,7 +43,7 @@ space := $() $()
 RULES    = $(OUT)/.rules-$(subst $(space),_,$(strip $(ARMS)))-$(subst $(comma),_,$(EXPERIMENT_ARMS)).mk
 SUB      := $(MAKE) --no-print-directory MODE_RULES=1
 
-.PHONY: all chain check build test pyvenv clean sweep ablate sweep-cluster ablate-cluster cluster-check bench bench-keras report report-check mnist-skewed mnist-noisy fashion \
+.PHONY: all chain check build test pyvenv clean sweep ablate sweep-cluster ablate-cluster cluster-check bench bench-keras report report-check mnist-skewed mnist-noisy fashion folders \
         probe layers heatmap select retrain evaluate all-inner chain-inner
 .DELETE_ON_ERROR:
 
@@ -119,6 +120,14 @@ cluster-check:
 
 mnist-skewed mnist-noisy fashion:
 	$(MAKE) --no-print-directory all sweep PIPELINE=$@
+
+# A generated image-folder dataset with a known weak class ("shirt"; pipelines/folders.toml),
+# written from Fashion-MNIST (apt-get install dataset-fashion-mnist), then `make all` on it.
+FASHION_IDX ?= /usr/share/datasets/fashion-mnist
+data/folders: examples/make_folders.py
+	$(PYTHON) examples/make_folders.py --idx-dir $(FASHION_IDX) --out $@.tmp && rm -rf $@ && mv $@.tmp $@
+folders: data/folders
+	$(MAKE) --no-print-directory all PIPELINE=$@
 
 # Python for the tests' external readers and the bench's ONNX fixture: a virtual environment
 # under target/ (never the system's Python).
