@@ -8,6 +8,7 @@ pub mod engine;
 pub mod idx;
 pub mod linalg;
 pub mod model;
+pub mod numeric;
 pub mod plots;
 pub mod progress;
 pub mod sources;

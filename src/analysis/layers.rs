@@ -111,7 +111,7 @@ pub fn fit_head(
     if present.len() < 2 {
         return Ok(single_class(&present, classes, width));
     }
-    if x.iter().any(|v| !v.is_finite()) {
+    if crate::numeric::first_non_finite(&x).is_some() {
         bail!("feature model failed to fit: the features hold NaN or infinite values");
     }
     let st = Standardised::new(x);
@@ -320,7 +320,7 @@ pub fn accuracy(probs: ArrayView2<f32>, labels: &[u16]) -> f64 {
         .rows()
         .into_iter()
         .zip(labels)
-        .filter(|(r, l)| crate::artifacts::maps::argmax(r.iter().copied()) == **l as usize)
+        .filter(|(r, l)| crate::numeric::argmax(r.iter().copied()) == **l as usize)
         .count();
     correct as f64 / labels.len() as f64
 }
@@ -330,7 +330,7 @@ pub fn predictions(probs: ArrayView2<f32>) -> Vec<u16> {
     probs
         .rows()
         .into_iter()
-        .map(|r| crate::artifacts::maps::argmax(r.iter().copied()) as u16)
+        .map(|r| crate::numeric::argmax(r.iter().copied()) as u16)
         .collect()
 }
 

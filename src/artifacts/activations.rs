@@ -106,7 +106,7 @@ impl Activations {
                 );
             }
             let p = self.predicted[i] as usize;
-            let best = super::maps::argmax(row.iter().copied());
+            let best = crate::numeric::argmax(row.iter().copied());
             if p >= classes || row[p] < row[best] {
                 bail!(
                     "{at}: row {i} has predicted = {p} but the largest probability in {OUTPUT:?} is class {best}: predicted must be the arg-max of {OUTPUT:?}"

@@ -3,23 +3,13 @@
 use super::Artifact;
 use super::tensor::{Col, TensorFile, write_tensors};
 use crate::analysis::layers::SoftmaxHead;
+use crate::numeric::argmax;
 use crate::text_enum::TextEnum;
 use crate::vocab::{MapKind, Space};
 use anyhow::{Result, bail};
 use ndarray::Array2;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// Index of the largest value (first on ties).
-pub fn argmax(it: impl Iterator<Item = f32>) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, v) in it.enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best.0
-}
 
 /// `predictions.parquet`: `id`, `label`, `predicted`, `confidence`, `probs`.
 #[derive(Debug, Clone, PartialEq)]

@@ -323,7 +323,7 @@ impl TensorFile {
 
     /// Every value finite, else an error naming the file, the column and the first bad row.
     fn check_finite(&self, name: &str, values: &[f32], width: usize) -> Result<()> {
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = crate::numeric::first_non_finite(values) {
             bail!(
                 "{}: column {name:?} has a non-finite value ({}) in row {} (of {}); the file is corrupt or was written from a diverged model",
                 self.path.display(),

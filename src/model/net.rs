@@ -188,7 +188,7 @@ pub fn activations_fleet(nets: &[&Net], x: &Array2<f32>) -> Result<Vec<Vec<Array
                         })
                         .collect();
                     let a = ndarray::concatenate(Axis(0), &views)?;
-                    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+                    if let Some(i) = crate::numeric::first_non_finite(&a) {
                         bail!(
                             "the model's layer {} gives a non-finite activation (row {}): its weights have diverged",
                             names[l],

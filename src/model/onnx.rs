@@ -331,12 +331,7 @@ impl OnnxNet {
         }
         let mut probs = self.reduce(OUTPUT, &outs[0], n)?;
         if self.softmax {
-            for mut r in probs.rows_mut() {
-                let m = r.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                r.mapv_inplace(|v| (v - m).exp());
-                let s = r.sum();
-                r.mapv_inplace(|v| v / s);
-            }
+            crate::numeric::softmax_rows(&mut probs);
         }
         result.push(probs);
         Ok(result)
@@ -354,10 +349,7 @@ impl OnnxNet {
         let v = &v[..n * per];
         if shape.len() == 4 && self.conv == ConvProbe::Mean {
             let (c, hw) = (shape[1], shape[2] * shape[3]);
-            let means = v
-                .chunks(hw.max(1))
-                .map(|p| p.iter().sum::<f32>() / hw.max(1) as f32)
-                .collect();
+            let means = crate::numeric::channel_means(v, hw);
             return Ok(Array2::from_shape_vec((n, c), means)?);
         }
         Ok(Array2::from_shape_vec((n, per), v.to_vec())?)
@@ -423,7 +415,7 @@ impl Classifier for OnnxNet {
                 } else {
                     ndarray::concatenate(Axis(0), &views)?
                 };
-                if let Some(k) = a.iter().position(|v| !v.is_finite()) {
+                if let Some(k) = crate::numeric::first_non_finite(&a) {
                     bail!(
                         "the model's node output {:?} gives a non-finite value (row {})",
                         names[i],
