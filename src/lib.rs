@@ -1,5 +1,6 @@
 //! mode: automated neural-network model debugging (MODE, Ma et al., FSE 2018) in Rust.
 pub mod analysis;
+pub mod arch;
 pub mod arm;
 pub mod artifacts;
 pub mod cli;
