@@ -2,6 +2,7 @@
 //! activations, and the Bhattacharyya distance between successive layers' predictions.
 
 use super::logistic;
+use crate::artifacts::SoftmaxHead;
 pub use crate::vocab::Direction;
 use anyhow::{Result, bail};
 use ndarray::{Array2, ArrayView2};
@@ -51,35 +52,6 @@ pub fn select_target<'a>(
         }
     }
     (dist, target.unwrap_or(n - 1))
-}
-
-/// A fitted softmax head: `classes × width` weights and `classes` intercepts.
-#[derive(Debug, Clone)]
-pub struct SoftmaxHead {
-    pub weights: Array2<f32>,
-    pub intercept: Vec<f32>,
-}
-
-impl SoftmaxHead {
-    /// Class probabilities `softmax(x Wᵀ + b)`.
-    pub fn probs(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut z = Array2::<f32>::zeros((x.nrows(), self.weights.nrows()));
-        crate::linalg::mat_mul(1.0, &x, &self.weights.t(), 0.0, &mut z.view_mut());
-        for mut row in z.rows_mut() {
-            let mut max = f32::NEG_INFINITY;
-            for (v, b) in row.iter_mut().zip(&self.intercept) {
-                *v += b;
-                max = max.max(*v);
-            }
-            let mut sum = 0.0;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            row.mapv_inplace(|v| v / sum);
-        }
-        z
-    }
 }
 
 /// How a feature model is fitted: its L2 strength (on the summed log-loss of standardised

@@ -2,12 +2,11 @@
 
 use super::Artifact;
 use super::tensor::{Col, TensorFile, write_tensors};
-use crate::analysis::layers::SoftmaxHead;
 use crate::numeric::argmax;
 use crate::text_enum::TextEnum;
 use crate::vocab::{MapKind, Space};
 use anyhow::{Result, bail};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -153,6 +152,36 @@ impl Artifact for Heatmaps {
             .filter(|(k, _)| k != "ARROW:schema")
             .collect();
         Ok(Heatmaps { rows, info })
+    }
+}
+
+/// A fitted softmax head (a feature model, fitted by `analysis::layers`): `classes × width`
+/// weights and `classes` intercepts.
+#[derive(Debug, Clone)]
+pub struct SoftmaxHead {
+    pub weights: Array2<f32>,
+    pub intercept: Vec<f32>,
+}
+
+impl SoftmaxHead {
+    /// Class probabilities `softmax(x Wᵀ + b)`.
+    pub fn probs(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut z = Array2::<f32>::zeros((x.nrows(), self.weights.nrows()));
+        crate::linalg::mat_mul(1.0, &x, &self.weights.t(), 0.0, &mut z.view_mut());
+        for mut row in z.rows_mut() {
+            let mut max = f32::NEG_INFINITY;
+            for (v, b) in row.iter_mut().zip(&self.intercept) {
+                *v += b;
+                max = max.max(*v);
+            }
+            let mut sum = 0.0;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            row.mapv_inplace(|v| v / sum);
+        }
+        z
     }
 }
 

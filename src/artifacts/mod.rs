@@ -26,7 +26,7 @@ pub use batch_csv::{BatchCsv, BatchCsvRow};
 pub use io::{Lock, LockKind, write_atomic, write_bytes};
 pub use layout::{IterDir, Layout, Split};
 pub use manifest::{FileSum, Grid, IterFiles, Manifest, PartManifest, ShardOf, Unit, Verify};
-pub use maps::{Head, HeatmapRow, Heatmaps, Predictions};
+pub use maps::{Head, HeatmapRow, Heatmaps, Predictions, SoftmaxHead};
 pub use rows::*;
 pub use samples::{DatasetMeta, Samples, read_pool};
 pub use table::{Table, write_frame_with};

@@ -7,7 +7,8 @@
 
 use super::{Step, Store};
 use crate::analysis::heatmap as hm;
-use crate::analysis::layers::{self as sel, SoftmaxHead};
+use crate::analysis::layers as sel;
+use crate::artifacts::SoftmaxHead;
 use crate::artifacts::{
     Activations, DiagnosisRow, Head, HeatmapRow, Heatmaps, INPUT, LayerRow, OUTPUT, Samples, Split,
 };

@@ -6,7 +6,8 @@
 //! layer, scanning forward (underfitting) and backward (overfitting).
 
 use super::{Step, Store};
-use crate::analysis::layers::{self as sel, Direction, SoftmaxHead};
+use crate::analysis::layers::{self as sel, Direction};
+use crate::artifacts::SoftmaxHead;
 use crate::artifacts::{Activations, Head, INPUT, LayerRow, Layout, OUTPUT, Samples, Split};
 use crate::config::{Penalty, Pipeline, derive_seed, fingerprint};
 use anyhow::{Context, Result, anyhow, bail};
