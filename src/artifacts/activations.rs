@@ -15,7 +15,7 @@ pub const OUTPUT: &str = "output";
 /// The pseudo-layer of the input pixels in layer selection (never a column).
 pub const INPUT: &str = "input";
 
-const LAYERS_KEY: &str = "mode.layers";
+use super::keys::{ARROW_SCHEMA_KEY, LAYERS_KEY};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Activations {
@@ -197,7 +197,7 @@ impl Artifact for Activations {
         let info = t
             .metadata
             .iter()
-            .filter(|(k, _)| k.as_str() != LAYERS_KEY && k.as_str() != "ARROW:schema")
+            .filter(|(k, _)| k.as_str() != LAYERS_KEY && k.as_str() != ARROW_SCHEMA_KEY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let a = Activations {

@@ -1,6 +1,7 @@
 //! Tensor artifacts of the analysis: predictions, heat maps and feature-model heads.
 
 use super::Artifact;
+use super::keys::ARROW_SCHEMA_KEY;
 use super::tensor::{Col, TensorFile, write_tensors};
 use crate::numeric::argmax;
 use crate::text_enum::TextEnum;
@@ -149,7 +150,7 @@ impl Artifact for Heatmaps {
         let info = t
             .metadata
             .into_iter()
-            .filter(|(k, _)| k != "ARROW:schema")
+            .filter(|(k, _)| k != ARROW_SCHEMA_KEY)
             .collect();
         Ok(Heatmaps { rows, info })
     }
@@ -238,7 +239,7 @@ impl Artifact for Head {
         let info = t
             .metadata
             .into_iter()
-            .filter(|(k, _)| k != "ARROW:schema")
+            .filter(|(k, _)| k != ARROW_SCHEMA_KEY)
             .collect();
         Ok(Head { layer, head, info })
     }

@@ -13,6 +13,7 @@
 pub mod activations;
 pub mod batch_csv;
 pub mod io;
+pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod maps;

@@ -67,7 +67,10 @@ impl Classifier for Net {
     }
     fn info(&self) -> BTreeMap<String, String> {
         let mut m = self.probe_info();
-        m.insert(net::ARCHITECTURE_KEY.to_string(), self.arch.to_json());
+        m.insert(
+            crate::artifacts::keys::ARCHITECTURE_KEY.to_string(),
+            self.arch.to_json(),
+        );
         m
     }
     fn classes(&self) -> usize {

@@ -5,6 +5,7 @@ use super::arch::{Architecture, Shape};
 use super::infer;
 use super::safetensors;
 use super::weights::Weights;
+use crate::artifacts::keys::{ARCHITECTURE_KEY, SETTINGS_KEY};
 use crate::artifacts::{Artifact, DatasetMeta, write_bytes};
 use crate::config::{ConvProbe, Pipeline};
 use anyhow::{Context, Result, anyhow, bail};
@@ -24,9 +25,6 @@ pub struct Net {
     pub conv_probe: ConvProbe,
     pub weights: Weights,
 }
-
-pub(super) const ARCHITECTURE_KEY: &str = "mode.architecture";
-const SETTINGS_KEY: &str = "mode.settings";
 
 impl Net {
     /// Fresh Keras-style weights (Glorot-uniform kernels, zero biases) for the pipeline's

@@ -7,6 +7,7 @@
 //! batch: then it runs in batches of exactly that size.
 
 use super::Classifier;
+use crate::artifacts::keys::{INPUT_KEY, OUTPUT_KEY};
 use crate::artifacts::{DatasetMeta, INPUT, OUTPUT};
 use crate::config::{ConvProbe, OnnxInput, Pipeline};
 use anyhow::{Context, Result, anyhow, bail};
@@ -25,7 +26,6 @@ const RESERVED: [&str; 5] = ["id", "label", "predicted", INPUT, OUTPUT];
 const CHUNK: usize = 1024;
 
 /// The activations metadata key saying where the probabilities come from.
-pub const OUTPUT_KEY: &str = "mode.output";
 pub const SOFTMAX_APPLIED: &str = "softmax applied";
 pub const MODEL_PROBABILITIES: &str = "model probabilities";
 
@@ -438,7 +438,7 @@ impl Classifier for OnnxNet {
             }
             .to_string(),
         );
-        m.insert("mode.input".to_string(), self.input.to_string());
+        m.insert(INPUT_KEY.to_string(), self.input.to_string());
         if self.layers.iter().any(|(_, rank)| *rank == 4) {
             m.insert("mode.probe.conv".to_string(), self.conv.to_string());
         }

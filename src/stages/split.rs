@@ -8,6 +8,7 @@
 
 use super::Ctx;
 use crate::artifacts::io::temp_name;
+use crate::artifacts::keys::{ID_MAPPING_KEY, SETTINGS_KEY, SOURCE_KEY, SPLIT_KEY, SPLIT_SEED_KEY};
 use crate::artifacts::layout::{sources_file, split_file};
 use crate::artifacts::{Artifact, DatasetMeta, Samples, SourceRow, Split};
 use crate::config::{Pipeline, SplitConfig};
@@ -179,9 +180,6 @@ pub struct SplitReport {
     pub out: PathBuf,
 }
 
-/// The metadata key of the settings fingerprint in every split file.
-pub const SETTINGS_KEY: &str = "mode.settings";
-
 /// The splits in memory.
 pub struct Splits {
     pub train: Samples,
@@ -226,13 +224,13 @@ pub fn make(p: &Pipeline, src: &Source) -> Result<Splits> {
         );
     }
     let mut info = BTreeMap::new();
-    info.insert("mode.split_seed".to_string(), p.split_seed().to_string());
-    info.insert("mode.source".to_string(), src.dir.display().to_string());
+    info.insert(SPLIT_SEED_KEY.to_string(), p.split_seed().to_string());
+    info.insert(SOURCE_KEY.to_string(), src.dir.display().to_string());
     info.insert(SETTINGS_KEY.to_string(), p.splits_fingerprint());
-    info.insert("mode.id_mapping".to_string(), src.id_mapping.clone());
+    info.insert(ID_MAPPING_KEY.to_string(), src.id_mapping.clone());
     let tagged = |mut s: Samples, split: Split| {
         s.info = info.clone();
-        s.info.insert("mode.split".into(), split.as_str().into());
+        s.info.insert(SPLIT_KEY.into(), split.as_str().into());
         s
     };
     Ok(Splits {

@@ -250,7 +250,7 @@ pub fn load_verdict(
     let names = crate::artifacts::tensor::read_metadata(&layout.split(Split::Test))
         .ok()
         .and_then(|m| {
-            m.get("mode.class_names")
+            m.get(crate::artifacts::keys::CLASS_NAMES_KEY)
                 .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
         })
         .unwrap_or_default();
