@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod idx;
 pub mod linalg;
+pub mod markdown;
 pub mod model;
 pub mod numeric;
 pub mod plots;
