@@ -70,10 +70,12 @@ impl Activations {
     ) -> Result<()> {
         let at = path.display();
         if self.ids != split.ids {
-            bail!(
-                "{at}: the activations do not match the {split_name} split {}: their ids must be the split's, in its order (re-run the probe)",
-                split_path.display()
-            );
+            return Err(super::ArtifactError::NotOfSplit {
+                path: path.to_path_buf(),
+                split: split_name.into(),
+                split_path: split_path.to_path_buf(),
+            }
+            .into());
         }
         if let Some(i) = (0..self.len()).find(|&i| self.labels[i] != split.labels[i]) {
             bail!(

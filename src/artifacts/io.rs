@@ -115,12 +115,15 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Open a file that an earlier stage should have written.
 pub fn open(path: &Path) -> Result<File> {
-    File::open(path).with_context(|| match super::layout::made_by(path) {
-        Some(cmd) if !path.exists() => format!(
-            "cannot open {}: it does not exist; {cmd} makes it (make all and make chain run every stage)",
-            path.display()
-        ),
-        _ => format!("cannot open {}: check the path", path.display()),
+    File::open(path).map_err(|source| match super::layout::made_by(path) {
+        Some(cmd) if !path.exists() => super::ArtifactError::Missing {
+            path: path.to_path_buf(),
+            made_by: cmd,
+            source,
+        }
+        .into(),
+        _ => anyhow::Error::new(source)
+            .context(format!("cannot open {}: check the path", path.display())),
     })
 }
 

@@ -12,6 +12,7 @@
 
 pub mod activations;
 pub mod batch_csv;
+pub mod error;
 pub mod io;
 pub mod keys;
 pub mod layout;
@@ -24,6 +25,7 @@ pub mod tensor;
 
 pub use activations::{Activations, INPUT, OUTPUT};
 pub use batch_csv::{BatchCsv, BatchCsvRow};
+pub use error::ArtifactError;
 pub use io::{Lock, LockKind, write_atomic, write_bytes};
 pub use layout::{IterDir, Layout, Split};
 pub use manifest::{FileSum, Grid, IterFiles, Manifest, PartManifest, ShardOf, Unit, Verify};
