@@ -12,6 +12,7 @@
 
 pub mod adam;
 mod arch;
+pub mod error;
 pub mod fleet;
 mod infer;
 pub mod kernels;
@@ -24,6 +25,7 @@ pub mod weights;
 
 pub use adam::OptimState;
 pub use arch::{Activation, Architecture, Layer, Shape, lenet5};
+pub use error::{DataShape, ModelError};
 pub use fleet::{Job, Trained, fit_all};
 pub use net::{Net, activations_fleet};
 pub use onnx::OnnxNet;

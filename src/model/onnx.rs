@@ -454,18 +454,12 @@ impl Classifier for OnnxNet {
         if (meta.channels, meta.height, meta.width, meta.classes)
             != (m.channels, m.height, m.width, m.classes)
         {
-            bail!(
-                "{}: the data are {}×{}×{} images of {} classes but the ONNX model was loaded for {}×{}×{} images of {} classes",
-                data.display(),
-                meta.channels,
-                meta.height,
-                meta.width,
-                meta.classes,
-                m.channels,
-                m.height,
-                m.width,
-                m.classes
-            );
+            return Err(super::ModelError::OnnxDataShape {
+                path: data.to_path_buf(),
+                data: meta.into(),
+                model: m.into(),
+            }
+            .into());
         }
         Ok(())
     }
