@@ -160,12 +160,13 @@ fn violations(files: &BTreeMap<String, String>) -> Vec<String> {
             let to = r[0].as_str();
             if to == top || to.is_empty() || to == "self" {
                 // Inside its own module: only a stage's use of a sibling stage is refused.
-                if top == "stages" && path.len() > 1 {
-                    if let Some(sib) = r.get(1) {
-                        if stages.contains(sib) && *sib != path[1] {
-                            out.push(format!("{rel}: stage {} uses the stage {sib}", path[1]));
-                        }
-                    }
+                if top == "stages"
+                    && path.len() > 1
+                    && let Some(sib) = r.get(1)
+                    && stages.contains(sib)
+                    && *sib != path[1]
+                {
+                    out.push(format!("{rel}: stage {} uses the stage {sib}", path[1]));
                 }
                 continue;
             }

@@ -83,7 +83,7 @@ pub fn fit_head(
     if present.len() < 2 {
         return Ok(single_class(&present, classes, width));
     }
-    if crate::numeric::first_non_finite(&x).is_some() {
+    if crate::numeric::first_non_finite(x).is_some() {
         bail!("feature model failed to fit: the features hold NaN or infinite values");
     }
     let st = Standardised::new(x);

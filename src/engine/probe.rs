@@ -9,8 +9,6 @@ use anyhow::Result;
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Metadata key of an activations file: the model it came from.
-
 /// Activations of every recorded layer of `net` on `samples`; `model` names the model file in
 /// the metadata.
 pub fn probe_samples(

@@ -25,7 +25,8 @@ const RESERVED: [&str; 5] = ["id", "label", "predicted", INPUT, OUTPUT];
 /// Rows per run of a plan with a symbolic batch.
 const CHUNK: usize = 1024;
 
-/// The activations metadata key saying where the probabilities come from.
+/// The values of the activations metadata key [`OUTPUT_KEY`]: where the probabilities come
+/// from.
 pub const SOFTMAX_APPLIED: &str = "softmax applied";
 pub const MODEL_PROBABILITIES: &str = "model probabilities";
 
