@@ -8,9 +8,9 @@ use mode::analysis::distance::score_rows;
 use mode::arm::Arm;
 use mode::artifacts::{Artifact, Layout, Samples, Split};
 use mode::config::{ModelPreset, OnnxInput, Pipeline};
+use mode::engine::split;
 use mode::engine::{Step, Store, heatmap, layers, probe, select, train};
 use mode::model::{Classifier, Net, OnnxNet};
-use mode::stages::split;
 use mode::vocab::Metric;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -159,7 +159,9 @@ fn main() {
         rayon::current_num_threads()
     );
     println!("== one MODE iteration on full MNIST (pipelines/mnist.toml), in memory ==");
-    let src = measure("load idx (gzip)", 3, || split::load(&p, None).unwrap());
+    let src = measure("load idx (gzip)", 3, || {
+        mode::sources::load(&p, None).unwrap()
+    });
     let s = measure("split 60 000 + 10 000", 3, || {
         split::make(&p, &src).unwrap()
     });

@@ -5,7 +5,7 @@
 use crate::arm::Arm;
 use crate::artifacts::{IterDir, Layout, Lock, LockKind, Split};
 use crate::config::Pipeline;
-use crate::stages::shard::{Plan, Shard};
+use crate::engine::shard::{Plan, Shard};
 use crate::stages::{self, At, Ctx};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -359,8 +359,8 @@ impl Command {
             Command::Heatmap(a) | Command::Select(a) | Command::Retrain(a) => arm(&a.arm),
             // A shard writes only its own part and sweeps no temporaries: on storage shared
             // between machines, another host's live process is not in this one's /proc.
-            Command::Sweep { shard: Some(s), .. } => part(stages::sweep::KIND, s),
-            Command::Ablate { shard: Some(s), .. } => part(stages::ablate::KIND, s),
+            Command::Sweep { shard: Some(s), .. } => part(crate::engine::grid::SWEEP_KIND, s),
+            Command::Ablate { shard: Some(s), .. } => part(crate::engine::grid::ABLATION_KIND, s),
             Command::Sweep { .. } => shared(unit(layout.sweep())),
             Command::Ablate { .. } => shared(unit(layout.ablation())),
             Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.p)),

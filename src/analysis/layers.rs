@@ -2,6 +2,7 @@
 //! activations, and the Bhattacharyya distance between successive layers' predictions.
 
 use super::logistic;
+use crate::artifacts::SoftmaxHead;
 pub use crate::vocab::Direction;
 use anyhow::{Result, bail};
 use ndarray::{Array2, ArrayView2};
@@ -53,35 +54,6 @@ pub fn select_target<'a>(
     (dist, target.unwrap_or(n - 1))
 }
 
-/// A fitted softmax head: `classes × width` weights and `classes` intercepts.
-#[derive(Debug, Clone)]
-pub struct SoftmaxHead {
-    pub weights: Array2<f32>,
-    pub intercept: Vec<f32>,
-}
-
-impl SoftmaxHead {
-    /// Class probabilities `softmax(x Wᵀ + b)`.
-    pub fn probs(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut z = Array2::<f32>::zeros((x.nrows(), self.weights.nrows()));
-        crate::linalg::mat_mul(1.0, &x, &self.weights.t(), 0.0, &mut z.view_mut());
-        for mut row in z.rows_mut() {
-            let mut max = f32::NEG_INFINITY;
-            for (v, b) in row.iter_mut().zip(&self.intercept) {
-                *v += b;
-                max = max.max(*v);
-            }
-            let mut sum = 0.0;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            row.mapv_inplace(|v| v / sum);
-        }
-        z
-    }
-}
-
 /// How a feature model is fitted: its L2 strength (on the summed log-loss of standardised
 /// features) and its L-BFGS iterations.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,7 +83,7 @@ pub fn fit_head(
     if present.len() < 2 {
         return Ok(single_class(&present, classes, width));
     }
-    if x.iter().any(|v| !v.is_finite()) {
+    if crate::numeric::first_non_finite(x).is_some() {
         bail!("feature model failed to fit: the features hold NaN or infinite values");
     }
     let st = Standardised::new(x);
@@ -320,7 +292,7 @@ pub fn accuracy(probs: ArrayView2<f32>, labels: &[u16]) -> f64 {
         .rows()
         .into_iter()
         .zip(labels)
-        .filter(|(r, l)| crate::artifacts::maps::argmax(r.iter().copied()) == **l as usize)
+        .filter(|(r, l)| crate::numeric::argmax(r.iter().copied()) == **l as usize)
         .count();
     correct as f64 / labels.len() as f64
 }
@@ -330,7 +302,7 @@ pub fn predictions(probs: ArrayView2<f32>) -> Vec<u16> {
     probs
         .rows()
         .into_iter()
-        .map(|r| crate::artifacts::maps::argmax(r.iter().copied()) as u16)
+        .map(|r| crate::numeric::argmax(r.iter().copied()) as u16)
         .collect()
 }
 

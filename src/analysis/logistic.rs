@@ -883,7 +883,7 @@ mod tests_support {
             .zip(y)
             .filter(|(r, l)| {
                 let s: Vec<f64> = r.iter().zip(b).map(|(v, c)| v + c).collect();
-                crate::artifacts::argmax(s.iter().map(|&v| v as f32)) == **l
+                crate::numeric::argmax(s.iter().map(|&v| v as f32)) == **l
             })
             .count();
         hits as f64 / y.len() as f64

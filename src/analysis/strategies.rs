@@ -165,7 +165,7 @@ pub fn k_center_greedy(
         update_min(&mut dist, x, d, first);
     }
     while picked.len() < k {
-        let best = argmax_first(&dist);
+        let best = crate::numeric::argmax(dist.iter().copied());
         picked.push((best, dist[best]));
         update_min(&mut dist, x, d, best);
     }
@@ -191,21 +191,11 @@ fn update_min(dist: &mut [f32], x: &[f32], d: usize, c: usize) {
         });
 }
 
-fn argmax_first(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// BADGE's gradient embedding of one sample: (p − onehot(ŷ)) ⊗ h, `classes × width` values
 /// (the gradient of the cross-entropy at the predicted label with respect to the last layer's
 /// weights).
 pub fn badge_embedding(p: ArrayView1<f32>, h: ArrayView1<f32>) -> Vec<f32> {
-    let yhat = crate::artifacts::argmax(p.iter().copied());
+    let yhat = crate::numeric::argmax(p.iter().copied());
     let mut g = Vec::with_capacity(p.len() * h.len());
     for (c, &pc) in p.iter().enumerate() {
         let u = pc - if c == yhat { 1.0 } else { 0.0 };
@@ -244,7 +234,7 @@ fn badge_rows(
         .rows()
         .into_iter()
         .map(|r| {
-            let yhat = crate::artifacts::argmax(r.iter().copied());
+            let yhat = crate::numeric::argmax(r.iter().copied());
             r.iter()
                 .enumerate()
                 .map(|(c, &v)| v - if c == yhat { 1.0 } else { 0.0 })
@@ -254,7 +244,7 @@ fn badge_rows(
     let uu: Vec<f32> = u.iter().map(|v| v.iter().map(|x| x * x).sum()).collect();
     let hh: Vec<f32> = h.rows().into_iter().map(|r| r.dot(&r)).collect();
     let norms: Vec<f32> = (0..n).map(|i| uu[i] * hh[i]).collect();
-    let first = argmax_first(&norms);
+    let first = crate::numeric::argmax(norms.iter().copied());
     picked.push(first);
     scores.push(norms[first]);
     let mut dist = vec![f32::INFINITY; n];
@@ -287,7 +277,7 @@ fn badge_rows(
                 }
             }
             if dist[chosen] <= 0.0 {
-                chosen = argmax_first(&dist);
+                chosen = crate::numeric::argmax(dist.iter().copied());
             }
             chosen
         };

@@ -15,7 +15,7 @@ pub const OUTPUT: &str = "output";
 /// The pseudo-layer of the input pixels in layer selection (never a column).
 pub const INPUT: &str = "input";
 
-const LAYERS_KEY: &str = "mode.layers";
+use super::keys::{ARROW_SCHEMA_KEY, LAYERS_KEY};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Activations {
@@ -70,10 +70,12 @@ impl Activations {
     ) -> Result<()> {
         let at = path.display();
         if self.ids != split.ids {
-            bail!(
-                "{at}: the activations do not match the {split_name} split {}: their ids must be the split's, in its order (re-run the probe)",
-                split_path.display()
-            );
+            return Err(super::ArtifactError::NotOfSplit {
+                path: path.to_path_buf(),
+                split: split_name.into(),
+                split_path: split_path.to_path_buf(),
+            }
+            .into());
         }
         if let Some(i) = (0..self.len()).find(|&i| self.labels[i] != split.labels[i]) {
             bail!(
@@ -106,7 +108,7 @@ impl Activations {
                 );
             }
             let p = self.predicted[i] as usize;
-            let best = super::maps::argmax(row.iter().copied());
+            let best = crate::numeric::argmax(row.iter().copied());
             if p >= classes || row[p] < row[best] {
                 bail!(
                     "{at}: row {i} has predicted = {p} but the largest probability in {OUTPUT:?} is class {best}: predicted must be the arg-max of {OUTPUT:?}"
@@ -197,7 +199,7 @@ impl Artifact for Activations {
         let info = t
             .metadata
             .iter()
-            .filter(|(k, _)| k.as_str() != LAYERS_KEY && k.as_str() != "ARROW:schema")
+            .filter(|(k, _)| k.as_str() != LAYERS_KEY && k.as_str() != ARROW_SCHEMA_KEY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let a = Activations {

@@ -53,12 +53,14 @@ pub fn write_atomic<T>(path: &Path, f: impl FnOnce(File) -> Result<T>) -> Result
 }
 
 /// A file of a group written together: its place and how to write it to a given path.
-pub type GroupFile<'a> = (PathBuf, Box<dyn FnOnce(&Path) -> Result<()> + 'a>);
+pub type GroupFile<'a> = (PathBuf, Box<dyn FnOnce(&Path) -> Result<()> + Send + 'a>);
 
-/// Write several files as one: each under a temporary name beside its place, then all renamed
-/// into place in order, only when every one was written. On failure none is renamed and the
-/// temporaries go, so the files stay as they were (all old, never a mix).
+/// Write several files as one: each under a temporary name beside its place (in parallel,
+/// each on one thread), then all renamed into place in order, only when every one was
+/// written. On failure none is renamed and the temporaries go, so the files stay as they were
+/// (all old, never a mix); the error names the first file (in order) that failed.
 pub fn write_together(files: Vec<GroupFile<'_>>) -> Result<()> {
+    use rayon::prelude::*;
     let names: Vec<String> = files
         .iter()
         .map(|(p, _)| {
@@ -69,21 +71,31 @@ pub fn write_together(files: Vec<GroupFile<'_>>) -> Result<()> {
         })
         .collect();
     let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut writers = Vec::new();
     for (path, write) in files {
         let tmp = temp_name(&path)?;
-        if let Err(e) = write(&tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            for (_, t) in &written {
-                let _ = std::fs::remove_file(t);
-            }
-            bail!(
-                "writing {} failed, so none of {} was written: {}",
-                path.display(),
-                names.join(", "),
-                e.root_cause()
-            );
+        written.push((path, tmp.clone()));
+        writers.push((tmp, write));
+    }
+    let results: Vec<Result<()>> = writers
+        .into_par_iter()
+        .map(|(tmp, write)| write(&tmp))
+        .collect();
+    if let Some(i) = results.iter().position(Result::is_err) {
+        for (_, t) in &written {
+            let _ = std::fs::remove_file(t);
         }
-        written.push((path, tmp));
+        let e = results
+            .into_iter()
+            .nth(i)
+            .expect("the failure")
+            .unwrap_err();
+        bail!(
+            "writing {} failed, so none of {} was written: {}",
+            written[i].0.display(),
+            names.join(", "),
+            e.root_cause()
+        );
     }
     for (path, tmp) in &written {
         std::fs::rename(tmp, path)
@@ -103,12 +115,15 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Open a file that an earlier stage should have written.
 pub fn open(path: &Path) -> Result<File> {
-    File::open(path).with_context(|| match super::layout::made_by(path) {
-        Some(cmd) if !path.exists() => format!(
-            "cannot open {}: it does not exist; {cmd} makes it (make all and make chain run every stage)",
-            path.display()
-        ),
-        _ => format!("cannot open {}: check the path", path.display()),
+    File::open(path).map_err(|source| match super::layout::made_by(path) {
+        Some(cmd) if !path.exists() => super::ArtifactError::Missing {
+            path: path.to_path_buf(),
+            made_by: cmd,
+            source,
+        }
+        .into(),
+        _ => anyhow::Error::new(source)
+            .context(format!("cannot open {}: check the path", path.display())),
     })
 }
 

@@ -228,11 +228,12 @@ impl Artifact for Manifest {
     fn read(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{}: not a run manifest (delete the run folder and run again)",
-                path.display()
-            )
+        serde_json::from_str(&text).map_err(|source| {
+            super::ArtifactError::BrokenManifest {
+                path: path.to_path_buf(),
+                source,
+            }
+            .into()
         })
     }
 }

@@ -1,25 +1,15 @@
 //! Tensor artifacts of the analysis: predictions, heat maps and feature-model heads.
 
 use super::Artifact;
+use super::keys::ARROW_SCHEMA_KEY;
 use super::tensor::{Col, TensorFile, write_tensors};
-use crate::analysis::layers::SoftmaxHead;
+use crate::numeric::argmax;
 use crate::text_enum::TextEnum;
 use crate::vocab::{MapKind, Space};
 use anyhow::{Result, bail};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// Index of the largest value (first on ties).
-pub fn argmax(it: impl Iterator<Item = f32>) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, v) in it.enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best.0
-}
 
 /// `predictions.parquet`: `id`, `label`, `predicted`, `confidence`, `probs`.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,9 +150,39 @@ impl Artifact for Heatmaps {
         let info = t
             .metadata
             .into_iter()
-            .filter(|(k, _)| k != "ARROW:schema")
+            .filter(|(k, _)| k != ARROW_SCHEMA_KEY)
             .collect();
         Ok(Heatmaps { rows, info })
+    }
+}
+
+/// A fitted softmax head (a feature model, fitted by `analysis::layers`): `classes × width`
+/// weights and `classes` intercepts.
+#[derive(Debug, Clone)]
+pub struct SoftmaxHead {
+    pub weights: Array2<f32>,
+    pub intercept: Vec<f32>,
+}
+
+impl SoftmaxHead {
+    /// Class probabilities `softmax(x Wᵀ + b)`.
+    pub fn probs(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut z = Array2::<f32>::zeros((x.nrows(), self.weights.nrows()));
+        crate::linalg::mat_mul(1.0, &x, &self.weights.t(), 0.0, &mut z.view_mut());
+        for mut row in z.rows_mut() {
+            let mut max = f32::NEG_INFINITY;
+            for (v, b) in row.iter_mut().zip(&self.intercept) {
+                *v += b;
+                max = max.max(*v);
+            }
+            let mut sum = 0.0;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            row.mapv_inplace(|v| v / sum);
+        }
+        z
     }
 }
 
@@ -219,7 +239,7 @@ impl Artifact for Head {
         let info = t
             .metadata
             .into_iter()
-            .filter(|(k, _)| k != "ARROW:schema")
+            .filter(|(k, _)| k != ARROW_SCHEMA_KEY)
             .collect();
         Ok(Head { layer, head, info })
     }

@@ -12,7 +12,9 @@
 
 pub mod activations;
 pub mod batch_csv;
+pub mod error;
 pub mod io;
+pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod maps;
@@ -23,10 +25,11 @@ pub mod tensor;
 
 pub use activations::{Activations, INPUT, OUTPUT};
 pub use batch_csv::{BatchCsv, BatchCsvRow};
+pub use error::ArtifactError;
 pub use io::{Lock, LockKind, write_atomic, write_bytes};
 pub use layout::{IterDir, Layout, Split};
 pub use manifest::{FileSum, Grid, IterFiles, Manifest, PartManifest, ShardOf, Unit, Verify};
-pub use maps::{Head, HeatmapRow, Heatmaps, Predictions, argmax};
+pub use maps::{Head, HeatmapRow, Heatmaps, Predictions, SoftmaxHead};
 pub use rows::*;
 pub use samples::{DatasetMeta, Samples, read_pool};
 pub use table::{Table, write_frame_with};

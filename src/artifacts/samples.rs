@@ -2,6 +2,10 @@
 //! key-value metadata.
 
 use super::Artifact;
+use super::keys::{
+    ARROW_SCHEMA_KEY, CHANNELS_KEY, CLASS_NAMES_KEY, CLASSES_KEY, DATASET_KEY, HEIGHT_KEY,
+    WIDTH_KEY,
+};
 use super::rows::PoolRow;
 use super::tensor::{Col, TensorFile, write_tensors_with};
 use anyhow::{Result, anyhow, bail};
@@ -26,13 +30,6 @@ fn one() -> usize {
     1
 }
 
-const DATASET: &str = "mode.dataset";
-const CHANNELS: &str = "mode.channels";
-const HEIGHT: &str = "mode.height";
-const WIDTH: &str = "mode.width";
-const CLASSES: &str = "mode.classes";
-const CLASS_NAMES: &str = "mode.class_names";
-
 impl DatasetMeta {
     /// Values per sample: channels × height × width.
     pub fn features(&self) -> usize {
@@ -49,15 +46,15 @@ impl DatasetMeta {
 
     pub fn to_kv(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
-        m.insert(DATASET.into(), self.dataset.clone());
+        m.insert(DATASET_KEY.into(), self.dataset.clone());
         if self.channels != 1 {
-            m.insert(CHANNELS.into(), self.channels.to_string());
+            m.insert(CHANNELS_KEY.into(), self.channels.to_string());
         }
-        m.insert(HEIGHT.into(), self.height.to_string());
-        m.insert(WIDTH.into(), self.width.to_string());
-        m.insert(CLASSES.into(), self.classes.to_string());
+        m.insert(HEIGHT_KEY.into(), self.height.to_string());
+        m.insert(WIDTH_KEY.into(), self.width.to_string());
+        m.insert(CLASSES_KEY.into(), self.classes.to_string());
         m.insert(
-            CLASS_NAMES.into(),
+            CLASS_NAMES_KEY.into(),
             serde_json::to_string(&self.class_names).unwrap_or_default(),
         );
         m
@@ -65,7 +62,15 @@ impl DatasetMeta {
 
     /// Whether a metadata key is one of the dataset's.
     fn owns(key: &str) -> bool {
-        [DATASET, CHANNELS, HEIGHT, WIDTH, CLASSES, CLASS_NAMES].contains(&key)
+        [
+            DATASET_KEY,
+            CHANNELS_KEY,
+            HEIGHT_KEY,
+            WIDTH_KEY,
+            CLASSES_KEY,
+            CLASS_NAMES_KEY,
+        ]
+        .contains(&key)
     }
 
     pub fn from_kv(path: &Path, kv: &BTreeMap<String, String>) -> Result<DatasetMeta> {
@@ -82,18 +87,18 @@ impl DatasetMeta {
                 .parse()
                 .map_err(|_| anyhow!("{}: metadata {k} is not a number", path.display()))
         };
-        let channels = match kv.get(CHANNELS) {
-            Some(_) => num(CHANNELS)?,
+        let channels = match kv.get(CHANNELS_KEY) {
+            Some(_) => num(CHANNELS_KEY)?,
             None => 1,
         };
         let m = DatasetMeta {
-            dataset: get(DATASET)?.clone(),
+            dataset: get(DATASET_KEY)?.clone(),
             channels,
-            height: num(HEIGHT)?,
-            width: num(WIDTH)?,
-            classes: num(CLASSES)?,
+            height: num(HEIGHT_KEY)?,
+            width: num(WIDTH_KEY)?,
+            classes: num(CLASSES_KEY)?,
             class_names: kv
-                .get(CLASS_NAMES)
+                .get(CLASS_NAMES_KEY)
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or_default(),
         };
@@ -227,7 +232,7 @@ impl Artifact for Samples {
         let pixels = t.tensor("pixels")?;
         let meta = match DatasetMeta::from_kv(path, &t.metadata) {
             Ok(m) => m,
-            Err(e) if !t.metadata.contains_key(DATASET) => {
+            Err(e) if !t.metadata.contains_key(DATASET_KEY) => {
                 let side = (pixels.ncols() as f64).sqrt() as usize;
                 if side * side != pixels.ncols() || side == 0 {
                     return Err(e);
@@ -270,7 +275,7 @@ impl Artifact for Samples {
         let info = t
             .metadata
             .iter()
-            .filter(|(k, _)| !DatasetMeta::owns(k) && k.as_str() != "ARROW:schema")
+            .filter(|(k, _)| !DatasetMeta::owns(k) && k.as_str() != ARROW_SCHEMA_KEY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(Samples {
@@ -318,7 +323,11 @@ mod tests {
             labels: vec![3, 0],
             true_labels: vec![3, 1],
             pixels: Array2::from_shape_vec((2, 3), vec![0.0, 0.5, 1.0, 0.25, 0.0, 0.75]).unwrap(),
-            info: [("mode.split".to_string(), "train".to_string())].into(),
+            info: [(
+                crate::artifacts::keys::SPLIT_KEY.to_string(),
+                "train".to_string(),
+            )]
+            .into(),
         };
         s.write(&p).unwrap();
         assert_eq!(Samples::read(&p).unwrap(), s);
@@ -355,7 +364,12 @@ mod tests {
             info: BTreeMap::new(),
         };
         s.write(&p).unwrap();
-        let e = Samples::read(&p).unwrap_err().to_string();
-        assert!(e.contains("\"pixels\"") && e.contains("row 2"), "{e}");
+        let e = Samples::read(&p).unwrap_err();
+        match e.downcast_ref::<crate::artifacts::ArtifactError>() {
+            Some(crate::artifacts::ArtifactError::NonFinite { column, row, .. }) => {
+                assert_eq!((column.as_str(), *row), ("pixels", 2));
+            }
+            _ => panic!("{e:#}"),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Tensor artifacts: rows with `FixedSizeList<Float32, N>` columns, written and read with
 //! arrow-rs + parquet. Every float column read back is checked to be finite.
 
+use super::ArtifactError;
 use super::io::{open, write_atomic};
 use anyhow::{Context, Result, anyhow, bail};
 use arrow::array::{
@@ -230,11 +231,12 @@ impl TensorFile {
     /// column's type, so a type mismatch is reported whether or not there are rows.
     fn pieces(&self, name: &str) -> Result<Vec<ArrayRef>> {
         let Some((i, field)) = self.schema.column_with_name(name) else {
-            bail!(
-                "{}: missing column {name:?} (has {:?})",
-                self.path.display(),
-                self.column_names()
-            );
+            return Err(ArtifactError::MissingColumn {
+                path: self.path.clone(),
+                column: name.into(),
+                has: self.column_names(),
+            }
+            .into());
         };
         if self.parts.is_empty() {
             return Ok(vec![arrow::array::new_empty_array(field.data_type())]);
@@ -273,12 +275,16 @@ impl TensorFile {
         for c in pieces {
             // Integers only from integers: a cast would truncate 3.5 to 3 or parse text.
             if T::DATA_TYPE.is_integer() && !c.data_type().is_integer() {
-                bail!(
-                    "{}: column {name:?} is {}; it must hold integers ({})",
-                    self.path.display(),
-                    c.data_type(),
-                    T::DATA_TYPE
-                );
+                return Err(ArtifactError::ColumnType {
+                    path: self.path.clone(),
+                    column: name.into(),
+                    found: format!(
+                        "is {}; it must hold integers ({})",
+                        c.data_type(),
+                        T::DATA_TYPE
+                    ),
+                }
+                .into());
             }
             let cast = arrow::compute::cast(&c, &T::DATA_TYPE).map_err(|e| {
                 anyhow!(
@@ -323,14 +329,15 @@ impl TensorFile {
 
     /// Every value finite, else an error naming the file, the column and the first bad row.
     fn check_finite(&self, name: &str, values: &[f32], width: usize) -> Result<()> {
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "{}: column {name:?} has a non-finite value ({}) in row {} (of {}); the file is corrupt or was written from a diverged model",
-                self.path.display(),
-                values[i],
-                i / width.max(1),
-                self.rows()
-            );
+        if let Some(i) = crate::numeric::first_non_finite(values) {
+            return Err(ArtifactError::NonFinite {
+                path: self.path.clone(),
+                column: name.into(),
+                value: values[i],
+                row: i / width.max(1),
+                rows: self.rows(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -375,10 +382,14 @@ impl TensorFile {
         let (i, _) = self.schema.column_with_name(name).expect("checked by col");
         let width = match self.schema.field(i).data_type() {
             DataType::FixedSizeList(_, w) => *w as usize,
-            other => bail!(
-                "{}: column {name:?} has type {other}, expected FixedSizeList<Float32>",
-                self.path.display()
-            ),
+            other => {
+                return Err(ArtifactError::ColumnType {
+                    path: self.path.clone(),
+                    column: name.into(),
+                    found: format!("has type {other}, expected FixedSizeList<Float32>"),
+                }
+                .into());
+            }
         };
         let n = self.rows();
         let mut values = Vec::with_capacity(n * width);
@@ -442,11 +453,27 @@ mod tests {
         assert_eq!(t.rows(), 0);
         assert_eq!(t.tensor("pixels").unwrap().dim(), (0, 3));
         assert!(t.u32("id").unwrap().is_empty());
-        let e = t.u32("pixels").unwrap_err().to_string();
-        assert!(e.contains("it must hold integers (UInt32)"), "{e}");
-        let e = t.tensor("id").unwrap_err().to_string();
-        assert!(e.contains("expected FixedSizeList"), "{e}");
-        let e = t.f32("nope").unwrap_err().to_string();
-        assert!(e.contains("missing column"), "{e}");
+        let kind = |e: anyhow::Error| e.downcast::<ArtifactError>().expect("an artifact error");
+        match kind(t.u32("pixels").unwrap_err()) {
+            ArtifactError::ColumnType { column, found, .. } => {
+                assert_eq!(column, "pixels");
+                assert!(found.ends_with("it must hold integers (UInt32)"), "{found}");
+            }
+            e => panic!("{e}"),
+        }
+        match kind(t.tensor("id").unwrap_err()) {
+            ArtifactError::ColumnType { column, found, .. } => {
+                assert_eq!(column, "id");
+                assert!(found.contains("expected FixedSizeList"), "{found}");
+            }
+            e => panic!("{e}"),
+        }
+        match kind(t.f32("nope").unwrap_err()) {
+            ArtifactError::MissingColumn { column, has, .. } => {
+                assert_eq!(column, "nope");
+                assert_eq!(has, ["id", "pixels"]);
+            }
+            e => panic!("{e}"),
+        }
     }
 }

@@ -144,7 +144,7 @@ pub struct ModelConfig {
     /// The hidden layers, in order (the output layer is implicit): tables with `kind` =
     /// conv2d (filters, kernel, stride, padding, activation), max_pool2d / avg_pool2d (size,
     /// stride), flatten, dense (units, activation), dropout (rate).
-    pub layers: Option<Vec<crate::model::Layer>>,
+    pub layers: Option<Vec<crate::arch::Layer>>,
     /// Seed of the weight initialisation; defaults to a stream derived from the pipeline seed.
     pub seed: Option<u64>,
     /// ONNX models (`--onnx`): the node outputs to record, in order; empty = every Relu, Gemm,

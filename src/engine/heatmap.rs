@@ -7,7 +7,9 @@
 
 use super::{Step, Store};
 use crate::analysis::heatmap as hm;
-use crate::analysis::layers::{self as sel, SoftmaxHead};
+use crate::analysis::layers as sel;
+use crate::artifacts::SoftmaxHead;
+use crate::artifacts::keys::WEIGHTED_KEY;
 use crate::artifacts::{
     Activations, DiagnosisRow, Head, HeatmapRow, Heatmaps, INPUT, LayerRow, OUTPUT, Samples, Split,
 };
@@ -76,8 +78,6 @@ pub fn needs_pixels(p: &Pipeline, rows: &[LayerRow]) -> Result<(bool, bool)> {
         fwd == INPUT || bwd == INPUT || p.heatmap.space == Space::Input,
     ))
 }
-
-const WEIGHTED_KEY: &str = "mode.weighted";
 
 /// What the selection will find in the pool: each label's candidates, the pool left, the
 /// batch and its targeted share (α · batch).

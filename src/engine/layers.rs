@@ -6,7 +6,9 @@
 //! layer, scanning forward (underfitting) and backward (overfitting).
 
 use super::{Step, Store};
-use crate::analysis::layers::{self as sel, Direction, SoftmaxHead};
+use crate::analysis::layers::{self as sel, Direction};
+use crate::artifacts::SoftmaxHead;
+use crate::artifacts::keys::SETTINGS_KEY;
 use crate::artifacts::{Activations, Head, INPUT, LayerRow, Layout, OUTPUT, Samples, Split};
 use crate::config::{Penalty, Pipeline, derive_seed, fingerprint};
 use anyhow::{Context, Result, anyhow, bail};
@@ -154,11 +156,9 @@ const L2_KEY: &str = "mode.l2";
 
 /// What the input head depends on: the train split and the feature-model settings.
 fn input_head_settings(p: &Pipeline, train: &Samples) -> String {
-    let split = train.info.get("mode.settings").cloned().unwrap_or_default();
+    let split = train.info.get(SETTINGS_KEY).cloned().unwrap_or_default();
     fingerprint(&serde_json::json!([split, train.len(), p.seed, &p.layers]).to_string())
 }
-
-const SETTINGS_KEY: &str = "mode.settings";
 
 /// The head on the input pixels: it depends only on the train split, so it is fitted once
 /// per output root (`input_head.parquet`) and reused while its settings match.

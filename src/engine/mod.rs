@@ -3,13 +3,17 @@
 //! in-process runners). Each step reads its inputs from the store by their layout paths and
 //! puts its outputs there, so `mode experiment` writes exactly what the make chain writes.
 
+pub mod grid;
 pub mod heatmap;
 pub mod layers;
 pub mod probe;
 pub mod runner;
 pub mod runs;
 pub mod select;
+pub mod shard;
+pub mod split;
 pub mod store;
+pub mod summary;
 pub mod train;
 
 pub use store::Store;

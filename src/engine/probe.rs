@@ -2,14 +2,12 @@
 
 use super::{Step, Store};
 use crate::analysis::layers::predictions;
+use crate::artifacts::keys::MODEL_KEY;
 use crate::artifacts::{Activations, Samples, Split};
 use crate::model::{Classifier, Net};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::sync::Arc;
-
-/// Metadata key of an activations file: the model it came from.
-pub const MODEL_KEY: &str = "mode.model";
 
 /// Activations of every recorded layer of `net` on `samples`; `model` names the model file in
 /// the metadata.

@@ -147,6 +147,30 @@ struct Lane {
     failed: Option<anyhow::Error>,
 }
 
+/// The steps of one iteration of the live lanes, and the first failure of each.
+struct Round {
+    k: u32,
+    /// The lanes' indices, in step order.
+    live: Vec<usize>,
+    steps: Vec<Step>,
+    errors: Vec<Option<anyhow::Error>>,
+}
+
+impl Round {
+    fn fail(&mut self, j: usize, e: anyhow::Error) {
+        if self.errors[j].is_none() {
+            self.errors[j] = Some(e);
+        }
+    }
+
+    /// The steps that have not failed.
+    fn ok(&self) -> Vec<usize> {
+        (0..self.steps.len())
+            .filter(|&j| self.errors[j].is_none())
+            .collect()
+    }
+}
+
 /// Run iteration `k` of every live lane: analysis and selection per arm (in parallel),
 /// retraining and evaluation as fleets; commit each complete iteration and record it.
 fn run_iteration(store: &Store, base: &Pipeline, lanes: &mut [Lane], k: u32) {
@@ -163,42 +187,76 @@ fn run_iteration(store: &Store, base: &Pipeline, lanes: &mut [Lane], k: u32) {
         .iter()
         .map(|&i| Step::new(&layout, base, lanes[i].arm, k))
         .collect();
-    let mut errors: Vec<Option<anyhow::Error>> = (0..steps.len()).map(|_| None).collect();
-    let fail = |errors: &mut Vec<Option<anyhow::Error>>, j: usize, e: anyhow::Error| {
-        if errors[j].is_none() {
-            errors[j] = Some(e);
-        }
+    let mut r = Round {
+        k,
+        errors: (0..steps.len()).map(|_| None).collect(),
+        live,
+        steps,
     };
-    for (j, s) in steps.iter().enumerate() {
+    for j in 0..r.steps.len() {
+        let s = &r.steps[j];
         if let Err(e) = store.open_iteration(&s.dir, layout.iter_staging(&s.arm_name(), k)) {
-            fail(&mut errors, j, e);
+            r.fail(j, e);
         }
     }
     // The probes of every arm that analyses its previous model now, as fleets.
-    let probing: Vec<usize> = (0..steps.len())
-        .filter(|&j| {
-            errors[j].is_none() && steps[j].analyses() && !(k == 1 && lanes[live[j]].analysed)
-        })
+    let probing: Vec<usize> = r
+        .ok()
+        .into_iter()
+        .filter(|&j| r.steps[j].analyses() && !(k == 1 && lanes[r.live[j]].analysed))
         .collect();
-    if !probing.is_empty() {
-        let fleet: Vec<&Step> = probing.iter().map(|&j| &steps[j]).collect();
-        if let Err(e) = probe::run_fleet(store, &fleet) {
-            let msg = format!("{e:#}");
-            for &j in &probing {
-                fail(&mut errors, j, anyhow::anyhow!("{msg}"));
-            }
+    probe_fleet(store, &mut r, &probing);
+    phase.mark("probe");
+    per_arm(store, &mut r, &probing, &phase);
+    phase.mark("layers+heatmap+select");
+    // Retraining and evaluation as fleets.
+    let ok = r.ok();
+    let fleet: Vec<&Step> = ok.iter().map(|&j| &r.steps[j]).collect();
+    let retrained = train::retrain_fleet(store, &fleet);
+    for (&j, res) in ok.iter().zip(retrained) {
+        if let Err(e) = res {
+            r.fail(j, e);
         }
     }
-    phase.mark("probe");
-    // layers → heatmap → select, per arm.
-    let per_arm: Vec<Result<()>> = steps
+    phase.mark("retrain");
+    let ok = r.ok();
+    let fleet: Vec<&Step> = ok.iter().map(|&j| &r.steps[j]).collect();
+    let metrics: Vec<(usize, Result<Vec<MetricRow>>)> = ok
+        .iter()
+        .copied()
+        .zip(train::evaluate_fleet(store, &fleet))
+        .collect();
+    phase.mark("evaluate");
+    let secs = t0.elapsed().as_secs_f64() / r.steps.len() as f64;
+    commit_all(store, r, lanes, metrics, secs);
+    phase.mark("commit");
+}
+
+/// The probes of the `probing` steps as one fleet (a failure fails them all).
+fn probe_fleet(store: &Store, r: &mut Round, probing: &[usize]) {
+    if probing.is_empty() {
+        return;
+    }
+    let fleet: Vec<&Step> = probing.iter().map(|&j| &r.steps[j]).collect();
+    if let Err(e) = probe::run_fleet(store, &fleet) {
+        let msg = format!("{e:#}");
+        for &j in probing {
+            r.fail(j, anyhow::anyhow!("{msg}"));
+        }
+    }
+}
+
+/// layers → heatmap (for the steps that probed) → select, per arm, in parallel.
+fn per_arm(store: &Store, r: &mut Round, probing: &[usize], phase: &Phases) {
+    let results: Vec<Result<()>> = r
+        .steps
         .par_iter()
         // Profiling times each arm's steps alone (in parallel a step's wall time would count
         // the other arms' work its thread picked up).
-        .with_min_len(if phase.on { steps.len() } else { 1 })
+        .with_min_len(if phase.on { r.steps.len() } else { 1 })
         .enumerate()
         .map(|(j, s)| {
-            if errors[j].is_some() {
+            if r.errors[j].is_some() {
                 return Ok(());
             }
             let t = Instant::now();
@@ -217,54 +275,50 @@ fn run_iteration(store: &Store, base: &Pipeline, lanes: &mut [Lane], k: u32) {
             Ok(())
         })
         .collect();
-    for (j, r) in per_arm.into_iter().enumerate() {
-        if let Err(e) = r {
-            fail(&mut errors, j, e);
+    for (j, res) in results.into_iter().enumerate() {
+        if let Err(e) = res {
+            r.fail(j, e);
         }
     }
-    phase.mark("layers+heatmap+select");
-    // Retraining and evaluation as fleets.
-    let ok: Vec<usize> = (0..steps.len()).filter(|&j| errors[j].is_none()).collect();
-    let fleet: Vec<&Step> = ok.iter().map(|&j| &steps[j]).collect();
-    for (&j, r) in ok.iter().zip(train::retrain_fleet(store, &fleet)) {
-        if let Err(e) = r {
-            fail(&mut errors, j, e);
-        }
-    }
-    phase.mark("retrain");
-    let ok: Vec<usize> = (0..steps.len()).filter(|&j| errors[j].is_none()).collect();
-    let fleet: Vec<&Step> = ok.iter().map(|&j| &steps[j]).collect();
-    let metrics: Vec<(usize, Result<Vec<MetricRow>>)> = ok
-        .iter()
-        .copied()
-        .zip(train::evaluate_fleet(store, &fleet))
-        .collect();
-    phase.mark("evaluate");
-    let secs = t0.elapsed().as_secs_f64() / steps.len() as f64;
+}
+
+/// Close every step's iteration: an evaluated one is committed, recorded in its manifest and
+/// in its lane; a failed one is abandoned and stops its lane.
+fn commit_all(
+    store: &Store,
+    mut r: Round,
+    lanes: &mut [Lane],
+    metrics: Vec<(usize, Result<Vec<MetricRow>>)>,
+    secs: f64,
+) {
+    let k = r.k;
     for (j, m) in metrics {
-        let s = &steps[j];
-        let done = m.and_then(|m| {
+        let s = &r.steps[j];
+        let closed = m.and_then(|m| {
             let status = train::iteration_status(store, s)?;
-            store.commit(&s.dir)?;
-            runs::record(store, s, status)?;
-            let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
-            Ok(record_of(s.arm, k, &m, &batch, secs))
+            Ok((m, status))
         });
+        let done = store
+            .close_iteration(&s.dir, closed)
+            .and_then(|(m, status)| {
+                runs::record(store, s, status)?;
+                let batch = store.get::<Vec<BatchRow>>(&s.dir.batch())?;
+                Ok(record_of(s.arm, k, &m, &batch, secs))
+            });
         match done {
-            Ok(r) => lanes[live[j]].records.push(r),
-            Err(e) => fail(&mut errors, j, e),
+            Ok(rec) => lanes[r.live[j]].records.push(rec),
+            Err(e) => r.fail(j, e),
         }
     }
-    phase.mark("commit");
-    for (j, e) in errors.into_iter().enumerate() {
+    for (j, e) in r.errors.into_iter().enumerate() {
+        let s = &r.steps[j];
         if let Some(e) = e {
-            let s = &steps[j];
+            // (A step closed above was abandoned already; this drops what it left in memory.)
             store.abandon(&s.dir);
-            lanes[live[j]].failed = Some(e.context(format!("iteration {k}")));
+            lanes[r.live[j]].failed = Some(e.context(format!("iteration {k}")));
         } else if k > 1 {
             // The previous iteration is no longer needed in memory but for its selection (the
             // initial model's folder is shared by every arm and stays).
-            let s = &steps[j];
             store.forget(s.prev.path(), &[s.prev.batch(), s.prev.metrics()]);
         }
     }

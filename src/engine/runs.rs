@@ -160,7 +160,7 @@ pub fn check_splits(store: &Store, p: &Pipeline) -> Result<()> {
     let layout = store.layout();
     let split = layout.split(Split::Train);
     let samples = store.get::<crate::artifacts::Samples>(&split)?;
-    if let Some(h) = samples.info.get(crate::stages::split::SETTINGS_KEY)
+    if let Some(h) = samples.info.get(crate::artifacts::keys::SETTINGS_KEY)
         && *h != p.splits_fingerprint()
     {
         bail!(

@@ -183,6 +183,33 @@ impl Store {
         Ok(())
     }
 
+    /// Close an opened iteration by how its work ended: commit it after a success, abandon it
+    /// after a failure (whose error is returned as it was).
+    pub fn close_iteration<T>(&self, dir: &IterDir, outcome: Result<T>) -> Result<T> {
+        match outcome {
+            Ok(v) => {
+                self.commit(dir)?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.abandon(dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Open iteration `dir` (staged under `staging`), run `body`, then commit the iteration
+    /// when `body` succeeds or abandon it when it fails.
+    pub fn staged<T>(
+        &self,
+        dir: &IterDir,
+        staging: PathBuf,
+        body: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.open_iteration(dir, staging)?;
+        self.close_iteration(dir, body())
+    }
+
     /// Drop an iteration that failed: its staging folder and its entries in memory.
     pub fn abandon(&self, dir: &IterDir) {
         let staged = {

@@ -2,10 +2,11 @@
 
 use super::{Step, Store};
 use crate::artifacts::{
-    BatchRow, DiagnosisRow, MetricRow, Predictions, Samples, Split, TrainLogRow, argmax,
+    BatchRow, DiagnosisRow, MetricRow, Predictions, Samples, Split, TrainLogRow,
 };
 use crate::config::{OptimizerMode, Pipeline, RetrainData, RetrainInit, derive_seed};
 use crate::model::{self, Classifier, EpochStats, Net, OptimState};
+use crate::numeric::argmax;
 use crate::vocab::{IterStatus, Scope};
 use anyhow::{Result, bail};
 use std::path::Path;

@@ -7,6 +7,7 @@
 //! under the parameter's tensor name (`blocks.0.Dense.weight.moment_1`, …, `step`), so the same
 //! state gives the same bytes.
 
+use crate::artifacts::keys::OPTIMIZER_KEY;
 use crate::artifacts::{Artifact, write_bytes};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::{Bytes, DType};
@@ -52,7 +53,6 @@ impl AdamState {
 pub struct OptimState(pub Vec<u8>);
 
 const STEP: &str = "step";
-const KIND_KEY: &str = "mode.optimizer";
 const KIND: &str = "adam (Keras: beta1 0.9, beta2 0.999, epsilon 1e-7)";
 
 impl OptimState {
@@ -80,7 +80,7 @@ impl OptimState {
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         let out = burn_pack::Writer::new(tensors)
-            .with_metadata(KIND_KEY, KIND)
+            .with_metadata(OPTIMIZER_KEY, KIND)
             .with_scalar(STEP, burn_pack::Scalar::UInt(state.step))
             .into_bytes()
             .map_err(|e| anyhow!("saving the optimizer state: {e}"))?;
@@ -92,7 +92,7 @@ impl OptimState {
     pub fn decode(&self, names: &[(String, Vec<usize>)]) -> Result<AdamState> {
         let r = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(self.0.clone()))
             .map_err(|e| anyhow!("not an optimizer state: {e}"))?;
-        if r.metadata().get(KIND_KEY).map(String::as_str) != Some(KIND) {
+        if r.metadata().get(OPTIMIZER_KEY).map(String::as_str) != Some(KIND) {
             bail!(
                 "not the state of this Adam (made by an older mode?); train the initial model again (mode train)"
             );

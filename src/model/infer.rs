@@ -181,7 +181,7 @@ fn run_from(
     let o = &w.output;
     let mut logits = dot(&act.flat(), &o.w);
     logits += &o.b;
-    softmax_rows(&mut logits);
+    crate::numeric::softmax_rows(&mut logits);
     (logits, probed)
 }
 
@@ -190,16 +190,6 @@ fn dot(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
     super::kernels::mat_mul(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
     c
-}
-
-/// Row-wise softmax in place (max subtracted first).
-pub(super) fn softmax_rows(z: &mut Array2<f32>) {
-    for mut row in z.axis_iter_mut(Axis(0)) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        row.mapv_inplace(|v| (v - max).exp());
-        let sum = row.sum();
-        row /= sum;
-    }
 }
 
 fn activate(v: f32, a: Activation) -> f32 {
@@ -249,13 +239,9 @@ impl Act {
             (Act::Img(x), ConvProbe::Full) => flatten(x),
             (Act::Img(x), ConvProbe::Mean) => {
                 let (n, c, h, w) = x.dim();
-                let area = (h * w) as f32;
                 let x = x.as_standard_layout();
                 let xs = x.as_slice().expect("a standard layout");
-                let means = xs
-                    .chunks_exact(h * w)
-                    .map(|p| p.iter().sum::<f32>() / area)
-                    .collect();
+                let means = crate::numeric::channel_means(xs, h * w);
                 Array2::from_shape_vec((n, c), means).expect("per-channel means")
             }
         }

@@ -12,6 +12,7 @@
 
 pub mod adam;
 mod arch;
+pub mod error;
 pub mod fleet;
 mod infer;
 pub mod kernels;
@@ -24,6 +25,7 @@ pub mod weights;
 
 pub use adam::OptimState;
 pub use arch::{Activation, Architecture, Layer, Shape, lenet5};
+pub use error::{DataShape, ModelError};
 pub use fleet::{Job, Trained, fit_all};
 pub use net::{Net, activations_fleet};
 pub use onnx::OnnxNet;
@@ -67,7 +69,10 @@ impl Classifier for Net {
     }
     fn info(&self) -> BTreeMap<String, String> {
         let mut m = self.probe_info();
-        m.insert(net::ARCHITECTURE_KEY.to_string(), self.arch.to_json());
+        m.insert(
+            crate::artifacts::keys::ARCHITECTURE_KEY.to_string(),
+            self.arch.to_json(),
+        );
         m
     }
     fn classes(&self) -> usize {

@@ -2,9 +2,11 @@
 //! (SafeTensors, byte-reproducible) and the activations of every layer.
 
 use super::arch::{Architecture, Shape};
+use super::error::{DataShape, ModelError};
 use super::infer;
 use super::safetensors;
 use super::weights::Weights;
+use crate::artifacts::keys::{ARCHITECTURE_KEY, SETTINGS_KEY};
 use crate::artifacts::{Artifact, DatasetMeta, write_bytes};
 use crate::config::{ConvProbe, Pipeline};
 use anyhow::{Context, Result, anyhow, bail};
@@ -24,9 +26,6 @@ pub struct Net {
     pub conv_probe: ConvProbe,
     pub weights: Weights,
 }
-
-pub(super) const ARCHITECTURE_KEY: &str = "mode.architecture";
-const SETTINGS_KEY: &str = "mode.settings";
 
 impl Net {
     /// Fresh Keras-style weights (Glorot-uniform kernels, zero biases) for the pipeline's
@@ -94,12 +93,12 @@ impl Net {
             },
         );
         if want.layers != self.arch.layers || want.channels != self.arch.channels {
-            bail!(
-                "{}: the model is {} but the pipeline describes {}; train it again or use the pipeline it was made with",
-                path.display(),
-                self.arch.describe(),
-                want.describe()
-            );
+            return Err(ModelError::OtherArchitecture {
+                path: path.to_path_buf(),
+                model: self.arch.describe(),
+                pipeline: want.describe(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -107,18 +106,17 @@ impl Net {
     /// Data of another shape or class count than the model's is an error.
     pub fn check_data(&self, meta: &DatasetMeta, data: &Path) -> Result<()> {
         if meta.features() != self.arch.inputs() || meta.classes != self.arch.classes {
-            bail!(
-                "{}: the data are {}×{}×{} images of {} classes but the model takes {}×{}×{} inputs and has {} classes",
-                data.display(),
-                meta.channels,
-                meta.height,
-                meta.width,
-                meta.classes,
-                self.arch.channels,
-                self.arch.height,
-                self.arch.width,
-                self.arch.classes
-            );
+            return Err(ModelError::DataShape {
+                path: data.to_path_buf(),
+                data: meta.into(),
+                model: DataShape {
+                    channels: self.arch.channels,
+                    height: self.arch.height,
+                    width: self.arch.width,
+                    classes: self.arch.classes,
+                },
+            }
+            .into());
         }
         Ok(())
     }
@@ -184,16 +182,20 @@ pub fn activations_fleet(nets: &[&Net], x: &Array2<f32>) -> Result<Vec<Vec<Array
                         .iter()
                         .map(|c| {
                             let (probs, probed) = &c[m];
-                            if l + 1 == widths.len() { probs.view() } else { probed[l].view() }
+                            if l + 1 == widths.len() {
+                                probs.view()
+                            } else {
+                                probed[l].view()
+                            }
                         })
                         .collect();
                     let a = ndarray::concatenate(Axis(0), &views)?;
-                    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
-                        bail!(
-                            "the model's layer {} gives a non-finite activation (row {}): its weights have diverged",
-                            names[l],
-                            i / a.ncols().max(1)
-                        );
+                    if let Some(i) = crate::numeric::first_non_finite(&a) {
+                        return Err(ModelError::NonFinite {
+                            layer: names[l].clone(),
+                            row: i / a.ncols().max(1),
+                        }
+                        .into());
                     }
                     Ok(a)
                 })

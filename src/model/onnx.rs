@@ -7,6 +7,7 @@
 //! batch: then it runs in batches of exactly that size.
 
 use super::Classifier;
+use crate::artifacts::keys::{INPUT_KEY, OUTPUT_KEY};
 use crate::artifacts::{DatasetMeta, INPUT, OUTPUT};
 use crate::config::{ConvProbe, OnnxInput, Pipeline};
 use anyhow::{Context, Result, anyhow, bail};
@@ -24,8 +25,8 @@ const RESERVED: [&str; 5] = ["id", "label", "predicted", INPUT, OUTPUT];
 /// Rows per run of a plan with a symbolic batch.
 const CHUNK: usize = 1024;
 
-/// The activations metadata key saying where the probabilities come from.
-pub const OUTPUT_KEY: &str = "mode.output";
+/// The values of the activations metadata key [`OUTPUT_KEY`]: where the probabilities come
+/// from.
 pub const SOFTMAX_APPLIED: &str = "softmax applied";
 pub const MODEL_PROBABILITIES: &str = "model probabilities";
 
@@ -331,12 +332,7 @@ impl OnnxNet {
         }
         let mut probs = self.reduce(OUTPUT, &outs[0], n)?;
         if self.softmax {
-            for mut r in probs.rows_mut() {
-                let m = r.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                r.mapv_inplace(|v| (v - m).exp());
-                let s = r.sum();
-                r.mapv_inplace(|v| v / s);
-            }
+            crate::numeric::softmax_rows(&mut probs);
         }
         result.push(probs);
         Ok(result)
@@ -354,10 +350,7 @@ impl OnnxNet {
         let v = &v[..n * per];
         if shape.len() == 4 && self.conv == ConvProbe::Mean {
             let (c, hw) = (shape[1], shape[2] * shape[3]);
-            let means = v
-                .chunks(hw.max(1))
-                .map(|p| p.iter().sum::<f32>() / hw.max(1) as f32)
-                .collect();
+            let means = crate::numeric::channel_means(v, hw);
             return Ok(Array2::from_shape_vec((n, c), means)?);
         }
         Ok(Array2::from_shape_vec((n, per), v.to_vec())?)
@@ -423,7 +416,7 @@ impl Classifier for OnnxNet {
                 } else {
                     ndarray::concatenate(Axis(0), &views)?
                 };
-                if let Some(k) = a.iter().position(|v| !v.is_finite()) {
+                if let Some(k) = crate::numeric::first_non_finite(&a) {
                     bail!(
                         "the model's node output {:?} gives a non-finite value (row {})",
                         names[i],
@@ -446,7 +439,7 @@ impl Classifier for OnnxNet {
             }
             .to_string(),
         );
-        m.insert("mode.input".to_string(), self.input.to_string());
+        m.insert(INPUT_KEY.to_string(), self.input.to_string());
         if self.layers.iter().any(|(_, rank)| *rank == 4) {
             m.insert("mode.probe.conv".to_string(), self.conv.to_string());
         }
@@ -462,18 +455,12 @@ impl Classifier for OnnxNet {
         if (meta.channels, meta.height, meta.width, meta.classes)
             != (m.channels, m.height, m.width, m.classes)
         {
-            bail!(
-                "{}: the data are {}×{}×{} images of {} classes but the ONNX model was loaded for {}×{}×{} images of {} classes",
-                data.display(),
-                meta.channels,
-                meta.height,
-                meta.width,
-                meta.classes,
-                m.channels,
-                m.height,
-                m.width,
-                m.classes
-            );
+            return Err(super::ModelError::OnnxDataShape {
+                path: data.to_path_buf(),
+                data: meta.into(),
+                model: m.into(),
+            }
+            .into());
         }
         Ok(())
     }

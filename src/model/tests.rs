@@ -325,3 +325,39 @@ fn a_model_is_the_same_alone_and_in_a_fleet() {
         );
     }
 }
+
+/// Another architecture than the pipeline's and data of another shape are told apart.
+#[test]
+fn mismatches_are_model_errors() {
+    use super::{DataShape, ModelError};
+    let net = net_of(&mlp(), 1);
+    let path = std::path::Path::new("m.safetensors");
+    let mut p = crate::config::Pipeline::default();
+    p.model.hidden = vec![16];
+    let e = net.check_pipeline(&p, path).unwrap_err();
+    match e.downcast_ref::<ModelError>() {
+        Some(ModelError::OtherArchitecture { model, .. }) => {
+            assert!(model.contains("Dense 28"), "{model}")
+        }
+        _ => panic!("{e:#}"),
+    }
+    let mut three = crate::artifacts::DatasetMeta {
+        dataset: "d".into(),
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+        class_names: vec![],
+    };
+    net.check_data(&three, path).unwrap();
+    three.classes = 3;
+    let e = net.check_data(&three, path).unwrap_err();
+    match e.downcast_ref::<ModelError>() {
+        Some(ModelError::DataShape { data, model, .. }) => {
+            assert_eq!((data.classes, model.classes), (3, 10));
+            assert_eq!(model.to_string(), "1×28×28");
+        }
+        _ => panic!("{e:#}"),
+    }
+    assert_eq!(DataShape::from(&three).classes, 3);
+}

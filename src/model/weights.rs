@@ -269,7 +269,7 @@ impl Weights {
     pub fn first_non_finite(&self, arch: &Architecture) -> Option<String> {
         self.tensors(arch)
             .into_iter()
-            .find(|(_, _, v)| v.iter().any(|x| !x.is_finite()))
+            .find(|(_, _, v)| crate::numeric::first_non_finite(v.iter()).is_some())
             .map(|(name, _, _)| {
                 name.trim_end_matches(".weight")
                     .trim_end_matches(".bias")

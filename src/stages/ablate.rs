@@ -1,7 +1,8 @@
 //! `mode ablate`: protocol settings × arms × seeds in one process — which key of the protocol
 //! moves the verdict. Each setting is the pipeline with some keys overridden; each seed runs
 //! every arm of every setting from that seed's initial model (shared by the settings that do
-//! not change it), and each arm is compared with the control of the same setting and seed.
+//! not change it), and each arm is compared with the control of the same setting and seed
+//! ([`crate::engine::grid`]).
 //!
 //! Writes `ablation.parquet` (one row per setting × arm × seed, the overridden keys as columns),
 //! `ablation_summary.parquet` and `.md` (per setting and arm, the columns of
@@ -9,11 +10,9 @@
 //! labels lifted past θ — then `setting` and the keys) and `ablation_manifest.json`.
 //!
 //! `--shard I/N` runs only shard I's (setting, seed) units and writes them as a part;
-//! `--merge` turns the parts into the same files as one run (see [`super::shard`]).
+//! `--merge` turns the parts into the same files as one run (see [`crate::engine::shard`]).
 
 use super::Ctx;
-use super::shard::{self, Outcome, Plan};
-use super::sweep::{self, Foundation, SeedResult};
 use crate::arm::{Arm, CONTROL};
 use crate::artifacts::io::write_together;
 use crate::artifacts::{
@@ -21,10 +20,10 @@ use crate::artifacts::{
     write_frame_with,
 };
 use crate::config::{Pipeline, apply_override, fingerprint};
-use crate::stages::split;
+use crate::engine::grid::{self, ABLATION_KIND, GridRun, SeedResult, SweepRuns};
+use crate::engine::shard::{self, Outcome, Plan};
 use crate::vocab::IterStatus;
 use anyhow::{Context, Result, bail};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -126,16 +125,16 @@ impl std::fmt::Display for AblateReport {
 /// The ablation table in Markdown: per setting, its arms against its control.
 pub fn markdown(rows: &[(String, SweepSummaryRow)]) -> String {
     let mut head = vec!["setting"];
-    head.extend(sweep::HEAD);
+    head.extend(grid::HEAD);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|(setting, r)| {
             let mut c = vec![setting.clone()];
-            c.extend(sweep::cells(r));
+            c.extend(grid::cells(r));
             c
         })
         .collect();
-    super::markdown::table(&head, &cells)
+    crate::markdown::table(&head, &cells)
 }
 
 /// The manifest of an ablation: the base settings, the settings and arms compared.
@@ -171,6 +170,8 @@ fn rows_of(
         .find(|x| x.iteration == 0)
         .map_or(f64::NAN, |x| x.accuracy);
     let theta = theta.at(initial);
+    let ended =
+        |arm: &str, status: IterStatus| r.rows.iter().any(|y| y.arm == arm && y.status == status);
     finals
         .values()
         .map(|x| {
@@ -180,9 +181,7 @@ fn rows_of(
                 .find(|(a, _)| *a == x.arm)
                 .map(|(_, v)| v.as_slice())
                 .unwrap_or(&[]);
-            let faulty: Vec<usize> = (0..r.initial_label_acc.len())
-                .filter(|&l| r.initial_label_acc[l] < theta)
-                .collect();
+            let (faulty, lifted) = grid::lifted_labels(&r.initial_label_acc, fin, theta);
             AblationRow {
                 setting: setting.label.clone(),
                 seed: seed as i64,
@@ -193,31 +192,19 @@ fn rows_of(
                 final_acc: x.accuracy,
                 control_acc: control,
                 delta: control.map(|c| x.accuracy - c),
-                faulty_labels: faulty.len() as u32,
-                lifted: faulty
-                    .iter()
-                    .filter(|&&l| fin.get(l).is_some_and(|&a| a >= theta))
-                    .count() as u32,
-                finished_early: r
-                    .rows
-                    .iter()
-                    .any(|y| y.arm == x.arm && y.status == IterStatus::FinishedEarly),
-                pool_exhausted: r
-                    .rows
-                    .iter()
-                    .any(|y| y.arm == x.arm && y.status == IterStatus::PoolExhausted),
+                faulty_labels: faulty,
+                lifted,
+                finished_early: ended(&x.arm, IterStatus::FinishedEarly),
+                pool_exhausted: ended(&x.arm, IterStatus::PoolExhausted),
             }
         })
         .collect()
 }
 
-/// An ablation's kind of part (`parts/ablation-<i>-of-<n>.…`).
-pub const KIND: &str = "ablation";
-
 /// The ablation's grid: seeds × settings × arms.
 pub fn grid(p: &Pipeline, a: &AblateArgs) -> Grid {
     Grid {
-        kind: KIND.into(),
+        kind: ABLATION_KIND.into(),
         pipeline: p.fingerprint(),
         initial: p.initial_fingerprint(),
         first_seed: p.seed,
@@ -227,10 +214,9 @@ pub fn grid(p: &Pipeline, a: &AblateArgs) -> Grid {
     }
 }
 
-/// Run the (setting, seed) units (all, or a shard's) and write the ablation's files — or,
-/// for a shard, its part; or merge the parts.
-pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<Outcome<AblateReport>> {
-    let (p, layout) = (&ctx.p, &ctx.layout);
+/// The settings checked before any work: at least one seed, the control among the arms, at
+/// least one setting and each once; every setting's pipeline.
+fn check(p: &Pipeline, a: &AblateArgs) -> Result<Vec<Pipeline>> {
     if a.seeds == 0 {
         bail!("ablate: at least one seed (ablate.seeds or --seeds)");
     }
@@ -248,119 +234,77 @@ pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<Outcome<AblateReport>> {
             );
         }
     }
-    // Check every setting before any work.
-    let pipelines: Vec<Pipeline> = a
-        .settings
-        .iter()
-        .map(|s| s.apply(p))
-        .collect::<Result<_>>()?;
-    let t0 = Instant::now();
-    let grid = grid(p, a);
-    let units = match a.plan {
-        Plan::Merge => {
-            let (results, parts) = shard::read_parts(layout, &grid)?;
-            return finish(ctx, a, &pipelines, results, t0, parts).map(Outcome::Done);
-        }
-        Plan::All => shard::units(&grid),
-        Plan::Shard(s) => shard::assigned(&grid, s)?,
-    };
-    let src = split::load(p, a.idx_dir.as_deref())?;
-    let bar = crate::progress::bar(units.len() as u64, "ablate");
-    // The units of each seed together (they share foundations), seeds in parallel.
-    let mut by_seed: Vec<Vec<Unit>> = Vec::new();
-    for &u in &units {
-        match by_seed.last_mut() {
-            Some(g) if g[0].seed == u.seed => g.push(u),
-            _ => by_seed.push(vec![u]),
-        }
-    }
-    let per_seed: Vec<Result<Vec<(Unit, SeedResult)>>> = by_seed
-        .into_par_iter()
-        .map(|group| {
-            let seed = shard::seed_of(&grid, group[0]);
-            // Settings that keep the data and the initial model share one foundation.
-            let mut foundations: Vec<Foundation> = Vec::new();
-            let mut out = Vec::new();
-            for u in group {
-                let k = u.setting;
-                let q = pipelines[k].with_seed(seed);
-                if !foundations
-                    .iter()
-                    .any(|f| f.settings == q.initial_fingerprint())
-                {
-                    foundations.push(sweep::foundation(&q, &src)?);
-                }
-                let f = foundations
-                    .iter()
-                    .find(|f| f.settings == q.initial_fingerprint());
-                let scratch = layout.sweep_seed(seed);
-                let r = sweep::one_seed(&q, &src, f, &a.arms, &scratch, false)
-                    .with_context(|| format!("setting {:?}, seed {seed}", a.settings[k].label))?;
-                out.push((u, r));
-                bar.inc(1);
-            }
-            Ok(out)
-        })
-        .collect();
-    bar.finish_and_clear();
-    let mut results = Vec::new();
-    for r in per_seed {
-        results.extend(r?);
-    }
-    match a.plan {
-        Plan::Shard(s) => {
-            let rows = results
-                .iter()
-                .flat_map(|(u, r)| {
-                    let last = pipelines[u.setting].mode.max_iter as u32;
-                    shard::part_rows(&a.settings[u.setting].label, last, r)
-                })
-                .collect();
-            Ok(Outcome::Part(shard::write_part(
-                layout, &grid, s, &units, rows, t0,
-            )?))
-        }
-        _ => finish(ctx, a, &pipelines, results, t0, 0).map(Outcome::Done),
-    }
+    a.settings.iter().map(|s| s.apply(p)).collect()
 }
 
-/// Every (setting, seed) unit's result, in grid order → the ablation's rows, summaries and
-/// manifest, written together: the one code path of a one-machine run and of a merge.
-fn finish(
-    ctx: &Ctx,
+/// Run the (setting, seed) units (all, or a shard's) and write the ablation's files — or,
+/// for a shard, its part; or merge the parts.
+pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<Outcome<AblateReport>> {
+    let (p, layout) = (&ctx.p, &ctx.layout);
+    let pipelines = check(p, a)?;
+    let t0 = Instant::now();
+    let grid = grid(p, a);
+    grid::run_plan(
+        layout,
+        &grid,
+        a.plan,
+        t0,
+        |units| {
+            let src = crate::sources::load(p, a.idx_dir.as_deref())?;
+            let g = GridRun {
+                grid: &grid,
+                pipelines: &pipelines,
+                arms: &a.arms,
+                src: &src,
+                keep: false,
+            };
+            grid::run_units(layout, &g, units, "ablate")
+        },
+        |u, r| {
+            let last = pipelines[u.setting].mode.max_iter as u32;
+            shard::part_rows(&a.settings[u.setting].label, last, r)
+        },
+        |results, merged| finish(ctx, a, &pipelines, results, t0, merged),
+    )
+}
+
+/// Per setting, the sweep summary rows of its arms (labelled with the setting), from the
+/// units' results.
+fn summaries(
     a: &AblateArgs,
     pipelines: &[Pipeline],
-    results: Vec<(Unit, SeedResult)>,
-    t0: Instant,
-    merged: usize,
-) -> Result<AblateReport> {
-    let (p, layout) = (&ctx.p, &ctx.layout);
-    let mut rows: Vec<AblationRow> = Vec::new();
-    let mut sweep_rows: Vec<Vec<SweepRow>> = vec![Vec::new(); a.settings.len()];
-    let mut initial: Vec<BTreeMap<i64, Vec<f64>>> = vec![BTreeMap::new(); a.settings.len()];
-    let mut finals: Vec<BTreeMap<(i64, String), Vec<f64>>> =
-        vec![BTreeMap::new(); a.settings.len()];
+    first_seed: u64,
+    results: &[(Unit, SeedResult)],
+) -> Vec<(String, SweepSummaryRow)> {
+    let n = a.settings.len();
+    let mut sweep_rows: Vec<Vec<SweepRow>> = vec![Vec::new(); n];
+    let mut initial: Vec<BTreeMap<i64, Vec<f64>>> = vec![BTreeMap::new(); n];
+    let mut finals: Vec<BTreeMap<(i64, String), Vec<f64>>> = vec![BTreeMap::new(); n];
     for (u, res) in results {
-        let (k, seed) = (u.setting, p.seed + u.seed as u64);
-        rows.extend(rows_of(&a.settings[k], seed, &res, pipelines[k].mode.theta));
+        let (k, seed) = (u.setting, first_seed + u.seed as u64);
         initial[k].insert(seed as i64, res.initial_label_acc.clone());
         for (arm, acc) in &res.final_label_acc {
             finals[k].insert((seed as i64, arm.clone()), acc.clone());
         }
-        sweep_rows[k].extend(res.rows);
+        sweep_rows[k].extend(res.rows.iter().cloned());
     }
     let mut summary = Vec::new();
     for (k, setting) in a.settings.iter().enumerate() {
-        for s in sweep::summarise(
-            &sweep_rows[k],
-            &finals[k],
-            &initial[k],
-            pipelines[k].mode.theta,
-        ) {
+        for s in grid::summarise(&SweepRuns {
+            rows: &sweep_rows[k],
+            final_label_acc: &finals[k],
+            initial_label_acc: &initial[k],
+            theta: pipelines[k].mode.theta,
+        }) {
             summary.push((setting.label.clone(), s));
         }
     }
-    // One string column per overridden key, the base value where a setting leaves it.
+    summary
+}
+
+/// One string column per overridden key for rows of the given settings (by label): the
+/// setting's value, or the base value where a setting leaves the key.
+fn key_columns(p: &Pipeline, a: &AblateArgs, labels: Vec<&str>) -> Vec<(String, Vec<String>)> {
     let keys: Vec<String> = {
         let mut k: Vec<String> = a
             .settings
@@ -382,17 +326,38 @@ fn finish(
             None => base_value(p, key),
         }
     };
-    let columns = |labels: Vec<&str>| -> Vec<(String, Vec<String>)> {
-        keys.iter()
-            .map(|k| (k.clone(), labels.iter().map(|l| value(l, k)).collect()))
-            .collect()
-    };
-    let row_keys = columns(rows.iter().map(|r| r.setting.as_str()).collect());
+    keys.iter()
+        .map(|k| (k.clone(), labels.iter().map(|l| value(l, k)).collect()))
+        .collect()
+}
+
+/// Every (setting, seed) unit's result, in grid order → the ablation's rows, summaries and
+/// manifest, written together: the one code path of a one-machine run and of a merge.
+fn finish(
+    ctx: &Ctx,
+    a: &AblateArgs,
+    pipelines: &[Pipeline],
+    results: Vec<(Unit, SeedResult)>,
+    t0: Instant,
+    merged: usize,
+) -> Result<AblateReport> {
+    let (p, layout) = (&ctx.p, &ctx.layout);
+    let mut rows: Vec<AblationRow> = Vec::new();
+    for (u, res) in &results {
+        let (k, seed) = (u.setting, p.seed + u.seed as u64);
+        rows.extend(rows_of(&a.settings[k], seed, res, pipelines[k].mode.theta));
+    }
+    let summary = summaries(a, pipelines, p.seed, &results);
+    let row_keys = key_columns(p, a, rows.iter().map(|r| r.setting.as_str()).collect());
     let mut extra = vec![(
         "setting".to_string(),
         summary.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
     )];
-    extra.extend(columns(summary.iter().map(|(l, _)| l.as_str()).collect()));
+    extra.extend(key_columns(
+        p,
+        a,
+        summary.iter().map(|(l, _)| l.as_str()).collect(),
+    ));
     let summary_rows: Vec<SweepSummaryRow> = summary.iter().map(|(_, r)| r.clone()).collect();
     let md = markdown(&summary);
     let mut m = manifest(p, a);

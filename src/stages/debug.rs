@@ -66,6 +66,38 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
     let layout = &ctx.layout;
     let (arm, k) = (a.at.arm, a.at.k);
     let name = arm.to_string();
+    let store = Store::memory(layout.clone(), true);
+    let s = check_start(ctx, &store, a)?;
+    let test = store.get::<Samples>(&layout.split(Split::Test))?;
+    let net = OnnxNet::load(&a.onnx, &s.p, &test.meta)?;
+    let (selection, metrics) = store
+        .staged(&s.dir, layout.iter_staging(&name, k), || {
+            let done = iteration(&store, &s, &net, a, &test)?;
+            // The later iterations came from the pool this one replaces.
+            runs::remove_after(layout, &name, k)?;
+            Ok(done)
+        })
+        .map_err(|e| e.context(format!("debug iteration {k}")))?;
+    let verdict = if s.analyses() {
+        Some(verdict_of(&store, &s)?)
+    } else {
+        None
+    };
+    Ok(DebugReport {
+        selection,
+        metrics: metrics[0].clone(),
+        csv: s.dir.batch_csv(),
+        verdict,
+    })
+}
+
+/// The step of iteration k, after checking that it may run: not iteration 0, not in a run
+/// folder of the engine, the splits made with these settings, and (k > 1) the pool that
+/// iteration k − 1 left still a part of the pool split.
+fn check_start(ctx: &Ctx, store: &Store, a: &DebugArgs) -> Result<Step> {
+    let layout = &ctx.layout;
+    let (arm, k) = (a.at.arm, a.at.k);
+    let name = arm.to_string();
     if k == 0 {
         bail!("--iteration 0: iterations start at 1");
     }
@@ -76,8 +108,7 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
             layout.manifest(&name).display()
         );
     }
-    let store = Store::memory(layout.clone(), true);
-    runs::check_splits(&store, &ctx.p)?;
+    runs::check_splits(store, &ctx.p)?;
     let s = Step::new(layout, &ctx.p, arm, k);
     if k > 1 && !s.prev.pool().exists() {
         bail!(
@@ -88,66 +119,59 @@ pub fn run(ctx: &Ctx, a: &DebugArgs) -> Result<DebugReport> {
         );
     }
     if k > 1 {
-        check_pool_of_splits(&store, &s)?;
+        check_pool_of_splits(store, &s)?;
     }
-    let test = store.get::<Samples>(&layout.split(Split::Test))?;
-    let net = OnnxNet::load(&a.onnx, &s.p, &test.meta)?;
-    store.open_iteration(&s.dir, layout.iter_staging(&name, k))?;
-    let body = || -> Result<(Selection, Vec<MetricRow>)> {
-        if s.analyses() {
-            probe::run_with(&store, &s, &net, &layout.relative(&a.onnx))?;
-            layers::run(&store, &s)?;
-            heatmap::run(&store, &s)?;
-        }
-        let sel = select::run(&store, &s)?;
-        let tag = EvalTag {
-            arm: name.clone(),
-            iteration: k,
-            status: train::iteration_status(&store, &s)?,
-        };
-        let test_path = layout.split(Split::Test);
-        let acts = s.dir.activations(Split::Test.as_str());
-        let metrics = if store.has(&acts) {
-            let probs = store.get::<Activations>(&acts)?.probs()?.clone();
-            train::write_evaluation(&store, &s.p, &test, probs, &s.dir, &tag)?
-        } else {
-            train::evaluate_with(&store, &s.p, &net, (&test, &test_path), &s.dir, &tag)?
-        };
-        let csv = batch_csv(&store, layout, &sel.batch)?;
-        store.put(&s.dir.batch_csv(), csv)?;
-        Ok((sel, metrics))
+    Ok(s)
+}
+
+/// The iteration's steps on the user's model: probe → layers → heatmap (when the arm
+/// analyses it), select, the model's evaluation on the test split, and `batch.csv`.
+fn iteration(
+    store: &Store,
+    s: &Step,
+    net: &OnnxNet,
+    a: &DebugArgs,
+    test: &Samples,
+) -> Result<(Selection, Vec<MetricRow>)> {
+    let layout = &s.layout;
+    if s.analyses() {
+        probe::run_with(store, s, net, &layout.relative(&a.onnx))?;
+        layers::run(store, s)?;
+        heatmap::run(store, s)?;
+    }
+    let sel = select::run(store, s)?;
+    let tag = EvalTag {
+        arm: s.arm_name(),
+        iteration: s.k,
+        status: train::iteration_status(store, s)?,
     };
-    let (selection, metrics) = match body() {
-        Ok(v) => v,
-        Err(e) => {
-            store.abandon(&s.dir);
-            return Err(e.context(format!("debug iteration {k}")));
-        }
-    };
-    runs::remove_after(layout, &name, k)?;
-    store.commit(&s.dir)?;
-    let verdict = if s.analyses() {
-        let test = store.get::<Samples>(&layout.split(Split::Test))?;
-        Some(crate::analysis::verdict::verdict(
-            &crate::analysis::verdict::Facts {
-                shown: &name,
-                diagnosis: &Vec::<crate::artifacts::DiagnosisRow>::read(&s.dir.diagnosis())?,
-                layers: &Vec::<crate::artifacts::LayerRow>::read(&s.dir.layers())?,
-                summary: &[],
-                control: f64::NAN,
-                sweep: None,
-                class_names: &test.meta.class_names,
-            },
-        ))
+    let test_path = layout.split(Split::Test);
+    let acts = s.dir.activations(Split::Test.as_str());
+    let metrics = if store.has(&acts) {
+        let probs = store.get::<Activations>(&acts)?.probs()?.clone();
+        train::write_evaluation(store, &s.p, test, probs, &s.dir, &tag)?
     } else {
-        None
+        train::evaluate_with(store, &s.p, net, (test, &test_path), &s.dir, &tag)?
     };
-    Ok(DebugReport {
-        selection,
-        metrics: metrics[0].clone(),
-        csv: s.dir.batch_csv(),
-        verdict,
-    })
+    let csv = batch_csv(store, layout, &sel.batch)?;
+    store.put(&s.dir.batch_csv(), csv)?;
+    Ok((sel, metrics))
+}
+
+/// The diagnosis of the committed iteration, explained.
+fn verdict_of(store: &Store, s: &Step) -> Result<crate::analysis::verdict::Verdict> {
+    let test = store.get::<Samples>(&s.layout.split(Split::Test))?;
+    Ok(crate::analysis::verdict::verdict(
+        &crate::analysis::verdict::Facts {
+            shown: &s.arm_name(),
+            diagnosis: &Vec::<crate::artifacts::DiagnosisRow>::read(&s.dir.diagnosis())?,
+            layers: &Vec::<crate::artifacts::LayerRow>::read(&s.dir.layers())?,
+            summary: &[],
+            control: f64::NAN,
+            sweep: None,
+            class_names: &test.meta.class_names,
+        },
+    ))
 }
 
 /// Iteration k − 1's pool must be a part of today's pool split, with its labels: when the data

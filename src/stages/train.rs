@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, a: &TrainArgs) -> Result<TrainReport> {
     }
     // The layout's own train split must have been made with these settings.
     if a.data == ctx.layout.split(Split::Train)
-        && let Some(h) = samples.info.get(super::split::SETTINGS_KEY)
+        && let Some(h) = samples.info.get(crate::artifacts::keys::SETTINGS_KEY)
         && *h != p.splits_fingerprint()
     {
         bail!(

@@ -459,7 +459,7 @@ fn stand_in_activations(split: &Path, out: &Path) {
         predicted: probs
             .rows()
             .into_iter()
-            .map(|r| mode::artifacts::argmax(r.iter().copied()) as u16)
+            .map(|r| mode::numeric::argmax(r.iter().copied()) as u16)
             .collect(),
         layers: vec![("hidden".into(), hidden), ("output".into(), probs)],
         info: Default::default(),

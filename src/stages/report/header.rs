@@ -23,7 +23,7 @@ pub(super) fn title(cx: &Inputs) -> Result<String> {
         // A `mode debug` loop: the user's own model, named in its activations.
         crate::artifacts::tensor::read_metadata(&cx.iter1.activations("test"))
             .ok()
-            .and_then(|m| m.get("mode.model").cloned())
+            .and_then(|m| m.get(crate::artifacts::keys::MODEL_KEY).cloned())
             .map_or_else(|| "the user's model".to_string(), |m| format!("{m} (ONNX)"))
     };
     let mut html = String::new();

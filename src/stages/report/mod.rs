@@ -16,12 +16,12 @@ mod tables;
 mod verdict;
 
 use super::Ctx;
-use super::summary::{ArmRun, arm_runs};
 use crate::arm::Arm;
 use crate::artifacts::{
     Artifact, Heatmaps, IterDir, Layout, MetricRow, Samples, Split, write_bytes,
 };
 use crate::config::Pipeline;
+use crate::engine::summary::{ArmRun, arm_runs};
 use crate::vocab::Space;
 use anyhow::{Result, bail};
 use std::collections::BTreeMap;

@@ -96,7 +96,7 @@ pub(super) fn sweep(cx: &Inputs) -> Result<String> {
         return Ok(String::new());
     }
     let s = Vec::<SweepSummaryRow>::read(&path)?;
-    let note = match crate::stages::summary::sweep_check(cx.layout, cx.p, &s) {
+    let note = match crate::engine::summary::sweep_check(cx.layout, cx.p, &s) {
         Ok(note) => note,
         Err(why) => {
             return Ok(String::from("<h2>Sweep</h2>")
@@ -124,8 +124,8 @@ pub(super) fn sweep(cx: &Inputs) -> Result<String> {
 }
 
 fn sweep_table(s: &[SweepSummaryRow]) -> String {
-    let rows: Vec<Vec<String>> = s.iter().map(crate::stages::sweep::cells).collect();
-    table(&crate::stages::sweep::HEAD, &rows)
+    let rows: Vec<Vec<String>> = s.iter().map(crate::engine::grid::cells).collect();
+    table(&crate::engine::grid::HEAD, &rows)
 }
 
 /// The ablation on disk (`mode ablate`), when it started from these splits and initial
@@ -175,12 +175,12 @@ pub(super) fn ablation(cx: &Inputs) -> Result<String> {
         .zip(&settings)
         .map(|(r, s)| {
             let mut c = vec![s.clone()];
-            c.extend(crate::stages::sweep::cells(r));
+            c.extend(crate::engine::grid::cells(r));
             c
         })
         .collect();
     let mut head = vec!["setting"];
-    head.extend(crate::stages::sweep::HEAD);
+    head.extend(crate::engine::grid::HEAD);
     html += &table(&head, &cells);
     Ok(html)
 }

@@ -22,11 +22,11 @@ fn load(cx: &Inputs) -> Result<Option<Verdict>> {
         .find(|r: &&MetricRow| r.scope == Scope::Overall && r.iteration == 0)
         .map_or(f64::NAN, |r| r.accuracy);
     let rows = if cx.runs.iter().any(|r| r.arm.is_control()) {
-        crate::stages::summary::summarise(initial, &cx.runs)?
+        crate::engine::summary::summarise(initial, &cx.runs)?
     } else {
         Vec::new()
     };
-    crate::stages::summary::load_verdict(cx.layout, cx.p, cx.args.arm, &cx.runs, &rows)
+    crate::engine::summary::load_verdict(cx.layout, cx.p, cx.args.arm, &cx.runs, &rows)
 }
 
 pub(super) fn section(cx: &Inputs) -> Result<String> {

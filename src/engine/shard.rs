@@ -21,7 +21,7 @@
 //! since its manifest was written, a shard made twice with different results, and a missing
 //! shard. It writes nothing then.
 
-use super::sweep::SeedResult;
+use super::grid::{ABLATION_KIND, SeedResult};
 use crate::artifacts::manifest::sum_file;
 use crate::artifacts::{
     Artifact, FileSum, Grid, Layout, PartManifest, PartRow, ShardOf, SweepRow, Unit, write_bytes,
@@ -110,7 +110,7 @@ fn block(n_units: usize, s: Shard) -> (usize, usize) {
 
 /// The command that runs a kind of grid (`sweep` → `sweep`, `ablation` → `ablate`).
 fn command(kind: &str) -> &str {
-    if kind == super::ablate::KIND {
+    if kind == ABLATION_KIND {
         "ablate"
     } else {
         kind

@@ -1,4 +1,5 @@
-//! Markdown tables of the summaries (printed and written beside the Parquet files).
+//! Markdown tables of the summaries (printed and written beside the Parquet files): the
+//! table and the formats of its cells.
 
 /// A Markdown table.
 pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
