@@ -6,5 +6,6 @@ mod cli_errors;
 mod cluster;
 mod e2e;
 mod faults;
+mod layers;
 mod onnx;
 mod own_data;
