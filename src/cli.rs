@@ -420,7 +420,7 @@ pub fn run(cli: Cli) -> Result<Printed> {
     {
         p.train.epochs = e;
         p.validate()
-            .map_err(|err| anyhow::anyhow!("--epochs {e}: {err}"))?;
+            .map_err(|err| err.at(format!("--epochs {e}")))?;
     }
     let layout = Layout::new(
         cli.root
