@@ -322,6 +322,28 @@ mod tests {
     }
 
     #[test]
+    fn the_four_uncertainty_scores_pick_different_samples() {
+        // Row 0: an even split of two classes (no margin); row 1: the lowest top
+        // probability; row 2: three classes near-even (the most impurity); row 3: one likely
+        // class and a long tail of small ones (the most entropy).
+        let p = arr2(&[
+            [0.5f32, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.36, 0.32, 0.32, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.41, 0.2, 0.2, 0.19, 0.0, 0.0, 0.0, 0.0],
+            [0.55, 0.07, 0.07, 0.07, 0.06, 0.06, 0.06, 0.06],
+        ]);
+        let order = |u| rank_uncertain(p.view(), u).1;
+        assert_eq!(order(Uncertainty::Margin), [0, 1, 2, 3]);
+        assert_eq!(order(Uncertainty::LeastConfidence), [1, 2, 0, 3]);
+        assert_eq!(order(Uncertainty::Gini), [2, 3, 1, 0]);
+        assert_eq!(order(Uncertainty::Entropy), [3, 2, 1, 0]);
+        let (gini, _) = rank_uncertain(p.view(), Uncertainty::Gini);
+        assert!((gini[2] - 0.7158).abs() < 1e-6, "1 − Σp² = {}", gini[2]);
+        let (entropy, _) = rank_uncertain(p.view(), Uncertainty::Entropy);
+        assert!((entropy[0] - std::f64::consts::LN_2).abs() < 1e-6);
+    }
+
+    #[test]
     fn k_center_picks_the_farthest_point_first() {
         let x = arr2(&[[0.0f32, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 5.0]]);
         let centres = arr2(&[[0.0f32, 0.0]]);
@@ -335,11 +357,34 @@ mod tests {
         assert_eq!(picks[2].0, 1);
         let d = nearest_sq_dist(x.view(), arr2(&[[0.0f32, 0.0], [10.0, 0.0]]).view());
         assert_eq!(d, vec![0.0, 1.0, 0.0, 50.0]);
-        // No centres: the first pick is seeded, and the same seed picks the same.
+        // No centres: the first pick is seeded.
         let none = ndarray::Array2::<f32>::zeros((0, 2));
         let a = k_center_greedy(x.view(), none.view(), 2, 9);
-        assert_eq!(a, k_center_greedy(x.view(), none.view(), 2, 9));
         assert_eq!(a.len(), 2);
+        assert_eq!(a[0].1, f32::INFINITY);
+    }
+
+    #[test]
+    fn k_center_picks_the_same_on_one_thread_and_on_three() {
+        // 9 000 rows: several chunks of the parallel update, run by different threads.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x = ndarray::Array2::from_shape_simple_fn((9_000, 5), || rng.random::<f32>());
+        let none = ndarray::Array2::<f32>::zeros((0, 5));
+        let on = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    (
+                        k_center_greedy(x.view(), none.view(), 12, 9),
+                        k_center_greedy(x.view(), x.slice(ndarray::s![..3, ..]), 12, 9),
+                    )
+                })
+        };
+        let one = on(1);
+        assert_eq!(one, on(3));
+        assert_eq!(one.0.len(), 12);
     }
 
     #[test]

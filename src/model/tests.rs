@@ -168,9 +168,18 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
         .map(|a| a.ncols())
         .collect();
     assert_eq!(widths, [4 * 12 * 12, 4 * 6 * 6, 8 * 4 * 4, 16, 2]);
-    // The same seed trains the same weights: dropout masks come from the seed.
-    let (again, _, _) = fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
-    assert_eq!(again.weights, trained.weights);
+    // The same seed trains the same weights on one thread and on three: dropout masks come
+    // from the seed, not from the order the threads run in.
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (again, _, _) = pool
+            .install(|| fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}))
+            .unwrap();
+        assert_eq!(again.weights, trained.weights, "{threads} threads");
+    }
 }
 
 fn odd() -> Architecture {
