@@ -302,6 +302,15 @@ fn out(r: impl std::fmt::Display) -> Printed {
     Printed::Stdout(r.to_string())
 }
 
+/// How a command holds the output root: the folder locked, shared or alone, the unit inside
+/// it, and whether it sweeps the root's leftover temporaries.
+struct Hold {
+    root: PathBuf,
+    kind: LockKind,
+    unit: Option<String>,
+    sweep_temporaries: bool,
+}
+
 impl Command {
     fn name(&self) -> &'static str {
         match self {
@@ -323,28 +332,35 @@ impl Command {
         }
     }
 
-    /// How the command holds the output root: (root, kind, unit, sweep the root's
-    /// temporaries); `None`: it writes nothing. An explicit `--out` folder is locked as a unit
-    /// of its parent folder.
-    fn lock(&self, ctx: &Ctx) -> Option<(PathBuf, LockKind, Option<String>, bool)> {
+    /// How the command holds the output root; `None`: it writes nothing. An explicit `--out`
+    /// folder is locked as a unit of its parent folder.
+    fn lock(&self, ctx: &Ctx) -> Option<Hold> {
         let layout = &ctx.layout;
         let root = layout.root.clone();
-        let shared = |unit: String| Some((root.clone(), LockKind::Shared, Some(unit), true));
+        let hold = |root: PathBuf, kind, unit, sweep_temporaries| {
+            Some(Hold {
+                root,
+                kind,
+                unit,
+                sweep_temporaries,
+            })
+        };
+        let shared = |unit: String| hold(root.clone(), LockKind::Shared, Some(unit), true);
         let own = |dir: &Path| {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             let name = dir.file_name().map(|n| n.to_string_lossy().to_string());
-            Some((
+            hold(
                 parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
                 LockKind::Shared,
                 Some(name.unwrap_or_else(|| "out".into())),
                 false,
-            ))
+            )
         };
         let unit = |p: PathBuf| layout.relative(&p);
         let arm = |a: &Arm| shared(unit(layout.arm_dir(&a.to_string())));
         let part = |kind: &str, s: &Shard| {
             let unit = Layout::part_unit(kind, s.index, s.count);
-            Some((root.clone(), LockKind::Shared, Some(unit), false))
+            hold(root.clone(), LockKind::Shared, Some(unit), false)
         };
         match self {
             Command::Split { out: Some(d), .. } | Command::Train { out: Some(d), .. } => own(d),
@@ -365,7 +381,7 @@ impl Command {
             Command::Ablate { .. } => shared(unit(layout.ablation())),
             Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.p)),
             Command::Experiment { .. } | Command::Summary { .. } | Command::Report { .. } => {
-                Some((root, LockKind::Exclusive, None, true))
+                hold(root.clone(), LockKind::Exclusive, None, true)
             }
             Command::Probe { .. } | Command::Info { .. } => None,
         }
@@ -429,12 +445,12 @@ pub fn run(cli: Cli) -> Result<Printed> {
     );
     let ctx = Ctx { p, layout };
     let _lock = match cli.command.lock(&ctx) {
-        Some((root, kind, unit, sweep)) => Some(Lock::acquire(
-            &root,
-            kind,
-            unit.as_deref(),
+        Some(h) => Some(Lock::acquire(
+            &h.root,
+            h.kind,
+            h.unit.as_deref(),
             &format!("mode {}", cli.command.name()),
-            sweep,
+            h.sweep_temporaries,
         )?),
         None => None,
     };

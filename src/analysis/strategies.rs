@@ -201,17 +201,15 @@ fn argmax_first(v: &[f32]) -> usize {
     best
 }
 
-/// BADGE's gradient embedding of one sample: (p − onehot(ŷ)) ⊗ h, `classes × width` values
-/// (the gradient of the cross-entropy at the predicted label with respect to the last layer's
-/// weights).
-pub fn badge_embedding(p: ArrayView1<f32>, h: ArrayView1<f32>) -> Vec<f32> {
+/// The residual u = p − onehot(ŷ) of one sample's probabilities at its predicted label ŷ.
+/// BADGE's gradient embedding is u ⊗ h (the gradient of the cross-entropy at ŷ with respect to
+/// the last layer's weights, `classes × width` values), never formed: see [`badge`].
+fn residual(p: ArrayView1<f32>) -> Vec<f32> {
     let yhat = crate::artifacts::argmax(p.iter().copied());
-    let mut g = Vec::with_capacity(p.len() * h.len());
-    for (c, &pc) in p.iter().enumerate() {
-        let u = pc - if c == yhat { 1.0 } else { 0.0 };
-        g.extend(h.iter().map(|&v| u * v));
-    }
-    g
+    p.iter()
+        .enumerate()
+        .map(|(c, &v)| v - if c == yhat { 1.0 } else { 0.0 })
+        .collect()
 }
 
 /// BADGE: k-means++ seeding over the gradient embeddings of the candidates (probabilities `p`,
@@ -240,17 +238,7 @@ fn badge_rows(
         return picked;
     }
     // u_i = p_i − onehot(ŷ_i); ‖g_i‖² = ‖u_i‖²‖h_i‖²; g_i·g_j = (u_i·u_j)(h_i·h_j).
-    let u: Vec<Vec<f32>> = p
-        .rows()
-        .into_iter()
-        .map(|r| {
-            let yhat = crate::artifacts::argmax(r.iter().copied());
-            r.iter()
-                .enumerate()
-                .map(|(c, &v)| v - if c == yhat { 1.0 } else { 0.0 })
-                .collect()
-        })
-        .collect();
+    let u: Vec<Vec<f32>> = p.rows().into_iter().map(residual).collect();
     let uu: Vec<f32> = u.iter().map(|v| v.iter().map(|x| x * x).sum()).collect();
     let hh: Vec<f32> = h.rows().into_iter().map(|r| r.dot(&r)).collect();
     let norms: Vec<f32> = (0..n).map(|i| uu[i] * hh[i]).collect();
@@ -302,6 +290,14 @@ fn badge_rows(
 mod tests {
     use super::*;
     use ndarray::arr2;
+
+    /// BADGE's gradient embedding of one sample written out: u ⊗ h.
+    fn badge_embedding(p: ArrayView1<f32>, h: ArrayView1<f32>) -> Vec<f32> {
+        residual(p)
+            .into_iter()
+            .flat_map(|u| h.iter().map(move |&v| u * v))
+            .collect()
+    }
 
     #[test]
     fn margin_ranks_an_even_split_first() {

@@ -23,13 +23,6 @@ pub struct LayerSelection {
     pub heads: Vec<(String, SoftmaxHead, Option<f64>)>,
 }
 
-impl LayerSelection {
-    /// The target layer of a direction.
-    pub fn target(&self, d: Direction) -> Result<&str> {
-        target(&self.rows, d)
-    }
-}
-
 /// The target layer of a direction in `layers.parquet` rows.
 pub fn target(rows: &[LayerRow], d: Direction) -> Result<&str> {
     rows.iter()

@@ -270,19 +270,19 @@ impl Stack {
 
 /// A layer's output on the way through the fleet: images `[K·B, C, H, W]` or vectors
 /// `[K, B, width]`.
-enum Act {
+enum LayerOut {
     Img(Tensor<4>),
     Vec(Tensor<3>),
 }
 
-impl Act {
+impl LayerOut {
     fn flat(self, k: usize) -> Tensor<3> {
         match self {
-            Act::Img(t) => {
+            LayerOut::Img(t) => {
                 let [kb, c, h, w] = t.dims();
                 t.reshape([k, kb / k, c * h * w])
             }
-            Act::Vec(t) => t,
+            LayerOut::Vec(t) => t,
         }
     }
 }
@@ -298,9 +298,9 @@ fn forward(
     let k = s.k;
     let [_, b, _] = x.dims();
     let mut act = if arch.is_convolutional() {
-        Act::Img(x.reshape([k * b, arch.channels, arch.height, arch.width]))
+        LayerOut::Img(x.reshape([k * b, arch.channels, arch.height, arch.width]))
     } else {
-        Act::Vec(x)
+        LayerOut::Vec(x)
     };
     let mut p = 0usize;
     let mut weights = || {
@@ -317,10 +317,10 @@ fn forward(
                     activation,
                     ..
                 },
-                Act::Img(t),
+                LayerOut::Img(t),
             ) => {
                 let (w, b) = weights();
-                Act::Img(ops::conv(
+                LayerOut::Img(ops::conv(
                     t,
                     w,
                     b,
@@ -329,10 +329,10 @@ fn forward(
                     *activation,
                 ))
             }
-            (Layer::MaxPool2d { size, stride }, Act::Img(t)) => {
-                Act::Img(ops::max_pool(t, *size, stride.unwrap_or(*size)))
+            (Layer::MaxPool2d { size, stride }, LayerOut::Img(t)) => {
+                LayerOut::Img(ops::max_pool(t, *size, stride.unwrap_or(*size)))
             }
-            (Layer::AvgPool2d { size, stride }, Act::Img(t)) => Act::Img(
+            (Layer::AvgPool2d { size, stride }, LayerOut::Img(t)) => LayerOut::Img(
                 AvgPool2dConfig::new([*size, *size])
                     .with_strides([stride.unwrap_or(*size); 2])
                     .init()
@@ -340,9 +340,9 @@ fn forward(
             ),
             (Layer::Dense { activation, .. }, a) => {
                 let (w, b) = weights();
-                Act::Vec(ops::dense(a.flat(k), w, b, *activation))
+                LayerOut::Vec(ops::dense(a.flat(k), w, b, *activation))
             }
-            (Layer::Flatten, a) => Act::Vec(a.flat(k)),
+            (Layer::Flatten, a) => LayerOut::Vec(a.flat(k)),
             (Layer::Dropout { rate }, a) if *rate > 0.0 && !drop.is_empty() => {
                 dropped(a, *rate, drop)
             }
@@ -354,7 +354,7 @@ fn forward(
 }
 
 /// Inverted dropout; model m's mask comes from `drop[m]`, in the order a model alone draws it.
-fn dropped(a: Act, rate: f64, drop: &mut [ChaCha8Rng]) -> Act {
+fn dropped(a: LayerOut, rate: f64, drop: &mut [ChaCha8Rng]) -> LayerOut {
     let keep = 1.0 / (1.0 - rate) as f32;
     let mut mask = |dims: &[usize]| -> Vec<f32> {
         let per: usize = dims.iter().product::<usize>() / drop.len();
@@ -371,15 +371,15 @@ fn dropped(a: Act, rate: f64, drop: &mut [ChaCha8Rng]) -> Act {
         v
     };
     match a {
-        Act::Img(t) => {
+        LayerOut::Img(t) => {
             let d = t.dims();
             let m = Tensor::<4>::from_data(TensorData::new(mask(&d), d), &t.device());
-            Act::Img(t * m)
+            LayerOut::Img(t * m)
         }
-        Act::Vec(t) => {
+        LayerOut::Vec(t) => {
             let d = t.dims();
             let m = Tensor::<3>::from_data(TensorData::new(mask(&d), d), &t.device());
-            Act::Vec(t * m)
+            LayerOut::Vec(t * m)
         }
     }
 }

@@ -37,7 +37,7 @@ pub struct OnnxNet {
     layers: Vec<(String, usize)>,
     classes: usize,
     /// The model ends in logits (not a Softmax): softmax is applied.
-    softmax: bool,
+    applies_softmax: bool,
     input: OnnxInput,
     /// One sample's shape as the model takes it.
     sample: Vec<usize>,
@@ -284,12 +284,12 @@ impl OnnxNet {
             }
             recorded.push((name, f.shape.rank()));
         }
-        let softmax = op_of.get(out_name.as_str()) != Some(&"Softmax");
+        let applies_softmax = op_of.get(out_name.as_str()) != Some(&"Softmax");
         Ok(OnnxNet {
             plan,
             layers: recorded,
             classes,
-            softmax,
+            applies_softmax,
             input,
             sample,
             batch,
@@ -301,7 +301,7 @@ impl OnnxNet {
 
     /// Whether the model's probabilities are its own (it ends in a Softmax).
     pub fn ends_in_softmax(&self) -> bool {
-        !self.softmax
+        !self.applies_softmax
     }
 
     /// Run one chunk of rows: the recorded layers, then the probabilities.
@@ -330,7 +330,7 @@ impl OnnxNet {
             result.push(self.reduce(name, t, n)?);
         }
         let mut probs = self.reduce(OUTPUT, &outs[0], n)?;
-        if self.softmax {
+        if self.applies_softmax {
             for mut r in probs.rows_mut() {
                 let m = r.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 r.mapv_inplace(|v| (v - m).exp());
@@ -439,7 +439,7 @@ impl Classifier for OnnxNet {
         let mut m = BTreeMap::new();
         m.insert(
             OUTPUT_KEY.to_string(),
-            if self.softmax {
+            if self.applies_softmax {
                 SOFTMAX_APPLIED
             } else {
                 MODEL_PROBABILITIES

@@ -259,7 +259,7 @@ fn inference_equals_the_training_forward_pass() {
         let net = net_of(&arch, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Array2::from_shape_fn((200, arch.inputs()), |_| rng.random::<f32>());
-        let ours = net.predict(&x).unwrap();
+        let ours = super::Classifier::predict(&net, &x).unwrap();
         let burn = fleet::burn_probs(&net, &x);
         let diff = (&ours - &burn).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
         assert!(diff <= 1e-5, "{}: max |diff| {diff}", arch.describe());
