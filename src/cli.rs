@@ -503,28 +503,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             data,
             out,
         } => {
-            use stages::evaluate::EvaluateArgs;
-            let a = match (step_or(arm, iteration), onnx) {
-                (Some(at), _) => EvaluateArgs::Step(at),
-                (None, Some(onnx)) => EvaluateArgs::Onnx {
-                    model: onnx,
-                    data: data.unwrap_or_else(|| l.split(Split::Test)),
-                    out: IterDir(out.unwrap_or_default()),
-                },
-                (None, None) => {
-                    let model = model.unwrap_or_else(|| l.initial().model());
-                    let out = out
-                        .or_else(|| model.parent().map(Path::to_path_buf))
-                        .unwrap_or_default();
-                    EvaluateArgs::Model {
-                        model,
-                        data: data.unwrap_or_else(|| l.split(Split::Test)),
-                        out: IterDir(out),
-                        arm: crate::engine::train::INITIAL.into(),
-                        iteration: 0,
-                    }
-                }
-            };
+            let a = evaluate_args(l, step_or(arm, iteration), model, onnx, data, out);
             log(stages::evaluate::run(ctx, &a)?)
         }
         Command::Probe {
@@ -535,28 +514,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             data,
             out,
         } => {
-            use stages::probe::ProbeArgs;
-            let data = if data.is_empty() {
-                vec![l.split(Split::Train), l.split(Split::Test)]
-            } else {
-                data
-            };
-            let a = match (step_or(arm, iteration), model, onnx, out) {
-                (Some(at), ..) => ProbeArgs::Step(at),
-                (None, Some(model), None, Some(out)) => ProbeArgs::Model {
-                    model,
-                    data,
-                    out: IterDir(out),
-                },
-                (None, None, Some(model), Some(out)) => ProbeArgs::Onnx {
-                    model,
-                    data,
-                    out: IterDir(out),
-                },
-                _ => bail!(
-                    "probe what? pass --arm A --iteration K, or --model FILE --out DIR, or --onnx FILE --out DIR"
-                ),
-            };
+            let a = probe_args(l, step_or(arm, iteration), model, onnx, data, out)?;
             log(stages::probe::run(ctx, &a)?)
         }
         Command::Layers { arm, iteration, .. } => {
@@ -584,6 +542,14 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                 },
             },
         )?),
+        command => dispatch_runs(ctx, command)?,
+    })
+}
+
+/// The commands over whole runs: the experiment, the grids, the tables, the report, `info`.
+fn dispatch_runs(ctx: &Ctx, command: Command) -> Result<Printed> {
+    let l = &ctx.layout;
+    Ok(match command {
         Command::Experiment { arms } => log(stages::experiment::run(
             ctx,
             &stages::experiment::ExperimentArgs {
@@ -615,24 +581,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             shard,
             merge,
         } => {
-            let list = if settings.is_empty() {
-                ctx.p.ablate.settings.clone()
-            } else {
-                settings
-            };
-            out(stages::ablate::run(
-                ctx,
-                &stages::ablate::AblateArgs {
-                    settings: list
-                        .iter()
-                        .map(|s| stages::ablate::Setting::parse(s))
-                        .collect::<Result<_>>()?,
-                    arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
-                    seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
-                    idx_dir,
-                    plan: plan(shard, merge),
-                },
-            )?)
+            let a = ablate_args(ctx, settings, arms, seeds, idx_dir, plan(shard, merge))?;
+            out(stages::ablate::run(ctx, &a)?)
         }
         Command::Summary {
             out: file,
@@ -654,27 +604,125 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                 out: out.unwrap_or_else(|| l.report_dir()),
             },
         )?),
-        Command::Info { what } => {
-            use stages::info::InfoArgs;
-            let a = match what {
-                InfoCommand::MaxIter => InfoArgs::MaxIter,
-                InfoCommand::Pipelines => InfoArgs::Pipelines,
-                InfoCommand::Arms { list } => InfoArgs::Arms(Arm::parse_list(&list)?),
-                InfoCommand::Path {
-                    artifact,
-                    arm,
-                    iteration,
-                } => InfoArgs::Path {
-                    artifact,
-                    arm,
-                    k: iteration,
-                },
-                InfoCommand::Makefile { experiment, chain } => InfoArgs::Makefile {
-                    experiment: Arm::parse_list(&experiment)?,
-                    chain: Arm::parse_list(&chain)?,
-                },
-            };
-            out(stages::info::run(ctx, &a)?)
+        Command::Info { what } => out(stages::info::run(ctx, &info_args(what)?)?),
+        _ => unreachable!("a stage of one iteration, run by dispatch"),
+    })
+}
+
+/// What `mode evaluate` evaluates: a step of an arm, an ONNX model, or a model file (the
+/// initial model by default).
+fn evaluate_args(
+    l: &Layout,
+    at: Option<At>,
+    model: Option<PathBuf>,
+    onnx: Option<PathBuf>,
+    data: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> stages::evaluate::EvaluateArgs {
+    use stages::evaluate::EvaluateArgs;
+    match (at, onnx) {
+        (Some(at), _) => EvaluateArgs::Step(at),
+        (None, Some(onnx)) => EvaluateArgs::Onnx {
+            model: onnx,
+            data: data.unwrap_or_else(|| l.split(Split::Test)),
+            out: IterDir(out.unwrap_or_default()),
+        },
+        (None, None) => {
+            let model = model.unwrap_or_else(|| l.initial().model());
+            let out = out
+                .or_else(|| model.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            EvaluateArgs::Model {
+                model,
+                data: data.unwrap_or_else(|| l.split(Split::Test)),
+                out: IterDir(out),
+                arm: crate::engine::train::INITIAL.into(),
+                iteration: 0,
+            }
         }
+    }
+}
+
+/// What `mode probe` probes: a step of an arm, a model file or an ONNX model (the train and
+/// test splits by default).
+fn probe_args(
+    l: &Layout,
+    at: Option<At>,
+    model: Option<PathBuf>,
+    onnx: Option<PathBuf>,
+    data: Vec<PathBuf>,
+    out: Option<PathBuf>,
+) -> Result<stages::probe::ProbeArgs> {
+    use stages::probe::ProbeArgs;
+    let data = if data.is_empty() {
+        vec![l.split(Split::Train), l.split(Split::Test)]
+    } else {
+        data
+    };
+    Ok(match (at, model, onnx, out) {
+        (Some(at), ..) => ProbeArgs::Step(at),
+        (None, Some(model), None, Some(out)) => ProbeArgs::Model {
+            model,
+            data,
+            out: IterDir(out),
+        },
+        (None, None, Some(model), Some(out)) => ProbeArgs::Onnx {
+            model,
+            data,
+            out: IterDir(out),
+        },
+        _ => bail!(
+            "probe what? pass --arm A --iteration K, or --model FILE --out DIR, or --onnx FILE --out DIR"
+        ),
+    })
+}
+
+/// The ablation's settings, arms and seeds: the command line's, else the pipeline's
+/// `[ablate]`.
+fn ablate_args(
+    ctx: &Ctx,
+    settings: Vec<String>,
+    arms: Option<String>,
+    seeds: Option<usize>,
+    idx_dir: Option<PathBuf>,
+    plan: Plan,
+) -> Result<stages::ablate::AblateArgs> {
+    let list = if settings.is_empty() {
+        ctx.p.ablate.settings.clone()
+    } else {
+        settings
+    };
+    Ok(stages::ablate::AblateArgs {
+        settings: list
+            .iter()
+            .map(|s| stages::ablate::Setting::parse(s))
+            .collect::<Result<_>>()?,
+        arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
+        seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
+        idx_dir,
+        plan,
+    })
+}
+
+/// What `mode info` tells.
+fn info_args(what: InfoCommand) -> Result<stages::info::InfoArgs> {
+    use stages::info::InfoArgs;
+    Ok(match what {
+        InfoCommand::MaxIter => InfoArgs::MaxIter,
+        InfoCommand::Pipelines => InfoArgs::Pipelines,
+        InfoCommand::Arms { list } => InfoArgs::Arms(Arm::parse_list(&list)?),
+        InfoCommand::Path {
+            artifact,
+            arm,
+            iteration,
+        } => InfoArgs::Path {
+            artifact,
+            arm,
+            k: iteration,
+        },
+        InfoCommand::Makefile { experiment, chain } => InfoArgs::Makefile {
+            experiment: Arm::parse_list(&experiment)?,
+            chain: Arm::parse_list(&chain)?,
+        },
     })
 }
