@@ -413,17 +413,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         let mut correct = vec![0usize; k];
         for (b, start) in (0..n).step_by(cfg.batch_size).enumerate() {
             let len = cfg.batch_size.min(n - start);
-            let mut xb = Vec::with_capacity(k * len * d);
-            let mut yb = Vec::with_capacity(k * len);
-            for (j, o) in jobs.iter().zip(&orders) {
-                for &i in &o[start..start + len] {
-                    match j.x.row(i).as_slice() {
-                        Some(r) => xb.extend_from_slice(r),
-                        None => xb.extend(j.x.row(i).iter().copied()),
-                    }
-                    yb.push(j.y[i] as i64);
-                }
-            }
+            let (xb, yb) = gather(&jobs, &orders, start..start + len);
             let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
             let logits = forward(&arch, &stack, input, &mut drop_rng)?;
             let pred: Vec<i64> = logits
@@ -466,6 +456,37 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             });
         }
     }
+    unstack(jobs, &stack, &names, failed, stats)
+}
+
+/// Every model's samples at positions `at` of its epoch's order, model after model: the
+/// inputs `[K·len·d]` and the labels `[K·len]`.
+fn gather(jobs: &[Job], orders: &[Vec<usize>], at: std::ops::Range<usize>) -> (Vec<f32>, Vec<i64>) {
+    let (k, len, d) = (jobs.len(), at.len(), jobs[0].x.ncols());
+    let mut xb = Vec::with_capacity(k * len * d);
+    let mut yb = Vec::with_capacity(k * len);
+    for (j, o) in jobs.iter().zip(orders) {
+        for &i in &o[at.clone()] {
+            match j.x.row(i).as_slice() {
+                Some(r) => xb.extend_from_slice(r),
+                None => xb.extend(j.x.row(i).iter().copied()),
+            }
+            yb.push(j.y[i] as i64);
+        }
+    }
+    (xb, yb)
+}
+
+/// Each model of the trained fleet as its own: its weights and Adam's state out of the stack,
+/// its epochs; a model whose training failed as its error.
+fn unstack(
+    jobs: Vec<Job>,
+    stack: &Stack,
+    names: &[(String, Vec<usize>)],
+    mut failed: Vec<Option<String>>,
+    mut stats: Vec<Vec<EpochStats>>,
+) -> Result<Vec<Result<Trained>>> {
+    let k = jobs.len();
     let params = stack.slices(&stack.params);
     let m1 = stack.slices(&stack.m);
     let m2 = stack.slices(&stack.v);
@@ -486,7 +507,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         out.push(Ok(Trained {
             net,
             epochs: std::mem::take(&mut stats[m]),
-            state: OptimState::encode(&names, &state)?,
+            state: OptimState::encode(names, &state)?,
         }));
     }
     if out.len() != k {
