@@ -399,14 +399,54 @@ fn check_part(
 ) -> Result<(Shard, Part)> {
     let shown = path.display();
     let m = PartManifest::read(path)?;
-    let again = |s: &ShardOf| {
-        format!(
-            "remove it and run `mode {} --shard {}/{}` again",
-            command(&grid.kind),
-            s.index,
-            s.count
-        )
+    check_manifest(path, &m, grid, name_shard)?;
+    let s = Shard {
+        index: m.shard.index,
+        count: m.shard.count,
     };
+    let want = assigned(grid, s).with_context(|| format!("{shown}"))?;
+    if m.units != want {
+        bail!(
+            "{shown} holds units {:?}, but shard {s} is assigned {:?}: {}",
+            m.units,
+            want,
+            again(grid, &m.shard)
+        );
+    }
+    let file = dir.join(&m.file);
+    check_file(path, &file, &m, grid)?;
+    let rows = Vec::<PartRow>::read(&file)?;
+    check_rows(&file, &rows, &m, grid, &want)?;
+    Ok((
+        s,
+        Part {
+            file,
+            binary: m.binary,
+            rows,
+        },
+    ))
+}
+
+/// What to do about a broken part of shard `s`.
+fn again(grid: &Grid, s: &ShardOf) -> String {
+    format!(
+        "remove it and run `mode {} --shard {}/{}` again",
+        command(&grid.kind),
+        s.index,
+        s.count
+    )
+}
+
+/// A part's manifest belongs to this grid: its name's shard, the grid's kind, settings and
+/// plan, its fingerprint, the binary's version.
+fn check_manifest(
+    path: &Path,
+    m: &PartManifest,
+    grid: &Grid,
+    name_shard: (usize, usize),
+) -> Result<()> {
+    let shown = path.display();
+    let again = |s: &ShardOf| again(grid, s);
     if (m.shard.index, m.shard.count) != name_shard {
         bail!(
             "{shown}: its name says shard {}/{} but its manifest says {}/{}: a part was renamed; {}",
@@ -453,20 +493,13 @@ fn check_part(
             env!("CARGO_PKG_VERSION")
         );
     }
-    let s = Shard {
-        index: m.shard.index,
-        count: m.shard.count,
-    };
-    let want = assigned(grid, s).with_context(|| format!("{shown}"))?;
-    if m.units != want {
-        bail!(
-            "{shown} holds units {:?}, but shard {s} is assigned {:?}: {}",
-            m.units,
-            want,
-            again(&m.shard)
-        );
-    }
-    let file = dir.join(&m.file);
+    Ok(())
+}
+
+/// The part file beside the manifest `path` is the one it names, there and unchanged.
+fn check_file(path: &Path, file: &Path, m: &PartManifest, grid: &Grid) -> Result<()> {
+    let shown = path.display();
+    let again = |s: &ShardOf| again(grid, s);
     if Layout::part_manifest(&file) != path {
         bail!(
             "{shown} names the part {:?}, not the one beside it: {}",
@@ -490,9 +523,19 @@ fn check_part(
             again(&m.shard)
         );
     }
-    let rows = Vec::<PartRow>::read(&file)?;
-    let wrong = |what: String| -> Result<(Shard, Part)> {
-        bail!("{} {what}: {}", file.display(), again(&m.shard))
+    Ok(())
+}
+
+/// A part's rows are its units', in order, each with one iteration-0 row per arm of the grid.
+fn check_rows(
+    file: &Path,
+    rows: &[PartRow],
+    m: &PartManifest,
+    grid: &Grid,
+    want: &[Unit],
+) -> Result<()> {
+    let wrong = |what: String| -> Result<()> {
+        bail!("{} {what}: {}", file.display(), again(grid, &m.shard))
     };
     if rows.len() != m.rows {
         return wrong(format!(
@@ -501,9 +544,8 @@ fn check_part(
             m.rows
         ));
     }
-    // The rows are the units', in order, each with one iteration-0 row per arm of the grid.
     let mut at = 0;
-    for &u in &want {
+    for &u in want {
         let (label, seed) = (&grid.settings[u.setting], seed_of(grid, u) as i64);
         let n = rows[at..]
             .iter()
@@ -536,14 +578,7 @@ fn check_part(
             x.setting, x.seed
         ));
     }
-    Ok((
-        s,
-        Part {
-            file,
-            binary: m.binary,
-            rows,
-        },
-    ))
+    Ok(())
 }
 
 /// Read every part of `grid` under `parts/`, check them (see the module) and return every
