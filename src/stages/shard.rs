@@ -591,6 +591,36 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
     let first = format!("run `mode {cmd} --shard I/N` for every shard I of N first");
     let entries = std::fs::read_dir(&dir)
         .with_context(|| format!("no parts to merge: cannot read {} ({first})", dir.display()))?;
+    let (manifests, unfinished) = listing(&dir, kind, entries)?;
+    if manifests.is_empty() {
+        bail!(
+            "no finished parts of this {kind} in {}: {first}",
+            dir.display()
+        );
+    }
+    let mut parts: BTreeMap<(usize, usize), Vec<Part>> = BTreeMap::new();
+    for (path, name_shard) in &manifests {
+        let (s, part) = check_part(&dir, path, grid, *name_shard)?;
+        parts.entry((s.count, s.index)).or_default().push(part);
+    }
+    let n = one_sharding(&dir, kind, &parts)?;
+    check_missing(&dir, grid, &parts, n, &unfinished)?;
+    let out = unit_results(grid, &parts, n)?;
+    let got: Vec<Unit> = out.iter().map(|(u, _)| *u).collect();
+    if got != units(grid) {
+        bail!(
+            "the parts in {} do not cover the grid's units exactly once (got {got:?})",
+            dir.display()
+        );
+    }
+    Ok((out, n))
+}
+
+/// The finished parts' manifests in `dir` (path, the shard their name says) and the
+/// unfinished parts (shard, count, file name), sorted.
+type Listing = (Vec<(PathBuf, (usize, usize))>, Vec<(usize, usize, String)>);
+
+fn listing(dir: &Path, kind: &str, entries: std::fs::ReadDir) -> Result<Listing> {
     let mut manifests = Vec::new();
     let mut unfinished = Vec::new();
     for e in entries {
@@ -606,17 +636,16 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
     }
     manifests.sort();
     unfinished.sort();
-    if manifests.is_empty() {
-        bail!(
-            "no finished parts of this {kind} in {}: {first}",
-            dir.display()
-        );
-    }
-    let mut parts: BTreeMap<(usize, usize), Vec<Part>> = BTreeMap::new();
-    for (path, name_shard) in &manifests {
-        let (s, part) = check_part(&dir, path, grid, *name_shard)?;
-        parts.entry((s.count, s.index)).or_default().push(part);
-    }
+    Ok((manifests, unfinished))
+}
+
+/// The parts come from one sharding, one binary, and copies of a shard agree: the number of
+/// shards.
+fn one_sharding(
+    dir: &Path,
+    kind: &str,
+    parts: &BTreeMap<(usize, usize), Vec<Part>>,
+) -> Result<usize> {
     let counts: Vec<usize> = {
         let mut c: Vec<usize> = parts.keys().map(|k| k.0).collect();
         c.dedup();
@@ -644,7 +673,7 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             other.binary.crc32
         );
     }
-    for ((_, i), copies) in &parts {
+    for ((_, i), copies) in parts {
         for other in &copies[1..] {
             if let Some((row, col)) = first_difference(&copies[0].rows, &other.rows) {
                 let at = copies[0]
@@ -665,6 +694,19 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             }
         }
     }
+    Ok(n)
+}
+
+/// Every shard of `n` has a finished part.
+fn check_missing(
+    dir: &Path,
+    grid: &Grid,
+    parts: &BTreeMap<(usize, usize), Vec<Part>>,
+    n: usize,
+    unfinished: &[(usize, usize, String)],
+) -> Result<()> {
+    let kind = grid.kind.as_str();
+    let cmd = command(kind);
     let missing: Vec<String> = (0..n)
         .filter(|i| !parts.contains_key(&(n, *i)))
         .map(|i| {
@@ -701,6 +743,15 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             if missing.len() == 1 { "it" } else { "them" }
         );
     }
+    Ok(())
+}
+
+/// Every unit's result, shard by shard, in each shard's assigned order.
+fn unit_results(
+    grid: &Grid,
+    parts: &BTreeMap<(usize, usize), Vec<Part>>,
+    n: usize,
+) -> Result<Vec<(Unit, SeedResult)>> {
     let mut out = Vec::new();
     for i in 0..n {
         let part = &parts[&(n, i)][0];
@@ -716,14 +767,7 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             at += k;
         }
     }
-    let got: Vec<Unit> = out.iter().map(|(u, _)| *u).collect();
-    if got != units(grid) {
-        bail!(
-            "the parts in {} do not cover the grid's units exactly once (got {got:?})",
-            dir.display()
-        );
-    }
-    Ok((out, n))
+    Ok(out)
 }
 
 #[cfg(test)]
