@@ -661,127 +661,28 @@ fn cstep(
     {
         return Some((stx, sty, stp, brackt, 0));
     }
-    let finite = |v: [f64; 3]| v.iter().all(|x| x.is_finite());
-    let largest = |v: [f64; 3]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let sgnd = stp.gx * (stx.gx / stx.gx.abs());
-    let info;
-    let bound;
-    let mut stpf;
-    if stp.fx > stx.fx {
-        // Higher value: the minimum is bracketed; the cubic step if it is closer to stx, else
-        // halfway between the cubic and the quadratic steps.
-        info = 1;
-        bound = true;
-        let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
-        let t = [theta, stx.gx, stp.gx];
-        if !finite(t) {
-            return None;
-        }
-        let s = largest(t);
-        let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
-        if stp.x < stx.x {
-            gamma = -gamma;
-        }
-        let p = (gamma - stx.gx) + theta;
-        let q = ((gamma - stx.gx) + gamma) + stp.gx;
-        let r = p / q;
-        let stpc = stx.x + r * (stp.x - stx.x);
-        let stpq = stx.x
-            + ((stx.gx / ((stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx)) / 2.0) * (stp.x - stx.x);
-        stpf = if (stpc - stx.x).abs() < (stpq - stx.x).abs() {
-            stpc
-        } else {
-            stpc + (stpq - stpc) / 2.0
-        };
+    let (info, bound, stpf) = if stp.fx > stx.fx {
+        let stpf = step_higher(stx, stp)?;
         brackt = true;
+        (1, true, stpf)
     } else if sgnd < 0.0 {
-        // Lower value, derivatives of opposite sign: bracketed; the step farther from stp.
-        info = 2;
-        bound = false;
-        let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
-        let t = [theta, stx.gx, stp.gx];
-        if !finite(t) {
-            return None;
-        }
-        let s = largest(t);
-        let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
-        if stp.x > stx.x {
-            gamma = -gamma;
-        }
-        let p = (gamma - stp.gx) + theta;
-        let q = ((gamma - stp.gx) + gamma) + stx.gx;
-        let r = p / q;
-        let stpc = stp.x + r * (stx.x - stp.x);
-        let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
-        stpf = if (stpc - stp.x).abs() > (stpq - stp.x).abs() {
-            stpc
-        } else {
-            stpq
-        };
+        let stpf = step_opposite_slopes(stx, stp)?;
         brackt = true;
+        (2, false, stpf)
     } else if stp.gx.abs() < stx.gx.abs() {
-        // Lower value, same sign, smaller derivative magnitude.
-        info = 3;
-        bound = true;
-        let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
-        let t = [theta, stx.gx, stp.gx];
-        if !finite(t) {
-            return None;
-        }
-        let s = largest(t);
-        let mut gamma = s * 0.0f64
-            .max((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s))
-            .sqrt();
-        if stp.x > stx.x {
-            gamma = -gamma;
-        }
-        let p = (gamma - stp.gx) + theta;
-        let q = (gamma + (stx.gx - stp.gx)) + gamma;
-        let r = p / q;
-        let stpc = if r < 0.0 && gamma != 0.0 {
-            stp.x + r * (stx.x - stp.x)
-        } else if stp.x > stx.x {
-            stpmax
-        } else {
-            stpmin
-        };
-        let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
-        stpf = if brackt {
-            if (stp.x - stpc).abs() < (stp.x - stpq).abs() {
-                stpc
-            } else {
-                stpq
-            }
-        } else if (stp.x - stpc).abs() > (stp.x - stpq).abs() {
-            stpc
-        } else {
-            stpq
-        };
+        (
+            3,
+            true,
+            step_smaller_slope(stx, stp, brackt, stpmin, stpmax)?,
+        )
     } else {
-        // Lower value, same sign, derivative not smaller: cubic with sty, or a bound.
-        info = 4;
-        bound = false;
-        stpf = if brackt {
-            let theta = 3.0 * (stp.fx - sty.fx) / (sty.x - stp.x) + sty.gx + stp.gx;
-            let t = [theta, sty.gx, stp.gx];
-            if !finite(t) {
-                return None;
-            }
-            let s = largest(t);
-            let mut gamma = s * ((theta / s).powi(2) - (sty.gx / s) * (stp.gx / s)).sqrt();
-            if stp.x > sty.x {
-                gamma = -gamma;
-            }
-            let p = (gamma - stp.gx) + theta;
-            let q = ((gamma - stp.gx) + gamma) + sty.gx;
-            let r = p / q;
-            stp.x + r * (sty.x - stp.x)
-        } else if stp.x > stx.x {
-            stpmax
-        } else {
-            stpmin
-        };
-    }
+        (
+            4,
+            false,
+            step_larger_slope(stx, sty, stp, brackt, stpmin, stpmax)?,
+        )
+    };
     let mut stx_o = stx;
     let mut sty_o = sty;
     let mut stp_o = stp;
@@ -793,7 +694,7 @@ fn cstep(
         }
         stx_o = stp_o;
     }
-    stpf = stpmax.min(stpf);
+    let mut stpf = stpmax.min(stpf);
     stpf = stpmin.max(stpf);
     stp_o.x = stpf;
     if brackt && bound {
@@ -804,6 +705,135 @@ fn cstep(
         }
     }
     Some((stx_o, sty_o, stp_o, brackt, info))
+}
+
+fn finite(v: [f64; 3]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+fn largest(v: [f64; 3]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// `cstep`'s case 1, a higher value: the minimum is bracketed; the cubic step if it is closer
+/// to stx, else halfway between the cubic and the quadratic steps.
+fn step_higher(stx: Step, stp: Step) -> Option<f64> {
+    let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
+    let t = [theta, stx.gx, stp.gx];
+    if !finite(t) {
+        return None;
+    }
+    let s = largest(t);
+    let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
+    if stp.x < stx.x {
+        gamma = -gamma;
+    }
+    let p = (gamma - stx.gx) + theta;
+    let q = ((gamma - stx.gx) + gamma) + stp.gx;
+    let r = p / q;
+    let stpc = stx.x + r * (stp.x - stx.x);
+    let stpq =
+        stx.x + ((stx.gx / ((stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx)) / 2.0) * (stp.x - stx.x);
+    Some(if (stpc - stx.x).abs() < (stpq - stx.x).abs() {
+        stpc
+    } else {
+        stpc + (stpq - stpc) / 2.0
+    })
+}
+
+/// Case 2, a lower value and derivatives of opposite sign: bracketed; the step farther from
+/// stp.
+fn step_opposite_slopes(stx: Step, stp: Step) -> Option<f64> {
+    let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
+    let t = [theta, stx.gx, stp.gx];
+    if !finite(t) {
+        return None;
+    }
+    let s = largest(t);
+    let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
+    if stp.x > stx.x {
+        gamma = -gamma;
+    }
+    let p = (gamma - stp.gx) + theta;
+    let q = ((gamma - stp.gx) + gamma) + stx.gx;
+    let r = p / q;
+    let stpc = stp.x + r * (stx.x - stp.x);
+    let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
+    Some(if (stpc - stp.x).abs() > (stpq - stp.x).abs() {
+        stpc
+    } else {
+        stpq
+    })
+}
+
+/// Case 3, a lower value, the same sign and a smaller derivative magnitude.
+fn step_smaller_slope(stx: Step, stp: Step, brackt: bool, stpmin: f64, stpmax: f64) -> Option<f64> {
+    let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
+    let t = [theta, stx.gx, stp.gx];
+    if !finite(t) {
+        return None;
+    }
+    let s = largest(t);
+    let mut gamma = s * 0.0f64
+        .max((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s))
+        .sqrt();
+    if stp.x > stx.x {
+        gamma = -gamma;
+    }
+    let p = (gamma - stp.gx) + theta;
+    let q = (gamma + (stx.gx - stp.gx)) + gamma;
+    let r = p / q;
+    let stpc = if r < 0.0 && gamma != 0.0 {
+        stp.x + r * (stx.x - stp.x)
+    } else if stp.x > stx.x {
+        stpmax
+    } else {
+        stpmin
+    };
+    let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
+    Some(if brackt {
+        if (stp.x - stpc).abs() < (stp.x - stpq).abs() {
+            stpc
+        } else {
+            stpq
+        }
+    } else if (stp.x - stpc).abs() > (stp.x - stpq).abs() {
+        stpc
+    } else {
+        stpq
+    })
+}
+
+/// Case 4, a lower value, the same sign and a derivative not smaller: the cubic with sty when
+/// bracketed, else a bound.
+fn step_larger_slope(
+    stx: Step,
+    sty: Step,
+    stp: Step,
+    brackt: bool,
+    stpmin: f64,
+    stpmax: f64,
+) -> Option<f64> {
+    Some(if brackt {
+        let theta = 3.0 * (stp.fx - sty.fx) / (sty.x - stp.x) + sty.gx + stp.gx;
+        let t = [theta, sty.gx, stp.gx];
+        if !finite(t) {
+            return None;
+        }
+        let s = largest(t);
+        let mut gamma = s * ((theta / s).powi(2) - (sty.gx / s) * (stp.gx / s)).sqrt();
+        if stp.x > sty.x {
+            gamma = -gamma;
+        }
+        let p = (gamma - stp.gx) + theta;
+        let q = ((gamma - stp.gx) + gamma) + sty.gx;
+        let r = p / q;
+        stp.x + r * (sty.x - stp.x)
+    } else if stp.x > stx.x {
+        stpmax
+    } else {
+        stpmin
+    })
 }
 
 /// The objective in f64 throughout (the tests' yardstick): `w` is `features × classes`.
