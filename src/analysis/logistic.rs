@@ -492,10 +492,6 @@ fn line_search(
     f0: f64,
     dginit: f64,
 ) -> Option<(f64, f64)> {
-    const FTOL: f64 = 1e-4;
-    const GTOL: f64 = 0.9;
-    const XTRAPF: f64 = 4.0;
-    const XTOL: f64 = 1e-10;
     let stpmin = f64::EPSILON.sqrt();
     let mut stpmax = f64::INFINITY;
     if dginit >= 0.0 || dginit.is_nan() {
@@ -504,71 +500,151 @@ fn line_search(
     let dgtest = FTOL * dginit;
     let mut width = stpmax - stpmin;
     let mut width1 = 2.0 * width;
-    let mut stp = Step {
-        x: 1.0,
-        fx: f64::NAN,
-        gx: f64::NAN,
-    };
-    let mut stx = Step {
+    let start = Step {
         x: 0.0,
         fx: f0,
         gx: dginit,
     };
-    let mut sty = stx;
-    let mut brackt = false;
+    let mut iv = Interval {
+        stx: start,
+        sty: start,
+        stp: Step {
+            x: 1.0,
+            fx: f64::NAN,
+            gx: f64::NAN,
+        },
+        brackt: false,
+        infoc: 1,
+    };
     let mut stage1 = true;
-    let mut infoc = 1;
     // The lowest trial so far (step, objective), the fallback.
     let mut best: Option<(f64, f64)> = None;
     for _ in 0..MAX_TRIALS {
-        let (stmin, stmax) = if brackt {
-            (stx.x.min(sty.x), stx.x.max(sty.x))
+        let (stmin, stmax) = if iv.brackt {
+            (iv.stx.x.min(iv.sty.x), iv.stx.x.max(iv.sty.x))
         } else {
-            (stx.x, stp.x + XTRAPF * (stp.x - stx.x))
+            (iv.stx.x, iv.stp.x + XTRAPF * (iv.stp.x - iv.stx.x))
         };
-        stp.x = stp.x.max(stpmin).min(stpmax);
+        iv.stp.x = iv.stp.x.max(stpmin).min(stpmax);
         // Out of the interval, or the interval too narrow: back to the best step (then stop).
-        if (brackt && (stp.x <= stmin || stp.x >= stmax || stmax - stmin <= XTOL * stmax))
-            || infoc == 0
+        if (iv.brackt && (iv.stp.x <= stmin || iv.stp.x >= stmax || stmax - stmin <= XTOL * stmax))
+            || iv.infoc == 0
         {
-            stp.x = stx.x;
+            iv.stp.x = iv.stx.x;
         }
-        let (f, dg) = problem.trial(stp.x);
+        let (f, dg) = problem.trial(iv.stp.x);
         *evaluations += 1;
         if !f.is_finite() || !dg.is_finite() {
             // Overflow: never step this far again; try halfway back.
-            stpmax = stp.x;
-            stp.x = stx.x + 0.5 * (stp.x - stx.x);
+            stpmax = iv.stp.x;
+            iv.stp.x = iv.stx.x + 0.5 * (iv.stp.x - iv.stx.x);
             continue;
         }
         if best.is_none_or(|(_, fb)| f < fb) {
-            best = Some((stp.x, f));
+            best = Some((iv.stp.x, f));
         }
-        let ftest1 = f0 + stp.x * dgtest;
-        let mut info = 0;
-        if (brackt && (stp.x <= stmin || stp.x >= stmax)) || infoc == 0 {
-            info = 6;
-        }
-        if (stp.x - stpmax).abs() < f64::EPSILON && f <= ftest1 && dg <= dgtest {
-            info = 5;
-        }
-        if (stp.x - stpmin).abs() < f64::EPSILON && (f > ftest1 || dg >= dgtest) {
-            info = 4;
-        }
-        if brackt && stmax - stmin <= XTOL * stmax {
-            info = 2;
-        }
-        if f <= ftest1 && dg.abs() <= GTOL * (-dginit) {
-            info = 1;
-        }
-        if info != 0 {
-            return Some((stp.x, f));
+        let ftest1 = f0 + iv.stp.x * dgtest;
+        let bounds = Bounds {
+            stmin,
+            stmax,
+            stpmin,
+            stpmax,
+        };
+        if iv.settled(f, dg, ftest1, dginit, &bounds) {
+            return Some((iv.stp.x, f));
         }
         if stage1 && f <= ftest1 && dg >= FTOL.min(GTOL) * dginit {
             stage1 = false;
         }
         // argmin compares with the previous trial's value here (MINPACK: with stx's).
-        let stepped = if stage1 && f <= stp.fx && f > ftest1 {
+        let modified = stage1 && f <= iv.stp.fx && f > ftest1;
+        if iv
+            .advance(f, dg, modified.then_some(dgtest), stmin, stmax)
+            .is_none()
+        {
+            break;
+        }
+        if iv.brackt {
+            if (iv.sty.x - iv.stx.x).abs() >= 0.66 * width1 {
+                iv.stp.x = iv.stx.x + 0.5 * (iv.sty.x - iv.stx.x);
+            }
+            width1 = width;
+            width = (iv.sty.x - iv.stx.x).abs();
+        }
+    }
+    best.filter(|&(_, fb)| fb < f0)
+}
+
+/// The line search's sufficient-decrease and curvature constants (c₁, c₂), its extrapolation
+/// factor and its relative width tolerance.
+const FTOL: f64 = 1e-4;
+const GTOL: f64 = 0.9;
+const XTRAPF: f64 = 4.0;
+const XTOL: f64 = 1e-10;
+
+/// The line search's state: the interval's ends `stx` (the best step so far) and `sty`, the
+/// trial `stp`, whether a minimiser is bracketed, and `cstep`'s last `info`.
+struct Interval {
+    stx: Step,
+    sty: Step,
+    stp: Step,
+    brackt: bool,
+    infoc: usize,
+}
+
+/// The steps a trial may take: the current interval's and the search's.
+struct Bounds {
+    stmin: f64,
+    stmax: f64,
+    stpmin: f64,
+    stpmax: f64,
+}
+
+impl Interval {
+    /// Whether the search ends at the trial (objective `f`, slope `dg`): MINPACK's `info` 1
+    /// (both Wolfe conditions hold), 2 (the interval is too narrow), 4 or 5 (at a bound), 6
+    /// (rounding errors prevent progress).
+    fn settled(&self, f: f64, dg: f64, ftest1: f64, dginit: f64, b: &Bounds) -> bool {
+        let dgtest = FTOL * dginit;
+        let stp = self.stp.x;
+        let mut info = 0;
+        if (self.brackt && (stp <= b.stmin || stp >= b.stmax)) || self.infoc == 0 {
+            info = 6;
+        }
+        if (stp - b.stpmax).abs() < f64::EPSILON && f <= ftest1 && dg <= dgtest {
+            info = 5;
+        }
+        if (stp - b.stpmin).abs() < f64::EPSILON && (f > ftest1 || dg >= dgtest) {
+            info = 4;
+        }
+        if self.brackt && b.stmax - b.stmin <= XTOL * b.stmax {
+            info = 2;
+        }
+        if f <= ftest1 && dg.abs() <= GTOL * (-dginit) {
+            info = 1;
+        }
+        info != 0
+    }
+
+    /// The next interval and trial from the trial's objective `f` and slope `dg` by `cstep`,
+    /// on the modified function ψ(a) = f(a) − f0 − a·dgtest when `modified` gives `dgtest`
+    /// (argmin's stage one). `None` when the interpolation fails.
+    fn advance(
+        &mut self,
+        f: f64,
+        dg: f64,
+        modified: Option<f64>,
+        stmin: f64,
+        stmax: f64,
+    ) -> Option<()> {
+        let Interval {
+            stx,
+            sty,
+            stp,
+            brackt,
+            infoc,
+        } = self;
+        if let Some(dgtest) = modified {
             // The modified function ψ(a) = f(a) − f0 − a·dgtest, as argmin updates it.
             let fm = f - stp.x * dgtest;
             let fxm = stx.fx - stx.x * dgtest;
@@ -592,7 +668,7 @@ fn line_search(
                     fx: fm,
                     gx: dgm,
                 },
-                brackt,
+                *brackt,
                 stmin,
                 stmax,
             )
@@ -603,43 +679,32 @@ fn line_search(
                 sty.fx += y1.x * dgtest;
                 stx.gx += dgtest;
                 sty.gx += dgtest;
-                brackt = b1;
-                stp = p1;
-                infoc = i1;
+                *brackt = b1;
+                *stp = p1;
+                *infoc = i1;
             })
         } else {
             cstep(
-                stx,
-                sty,
+                *stx,
+                *sty,
                 Step {
                     x: stp.x,
                     fx: f,
                     gx: dg,
                 },
-                brackt,
+                *brackt,
                 stmin,
                 stmax,
             )
             .map(|(x1, y1, p1, b1, i1)| {
-                stx = x1;
-                sty = y1;
-                stp = p1;
-                brackt = b1;
-                infoc = i1;
+                *stx = x1;
+                *sty = y1;
+                *stp = p1;
+                *brackt = b1;
+                *infoc = i1;
             })
-        };
-        if stepped.is_none() {
-            break;
-        }
-        if brackt {
-            if (sty.x - stx.x).abs() >= 0.66 * width1 {
-                stp.x = stx.x + 0.5 * (sty.x - stx.x);
-            }
-            width1 = width;
-            width = (sty.x - stx.x).abs();
         }
     }
-    best.filter(|&(_, fb)| fb < f0)
 }
 
 /// One safeguarded step of Moré–Thuente (MINPACK `cstep`, as argmin 0.11 has it): the new
