@@ -500,22 +500,7 @@ fn line_search(
     let dgtest = FTOL * dginit;
     let mut width = stpmax - stpmin;
     let mut width1 = 2.0 * width;
-    let start = Step {
-        x: 0.0,
-        fx: f0,
-        gx: dginit,
-    };
-    let mut iv = Interval {
-        stx: start,
-        sty: start,
-        stp: Step {
-            x: 1.0,
-            fx: f64::NAN,
-            gx: f64::NAN,
-        },
-        brackt: false,
-        infoc: 1,
-    };
+    let mut iv = Interval::new(f0, dginit);
     let mut stage1 = true;
     // The lowest trial so far (step, objective), the fallback.
     let mut best: Option<(f64, f64)> = None;
@@ -601,6 +586,26 @@ struct Bounds {
 }
 
 impl Interval {
+    /// The start: both ends at step 0 (objective `f0`, slope `dginit`), the first trial at 1.
+    fn new(f0: f64, dginit: f64) -> Interval {
+        let start = Step {
+            x: 0.0,
+            fx: f0,
+            gx: dginit,
+        };
+        Interval {
+            stx: start,
+            sty: start,
+            stp: Step {
+                x: 1.0,
+                fx: f64::NAN,
+                gx: f64::NAN,
+            },
+            brackt: false,
+            infoc: 1,
+        }
+    }
+
     /// Whether the search ends at the trial (objective `f`, slope `dg`): MINPACK's `info` 1
     /// (both Wolfe conditions hold), 2 (the interval is too narrow), 4 or 5 (at a bound), 6
     /// (rounding errors prevent progress).
