@@ -263,6 +263,9 @@ struct Probed {
     l2: Option<f64>,
 }
 
+/// The fitted heads of [`LayerSelection`]: per layer its name, head and L2 strength.
+type FittedHeads = Vec<(String, SoftmaxHead, Option<f64>)>;
+
 /// Every layer, input to output, with its feature model's predictions on `test` (the input's
 /// head given, the hidden layers' fitted in parallel), and the heads.
 fn probed_layers(
@@ -271,7 +274,7 @@ fn probed_layers(
     test: &Activations,
     ih: &Head,
     test_pixels: &Array2<f32>,
-) -> Result<(Vec<Probed>, Vec<(String, SoftmaxHead, Option<f64>)>)> {
+) -> Result<(Vec<Probed>, FittedHeads)> {
     let out_probs = test.probs()?;
     let classes = out_probs.ncols();
     let input_l2 = ih.info.get(L2_KEY).and_then(|v| v.parse::<f64>().ok());

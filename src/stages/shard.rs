@@ -500,7 +500,7 @@ fn check_manifest(
 fn check_file(path: &Path, file: &Path, m: &PartManifest, grid: &Grid) -> Result<()> {
     let shown = path.display();
     let again = |s: &ShardOf| again(grid, s);
-    if Layout::part_manifest(&file) != path {
+    if Layout::part_manifest(file) != path {
         bail!(
             "{shown} names the part {:?}, not the one beside it: {}",
             m.file,
@@ -514,7 +514,7 @@ fn check_file(path: &Path, file: &Path, m: &PartManifest, grid: &Grid) -> Result
             again(&m.shard)
         );
     }
-    if sum_file(&file)? != m.sum {
+    if sum_file(file)? != m.sum {
         bail!(
             "{} was changed since its shard wrote it (its manifest records {} bytes, CRC-32 {}): {}",
             file.display(),
