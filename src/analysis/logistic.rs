@@ -1181,8 +1181,15 @@ mod tests {
     #[test]
     fn same_input_same_bits() {
         let (x, y) = blobs(500, 20, 5, 1.0, 4);
-        let a = fit(x.view(), &y, 5, &Options::new(10.0, 15));
-        let b = fit(x.view(), &y, 5, &Options::new(10.0, 15));
+        // On one thread and on three: the products' blocking never depends on the threads.
+        let on = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| fit(x.view(), &y, 5, &Options::new(10.0, 15)))
+        };
+        let (a, b) = (on(1), on(3));
         let bits = |f: &Fit| {
             f.weights
                 .iter()
