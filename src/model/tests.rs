@@ -140,7 +140,15 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
         batch_size: 16,
         learning_rate: 0.01,
     };
-    let (trained, epochs, _) = fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
+    let job = || Job {
+        net: net_of(&arch, 3),
+        x: &x,
+        y: &y,
+        cfg: cfg.clone(),
+        seed: 1,
+        state: None,
+    };
+    let (trained, epochs, _) = fit(job(), |_, _| {}).unwrap();
     assert!(
         epochs[2].accuracy > 0.9,
         "learns the halves: {:?}",
@@ -175,9 +183,7 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
             .num_threads(threads)
             .build()
             .unwrap();
-        let (again, _, _) = pool
-            .install(|| fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}))
-            .unwrap();
+        let (again, _, _) = pool.install(|| fit(job(), |_, _| {})).unwrap();
         assert_eq!(again.weights, trained.weights, "{threads} threads");
     }
 }
