@@ -244,18 +244,27 @@ fn x_label(names: Vec<String>) -> impl Fn(&f64) -> String {
     }
 }
 
+/// What a line chart shows: its title, the axes' descriptions, the series, the x ticks' names
+/// (when given) and marked points (x, y, label).
+pub struct LineChart<'a> {
+    pub title: &'a str,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    pub series: &'a [Series],
+    pub x_names: &'a [String],
+    pub marks: &'a [(f64, f64, String)],
+}
+
 /// A line chart; x ticks are labelled with `x_names` when given.
-#[allow(clippy::too_many_arguments)]
-pub fn line_png(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[Series],
-    x_names: &[String],
-    marks: &[(f64, f64, String)],
-    size: (u32, u32),
-) -> Result<()> {
+pub fn line_png(path: &Path, chart: &LineChart, size: (u32, u32)) -> Result<()> {
+    let LineChart {
+        title,
+        x_desc,
+        y_desc,
+        series,
+        x_names,
+        marks,
+    } = *chart;
     save_png(path, size, |root| {
         root.fill(&WHITE).map_err(err)?;
         let (root, side) = root.split_horizontally(size.0.saturating_sub(LEGEND_W));
