@@ -27,6 +27,8 @@ fn target_of(rows: &[LayerRow], d: Direction) -> Result<String> {
 pub struct SplitStates<'a> {
     pub acts: &'a Activations,
     pub pixels: Option<&'a Array2<f32>>,
+    /// The samples' facts, when they were read (with the pixels).
+    pub meta: Option<&'a crate::artifacts::DatasetMeta>,
 }
 
 impl SplitStates<'_> {
@@ -133,7 +135,6 @@ pub fn diagnose_and_map(
     heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
     train: &SplitStates,
     test: &SplitStates,
-    test_meta: Option<&crate::artifacts::DatasetMeta>,
     pool: &PoolFacts,
 ) -> Result<Analysis> {
     let (fwd, bwd, decided_at) = analysis_layers(p, layers)?;
@@ -174,7 +175,7 @@ pub fn diagnose_and_map(
     let (rows, weighted) = map_rows(p, heads, test, &layer, &pred, classes)?;
     let mut info = BTreeMap::new();
     info.insert(WEIGHTED_KEY.to_string(), weighted.to_string());
-    if let (Space::Input, Some(m)) = (space, test_meta) {
+    if let (Space::Input, Some(m)) = (space, test.meta) {
         info.extend(m.to_kv());
     }
     let decided_by = if decided_at == OUTPUT {
@@ -354,12 +355,13 @@ pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
         &SplitStates {
             acts: &train_acts,
             pixels: train.as_ref().map(|t| &t.pixels),
+            meta: train.as_ref().map(|t| &t.meta),
         },
         &SplitStates {
             acts: &test_acts,
             pixels: test.as_ref().map(|t| &t.pixels),
+            meta: test.as_ref().map(|t| &t.meta),
         },
-        test.as_ref().map(|t| &t.meta),
         &pool,
     )?;
     store.put(&s.dir.heatmaps(), a.maps.clone())?;
