@@ -302,6 +302,15 @@ fn out(r: impl std::fmt::Display) -> Printed {
     Printed::Stdout(r.to_string())
 }
 
+/// How a command holds the output root: the folder locked, shared or alone, the unit inside
+/// it, and whether it sweeps the root's leftover temporaries.
+struct Hold {
+    root: PathBuf,
+    kind: LockKind,
+    unit: Option<String>,
+    sweep_temporaries: bool,
+}
+
 impl Command {
     fn name(&self) -> &'static str {
         match self {
@@ -323,28 +332,35 @@ impl Command {
         }
     }
 
-    /// How the command holds the output root: (root, kind, unit, sweep the root's
-    /// temporaries); `None`: it writes nothing. An explicit `--out` folder is locked as a unit
-    /// of its parent folder.
-    fn lock(&self, ctx: &Ctx) -> Option<(PathBuf, LockKind, Option<String>, bool)> {
+    /// How the command holds the output root; `None`: it writes nothing. An explicit `--out`
+    /// folder is locked as a unit of its parent folder.
+    fn lock(&self, ctx: &Ctx) -> Option<Hold> {
         let layout = &ctx.layout;
         let root = layout.root.clone();
-        let shared = |unit: String| Some((root.clone(), LockKind::Shared, Some(unit), true));
+        let hold = |root: PathBuf, kind, unit, sweep_temporaries| {
+            Some(Hold {
+                root,
+                kind,
+                unit,
+                sweep_temporaries,
+            })
+        };
+        let shared = |unit: String| hold(root.clone(), LockKind::Shared, Some(unit), true);
         let own = |dir: &Path| {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             let name = dir.file_name().map(|n| n.to_string_lossy().to_string());
-            Some((
+            hold(
                 parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
                 LockKind::Shared,
                 Some(name.unwrap_or_else(|| "out".into())),
                 false,
-            ))
+            )
         };
         let unit = |p: PathBuf| layout.relative(&p);
         let arm = |a: &Arm| shared(unit(layout.arm_dir(&a.to_string())));
         let part = |kind: &str, s: &Shard| {
             let unit = Layout::part_unit(kind, s.index, s.count);
-            Some((root.clone(), LockKind::Shared, Some(unit), false))
+            hold(root.clone(), LockKind::Shared, Some(unit), false)
         };
         match self {
             Command::Split { out: Some(d), .. } | Command::Train { out: Some(d), .. } => own(d),
@@ -365,7 +381,7 @@ impl Command {
             Command::Ablate { .. } => shared(unit(layout.ablation())),
             Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.p)),
             Command::Experiment { .. } | Command::Summary { .. } | Command::Report { .. } => {
-                Some((root, LockKind::Exclusive, None, true))
+                hold(root.clone(), LockKind::Exclusive, None, true)
             }
             Command::Probe { .. } | Command::Info { .. } => None,
         }
@@ -420,7 +436,7 @@ pub fn run(cli: Cli) -> Result<Printed> {
     {
         p.train.epochs = e;
         p.validate()
-            .map_err(|err| anyhow::anyhow!("--epochs {e}: {err}"))?;
+            .map_err(|err| err.at(format!("--epochs {e}")))?;
     }
     let layout = Layout::new(
         cli.root
@@ -429,12 +445,12 @@ pub fn run(cli: Cli) -> Result<Printed> {
     );
     let ctx = Ctx { p, layout };
     let _lock = match cli.command.lock(&ctx) {
-        Some((root, kind, unit, sweep)) => Some(Lock::acquire(
-            &root,
-            kind,
-            unit.as_deref(),
+        Some(h) => Some(Lock::acquire(
+            &h.root,
+            h.kind,
+            h.unit.as_deref(),
             &format!("mode {}", cli.command.name()),
-            sweep,
+            h.sweep_temporaries,
         )?),
         None => None,
     };
@@ -487,28 +503,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             data,
             out,
         } => {
-            use stages::evaluate::EvaluateArgs;
-            let a = match (step_or(arm, iteration), onnx) {
-                (Some(at), _) => EvaluateArgs::Step(at),
-                (None, Some(onnx)) => EvaluateArgs::Onnx {
-                    model: onnx,
-                    data: data.unwrap_or_else(|| l.split(Split::Test)),
-                    out: IterDir(out.unwrap_or_default()),
-                },
-                (None, None) => {
-                    let model = model.unwrap_or_else(|| l.initial().model());
-                    let out = out
-                        .or_else(|| model.parent().map(Path::to_path_buf))
-                        .unwrap_or_default();
-                    EvaluateArgs::Model {
-                        model,
-                        data: data.unwrap_or_else(|| l.split(Split::Test)),
-                        out: IterDir(out),
-                        arm: crate::engine::train::INITIAL.into(),
-                        iteration: 0,
-                    }
-                }
-            };
+            let a = evaluate_args(l, step_or(arm, iteration), model, onnx, data, out);
             log(stages::evaluate::run(ctx, &a)?)
         }
         Command::Probe {
@@ -519,28 +514,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             data,
             out,
         } => {
-            use stages::probe::ProbeArgs;
-            let data = if data.is_empty() {
-                vec![l.split(Split::Train), l.split(Split::Test)]
-            } else {
-                data
-            };
-            let a = match (step_or(arm, iteration), model, onnx, out) {
-                (Some(at), ..) => ProbeArgs::Step(at),
-                (None, Some(model), None, Some(out)) => ProbeArgs::Model {
-                    model,
-                    data,
-                    out: IterDir(out),
-                },
-                (None, None, Some(model), Some(out)) => ProbeArgs::Onnx {
-                    model,
-                    data,
-                    out: IterDir(out),
-                },
-                _ => bail!(
-                    "probe what? pass --arm A --iteration K, or --model FILE --out DIR, or --onnx FILE --out DIR"
-                ),
-            };
+            let a = probe_args(l, step_or(arm, iteration), model, onnx, data, out)?;
             log(stages::probe::run(ctx, &a)?)
         }
         Command::Layers { arm, iteration, .. } => {
@@ -568,6 +542,14 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                 },
             },
         )?),
+        command => dispatch_runs(ctx, command)?,
+    })
+}
+
+/// The commands over whole runs: the experiment, the grids, the tables, the report, `info`.
+fn dispatch_runs(ctx: &Ctx, command: Command) -> Result<Printed> {
+    let l = &ctx.layout;
+    Ok(match command {
         Command::Experiment { arms } => log(stages::experiment::run(
             ctx,
             &stages::experiment::ExperimentArgs {
@@ -599,24 +581,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             shard,
             merge,
         } => {
-            let list = if settings.is_empty() {
-                ctx.p.ablate.settings.clone()
-            } else {
-                settings
-            };
-            out(stages::ablate::run(
-                ctx,
-                &stages::ablate::AblateArgs {
-                    settings: list
-                        .iter()
-                        .map(|s| stages::ablate::Setting::parse(s))
-                        .collect::<Result<_>>()?,
-                    arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
-                    seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
-                    idx_dir,
-                    plan: plan(shard, merge),
-                },
-            )?)
+            let a = ablate_args(ctx, settings, arms, seeds, idx_dir, plan(shard, merge))?;
+            out(stages::ablate::run(ctx, &a)?)
         }
         Command::Summary {
             out: file,
@@ -638,27 +604,125 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
                 out: out.unwrap_or_else(|| l.report_dir()),
             },
         )?),
-        Command::Info { what } => {
-            use stages::info::InfoArgs;
-            let a = match what {
-                InfoCommand::MaxIter => InfoArgs::MaxIter,
-                InfoCommand::Pipelines => InfoArgs::Pipelines,
-                InfoCommand::Arms { list } => InfoArgs::Arms(Arm::parse_list(&list)?),
-                InfoCommand::Path {
-                    artifact,
-                    arm,
-                    iteration,
-                } => InfoArgs::Path {
-                    artifact,
-                    arm,
-                    k: iteration,
-                },
-                InfoCommand::Makefile { experiment, chain } => InfoArgs::Makefile {
-                    experiment: Arm::parse_list(&experiment)?,
-                    chain: Arm::parse_list(&chain)?,
-                },
-            };
-            out(stages::info::run(ctx, &a)?)
+        Command::Info { what } => out(stages::info::run(ctx, &info_args(what)?)?),
+        _ => unreachable!("a stage of one iteration, run by dispatch"),
+    })
+}
+
+/// What `mode evaluate` evaluates: a step of an arm, an ONNX model, or a model file (the
+/// initial model by default).
+fn evaluate_args(
+    l: &Layout,
+    at: Option<At>,
+    model: Option<PathBuf>,
+    onnx: Option<PathBuf>,
+    data: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> stages::evaluate::EvaluateArgs {
+    use stages::evaluate::EvaluateArgs;
+    match (at, onnx) {
+        (Some(at), _) => EvaluateArgs::Step(at),
+        (None, Some(onnx)) => EvaluateArgs::Onnx {
+            model: onnx,
+            data: data.unwrap_or_else(|| l.split(Split::Test)),
+            out: IterDir(out.unwrap_or_default()),
+        },
+        (None, None) => {
+            let model = model.unwrap_or_else(|| l.initial().model());
+            let out = out
+                .or_else(|| model.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            EvaluateArgs::Model {
+                model,
+                data: data.unwrap_or_else(|| l.split(Split::Test)),
+                out: IterDir(out),
+                arm: crate::engine::train::INITIAL.into(),
+                iteration: 0,
+            }
         }
+    }
+}
+
+/// What `mode probe` probes: a step of an arm, a model file or an ONNX model (the train and
+/// test splits by default).
+fn probe_args(
+    l: &Layout,
+    at: Option<At>,
+    model: Option<PathBuf>,
+    onnx: Option<PathBuf>,
+    data: Vec<PathBuf>,
+    out: Option<PathBuf>,
+) -> Result<stages::probe::ProbeArgs> {
+    use stages::probe::ProbeArgs;
+    let data = if data.is_empty() {
+        vec![l.split(Split::Train), l.split(Split::Test)]
+    } else {
+        data
+    };
+    Ok(match (at, model, onnx, out) {
+        (Some(at), ..) => ProbeArgs::Step(at),
+        (None, Some(model), None, Some(out)) => ProbeArgs::Model {
+            model,
+            data,
+            out: IterDir(out),
+        },
+        (None, None, Some(model), Some(out)) => ProbeArgs::Onnx {
+            model,
+            data,
+            out: IterDir(out),
+        },
+        _ => bail!(
+            "probe what? pass --arm A --iteration K, or --model FILE --out DIR, or --onnx FILE --out DIR"
+        ),
+    })
+}
+
+/// The ablation's settings, arms and seeds: the command line's, else the pipeline's
+/// `[ablate]`.
+fn ablate_args(
+    ctx: &Ctx,
+    settings: Vec<String>,
+    arms: Option<String>,
+    seeds: Option<usize>,
+    idx_dir: Option<PathBuf>,
+    plan: Plan,
+) -> Result<stages::ablate::AblateArgs> {
+    let list = if settings.is_empty() {
+        ctx.p.ablate.settings.clone()
+    } else {
+        settings
+    };
+    Ok(stages::ablate::AblateArgs {
+        settings: list
+            .iter()
+            .map(|s| stages::ablate::Setting::parse(s))
+            .collect::<Result<_>>()?,
+        arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
+        seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
+        idx_dir,
+        plan,
+    })
+}
+
+/// What `mode info` tells.
+fn info_args(what: InfoCommand) -> Result<stages::info::InfoArgs> {
+    use stages::info::InfoArgs;
+    Ok(match what {
+        InfoCommand::MaxIter => InfoArgs::MaxIter,
+        InfoCommand::Pipelines => InfoArgs::Pipelines,
+        InfoCommand::Arms { list } => InfoArgs::Arms(Arm::parse_list(&list)?),
+        InfoCommand::Path {
+            artifact,
+            arm,
+            iteration,
+        } => InfoArgs::Path {
+            artifact,
+            arm,
+            k: iteration,
+        },
+        InfoCommand::Makefile { experiment, chain } => InfoArgs::Makefile {
+            experiment: Arm::parse_list(&experiment)?,
+            chain: Arm::parse_list(&chain)?,
+        },
     })
 }

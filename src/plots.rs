@@ -207,18 +207,64 @@ pub fn palette(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
+/// The x range of every point (widened by 1 each side when it is one value), the y range of
+/// the finite ones, and the y padding.
+fn line_ranges(series: &[Series]) -> ((f64, f64), (f64, f64), f64) {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .collect();
+    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let (y0, y1) = ys
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
+    let pad = ((y1 - y0) * 0.08).max(1e-3);
+    let (x0, x1) = if x0 < x1 {
+        (x0, x1)
+    } else {
+        (x0 - 1.0, x0 + 1.0)
+    };
+    ((x0, x1), (y0, y1), pad)
+}
+
+/// An x tick's label: the name at a whole x, nothing between names, the number when there are
+/// no names.
+fn x_label(names: Vec<String>) -> impl Fn(&f64) -> String {
+    move |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else if names.is_empty() {
+            format!("{x}")
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// What a line chart shows: its title, the axes' descriptions, the series, the x ticks' names
+/// (when given) and marked points (x, y, label).
+pub struct LineChart<'a> {
+    pub title: &'a str,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    pub series: &'a [Series],
+    pub x_names: &'a [String],
+    pub marks: &'a [(f64, f64, String)],
+}
+
 /// A line chart; x ticks are labelled with `x_names` when given.
-#[allow(clippy::too_many_arguments)]
-pub fn line_png(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[Series],
-    x_names: &[String],
-    marks: &[(f64, f64, String)],
-    size: (u32, u32),
-) -> Result<()> {
+pub fn line_png(path: &Path, chart: &LineChart, size: (u32, u32)) -> Result<()> {
+    let LineChart {
+        title,
+        x_desc,
+        y_desc,
+        series,
+        x_names,
+        marks,
+    } = *chart;
     save_png(path, size, |root| {
         root.fill(&WHITE).map_err(err)?;
         let (root, side) = root.split_horizontally(size.0.saturating_sub(LEGEND_W));
@@ -227,22 +273,7 @@ pub fn line_png(
             .map(|s| (s.name.clone(), s.color, s.dashed))
             .collect();
         legend_beside(&side, &entries)?;
-        let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-        let ys: Vec<f64> = series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .filter(|v| v.is_finite())
-            .collect();
-        let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-        let (y0, y1) = ys
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
-        let pad = ((y1 - y0) * 0.08).max(1e-3);
-        let (x0, x1) = if x0 < x1 {
-            (x0, x1)
-        } else {
-            (x0 - 1.0, x0 + 1.0)
-        };
+        let ((x0, x1), (y0, y1), pad) = line_ranges(series);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 18))
             .margin(12)
@@ -250,17 +281,7 @@ pub fn line_png(
             .y_label_area_size(60)
             .build_cartesian_2d(x0 - 0.3..x1 + 0.3, (y0 - pad)..(y1 + pad))
             .map_err(err)?;
-        let names = x_names.to_vec();
-        let formatter = move |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else if names.is_empty() {
-                format!("{x}")
-            } else {
-                String::new()
-            }
-        };
+        let formatter = x_label(x_names.to_vec());
         chart
             .configure_mesh()
             .x_desc(x_desc)

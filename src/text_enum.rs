@@ -1,6 +1,6 @@
 //! Enums stored as text: in pipeline files (serde), in Parquet columns and on the command line.
-//! One macro gives each its spelling, parsing (one error text listing the choices), `Display`
-//! and serde, so a categorical value is never compared as a raw string.
+//! One macro gives each its spelling, parsing (`FromStr`, one error text listing the choices),
+//! `Display` and serde, so a categorical value is never compared as a raw string.
 
 /// A closed set of named values.
 pub trait TextEnum: Sized + Copy + 'static {

@@ -1,5 +1,7 @@
-//! The categorical values of the project: each is one enum, spelled the same in pipeline
-//! files, Parquet columns, the command line and the report.
+//! The categorical values that artifacts record (Parquet columns, the report) and several
+//! layers share: each is one enum, spelled the same in pipeline files, Parquet columns, the
+//! command line and the report. Choices only a pipeline section makes are defined beside
+//! that section, the layer kinds with the architecture.
 
 use crate::text_enum;
 

@@ -30,96 +30,98 @@ pub fn heatmaps(
     predicted: &[u16],
     classes: usize,
 ) -> Vec<Map> {
-    let d = states.ncols();
-    let mut sums = [
-        Array2::<f64>::zeros((classes, d)),
-        Array2::zeros((classes, d)),
-        Array2::zeros((classes, d)),
-    ];
-    let mut counts = [
-        vec![0u32; classes],
-        vec![0u32; classes],
-        vec![0u32; classes],
-    ];
-    const HC: usize = 0;
-    const HM: usize = 1;
-    const HW: usize = 2;
-    for (i, row) in states.rows().into_iter().enumerate() {
-        let (l, q) = (labels[i] as usize, predicted[i] as usize);
-        let targets: &[(usize, usize)] = if l == q {
-            &[(HC, l)]
-        } else {
-            &[(HM, q), (HW, l)]
-        };
-        for &(g, c) in targets {
-            if c < classes {
-                counts[g][c] += 1;
-                let mut s = sums[g].row_mut(c);
-                s.zip_mut_with(&row, |a, &b| *a += b as f64);
-            }
-        }
-    }
-    let mean = |g: usize, c: usize| -> Array1<f32> {
-        let n = counts[g][c];
-        if n == 0 {
-            Array1::zeros(d)
-        } else {
-            sums[g].row(c).mapv(|v| (v / n as f64) as f32)
-        }
+    let g = Groups::sum(states, labels, predicted, classes);
+    let map = |label: u16, other: Option<u16>, kind, (n, values)| Map {
+        label,
+        other,
+        kind,
+        n,
+        values,
     };
-    let diff = |a: (usize, usize), b: (usize, usize)| -> (u32, Array1<f32>) {
-        let n = counts[a.0][a.1].min(counts[b.0][b.1]);
-        if n == 0 {
-            (0, Array1::zeros(d))
-        } else {
-            (n, mean(a.0, a.1) - mean(b.0, b.1))
-        }
-    };
-    let count = |g: usize, c: usize| counts[g][c];
     let mut out = Vec::new();
     for c in 0..classes {
         let l = c as u16;
-        for (g, kind) in [(HC, MapKind::Hc), (HM, MapKind::Hm), (HW, MapKind::Hw)] {
-            out.push(Map {
-                label: l,
-                other: None,
-                kind,
-                n: count(g, c),
-                values: mean(g, c),
-            });
+        for (k, kind) in [(HC, MapKind::Hc), (HM, MapKind::Hm), (HW, MapKind::Hw)] {
+            out.push(map(l, None, kind, (g.counts[k][c], g.mean(k, c))));
         }
-        let (n, v) = diff((HC, c), (HM, c));
-        out.push(Map {
-            label: l,
-            other: None,
-            kind: MapKind::DhCm,
-            n,
-            values: v,
-        });
-        let (n, v) = diff((HC, c), (HW, c));
-        out.push(Map {
-            label: l,
-            other: None,
-            kind: MapKind::DhCw,
-            n,
-            values: v,
-        });
+        out.push(map(l, None, MapKind::DhCm, g.diff((HC, c), (HM, c))));
+        out.push(map(l, None, MapKind::DhCw, g.diff((HC, c), (HW, c))));
     }
     for c in 0..classes {
         for k in 0..classes {
             if c != k {
-                let (n, v) = diff((HC, c), (HC, k));
-                out.push(Map {
-                    label: c as u16,
-                    other: Some(k as u16),
-                    kind: MapKind::DhCc,
-                    n,
-                    values: v,
-                });
+                let (n, v) = g.diff((HC, c), (HC, k));
+                out.push(map(c as u16, Some(k as u16), MapKind::DhCc, (n, v)));
             }
         }
     }
     out
+}
+
+/// The three groups of samples per class: correctly predicted (HC), wrongly predicted as the
+/// class (HM), of the class but predicted as another (HW).
+const HC: usize = 0;
+const HM: usize = 1;
+const HW: usize = 2;
+
+/// Per group and class, the sum of the samples' states (in f64) and their count.
+struct Groups {
+    sums: [Array2<f64>; 3],
+    counts: [Vec<u32>; 3],
+    d: usize,
+}
+
+impl Groups {
+    fn sum(states: ArrayView2<f32>, labels: &[u16], predicted: &[u16], classes: usize) -> Groups {
+        let d = states.ncols();
+        let mut sums = [
+            Array2::<f64>::zeros((classes, d)),
+            Array2::zeros((classes, d)),
+            Array2::zeros((classes, d)),
+        ];
+        let mut counts = [
+            vec![0u32; classes],
+            vec![0u32; classes],
+            vec![0u32; classes],
+        ];
+        for (i, row) in states.rows().into_iter().enumerate() {
+            let (l, q) = (labels[i] as usize, predicted[i] as usize);
+            let targets: &[(usize, usize)] = if l == q {
+                &[(HC, l)]
+            } else {
+                &[(HM, q), (HW, l)]
+            };
+            for &(g, c) in targets {
+                if c < classes {
+                    counts[g][c] += 1;
+                    let mut s = sums[g].row_mut(c);
+                    s.zip_mut_with(&row, |a, &b| *a += b as f64);
+                }
+            }
+        }
+        Groups { sums, counts, d }
+    }
+
+    /// The mean state of group `g` of class `c` (zeros when empty).
+    fn mean(&self, g: usize, c: usize) -> Array1<f32> {
+        let n = self.counts[g][c];
+        if n == 0 {
+            Array1::zeros(self.d)
+        } else {
+            self.sums[g].row(c).mapv(|v| (v / n as f64) as f32)
+        }
+    }
+
+    /// Mean `a` minus mean `b`, with the smaller of the two counts (zeros when either is
+    /// empty).
+    fn diff(&self, a: (usize, usize), b: (usize, usize)) -> (u32, Array1<f32>) {
+        let n = self.counts[a.0][a.1].min(self.counts[b.0][b.1]);
+        if n == 0 {
+            (0, Array1::zeros(self.d))
+        } else {
+            (n, self.mean(a.0, a.1) - self.mean(b.0, b.1))
+        }
+    }
 }
 
 /// Per-label accuracy and count.

@@ -492,10 +492,6 @@ fn line_search(
     f0: f64,
     dginit: f64,
 ) -> Option<(f64, f64)> {
-    const FTOL: f64 = 1e-4;
-    const GTOL: f64 = 0.9;
-    const XTRAPF: f64 = 4.0;
-    const XTOL: f64 = 1e-10;
     let stpmin = f64::EPSILON.sqrt();
     let mut stpmax = f64::INFINITY;
     if dginit >= 0.0 || dginit.is_nan() {
@@ -504,71 +500,156 @@ fn line_search(
     let dgtest = FTOL * dginit;
     let mut width = stpmax - stpmin;
     let mut width1 = 2.0 * width;
-    let mut stp = Step {
-        x: 1.0,
-        fx: f64::NAN,
-        gx: f64::NAN,
-    };
-    let mut stx = Step {
-        x: 0.0,
-        fx: f0,
-        gx: dginit,
-    };
-    let mut sty = stx;
-    let mut brackt = false;
+    let mut iv = Interval::new(f0, dginit);
     let mut stage1 = true;
-    let mut infoc = 1;
     // The lowest trial so far (step, objective), the fallback.
     let mut best: Option<(f64, f64)> = None;
     for _ in 0..MAX_TRIALS {
-        let (stmin, stmax) = if brackt {
-            (stx.x.min(sty.x), stx.x.max(sty.x))
+        let (stmin, stmax) = if iv.brackt {
+            (iv.stx.x.min(iv.sty.x), iv.stx.x.max(iv.sty.x))
         } else {
-            (stx.x, stp.x + XTRAPF * (stp.x - stx.x))
+            (iv.stx.x, iv.stp.x + XTRAPF * (iv.stp.x - iv.stx.x))
         };
-        stp.x = stp.x.max(stpmin).min(stpmax);
+        iv.stp.x = iv.stp.x.max(stpmin).min(stpmax);
         // Out of the interval, or the interval too narrow: back to the best step (then stop).
-        if (brackt && (stp.x <= stmin || stp.x >= stmax || stmax - stmin <= XTOL * stmax))
-            || infoc == 0
+        if (iv.brackt && (iv.stp.x <= stmin || iv.stp.x >= stmax || stmax - stmin <= XTOL * stmax))
+            || iv.infoc == 0
         {
-            stp.x = stx.x;
+            iv.stp.x = iv.stx.x;
         }
-        let (f, dg) = problem.trial(stp.x);
+        let (f, dg) = problem.trial(iv.stp.x);
         *evaluations += 1;
         if !f.is_finite() || !dg.is_finite() {
             // Overflow: never step this far again; try halfway back.
-            stpmax = stp.x;
-            stp.x = stx.x + 0.5 * (stp.x - stx.x);
+            stpmax = iv.stp.x;
+            iv.stp.x = iv.stx.x + 0.5 * (iv.stp.x - iv.stx.x);
             continue;
         }
         if best.is_none_or(|(_, fb)| f < fb) {
-            best = Some((stp.x, f));
+            best = Some((iv.stp.x, f));
         }
-        let ftest1 = f0 + stp.x * dgtest;
-        let mut info = 0;
-        if (brackt && (stp.x <= stmin || stp.x >= stmax)) || infoc == 0 {
-            info = 6;
-        }
-        if (stp.x - stpmax).abs() < f64::EPSILON && f <= ftest1 && dg <= dgtest {
-            info = 5;
-        }
-        if (stp.x - stpmin).abs() < f64::EPSILON && (f > ftest1 || dg >= dgtest) {
-            info = 4;
-        }
-        if brackt && stmax - stmin <= XTOL * stmax {
-            info = 2;
-        }
-        if f <= ftest1 && dg.abs() <= GTOL * (-dginit) {
-            info = 1;
-        }
-        if info != 0 {
-            return Some((stp.x, f));
+        let ftest1 = f0 + iv.stp.x * dgtest;
+        let bounds = Bounds {
+            stmin,
+            stmax,
+            stpmin,
+            stpmax,
+        };
+        if iv.settled(f, dg, ftest1, dginit, &bounds) {
+            return Some((iv.stp.x, f));
         }
         if stage1 && f <= ftest1 && dg >= FTOL.min(GTOL) * dginit {
             stage1 = false;
         }
         // argmin compares with the previous trial's value here (MINPACK: with stx's).
-        let stepped = if stage1 && f <= stp.fx && f > ftest1 {
+        let modified = stage1 && f <= iv.stp.fx && f > ftest1;
+        if iv
+            .advance(f, dg, modified.then_some(dgtest), stmin, stmax)
+            .is_none()
+        {
+            break;
+        }
+        if iv.brackt {
+            if (iv.sty.x - iv.stx.x).abs() >= 0.66 * width1 {
+                iv.stp.x = iv.stx.x + 0.5 * (iv.sty.x - iv.stx.x);
+            }
+            width1 = width;
+            width = (iv.sty.x - iv.stx.x).abs();
+        }
+    }
+    best.filter(|&(_, fb)| fb < f0)
+}
+
+/// The line search's sufficient-decrease and curvature constants (c₁, c₂), its extrapolation
+/// factor and its relative width tolerance.
+const FTOL: f64 = 1e-4;
+const GTOL: f64 = 0.9;
+const XTRAPF: f64 = 4.0;
+const XTOL: f64 = 1e-10;
+
+/// The line search's state: the interval's ends `stx` (the best step so far) and `sty`, the
+/// trial `stp`, whether a minimiser is bracketed, and `cstep`'s last `info`.
+struct Interval {
+    stx: Step,
+    sty: Step,
+    stp: Step,
+    brackt: bool,
+    infoc: usize,
+}
+
+/// The steps a trial may take: the current interval's and the search's.
+struct Bounds {
+    stmin: f64,
+    stmax: f64,
+    stpmin: f64,
+    stpmax: f64,
+}
+
+impl Interval {
+    /// The start: both ends at step 0 (objective `f0`, slope `dginit`), the first trial at 1.
+    fn new(f0: f64, dginit: f64) -> Interval {
+        let start = Step {
+            x: 0.0,
+            fx: f0,
+            gx: dginit,
+        };
+        Interval {
+            stx: start,
+            sty: start,
+            stp: Step {
+                x: 1.0,
+                fx: f64::NAN,
+                gx: f64::NAN,
+            },
+            brackt: false,
+            infoc: 1,
+        }
+    }
+
+    /// Whether the search ends at the trial (objective `f`, slope `dg`): MINPACK's `info` 1
+    /// (both Wolfe conditions hold), 2 (the interval is too narrow), 4 or 5 (at a bound), 6
+    /// (rounding errors prevent progress).
+    fn settled(&self, f: f64, dg: f64, ftest1: f64, dginit: f64, b: &Bounds) -> bool {
+        let dgtest = FTOL * dginit;
+        let stp = self.stp.x;
+        let mut info = 0;
+        if (self.brackt && (stp <= b.stmin || stp >= b.stmax)) || self.infoc == 0 {
+            info = 6;
+        }
+        if (stp - b.stpmax).abs() < f64::EPSILON && f <= ftest1 && dg <= dgtest {
+            info = 5;
+        }
+        if (stp - b.stpmin).abs() < f64::EPSILON && (f > ftest1 || dg >= dgtest) {
+            info = 4;
+        }
+        if self.brackt && b.stmax - b.stmin <= XTOL * b.stmax {
+            info = 2;
+        }
+        if f <= ftest1 && dg.abs() <= GTOL * (-dginit) {
+            info = 1;
+        }
+        info != 0
+    }
+
+    /// The next interval and trial from the trial's objective `f` and slope `dg` by `cstep`,
+    /// on the modified function ψ(a) = f(a) − f0 − a·dgtest when `modified` gives `dgtest`
+    /// (argmin's stage one). `None` when the interpolation fails.
+    fn advance(
+        &mut self,
+        f: f64,
+        dg: f64,
+        modified: Option<f64>,
+        stmin: f64,
+        stmax: f64,
+    ) -> Option<()> {
+        let Interval {
+            stx,
+            sty,
+            stp,
+            brackt,
+            infoc,
+        } = self;
+        if let Some(dgtest) = modified {
             // The modified function ψ(a) = f(a) − f0 − a·dgtest, as argmin updates it.
             let fm = f - stp.x * dgtest;
             let fxm = stx.fx - stx.x * dgtest;
@@ -592,7 +673,7 @@ fn line_search(
                     fx: fm,
                     gx: dgm,
                 },
-                brackt,
+                *brackt,
                 stmin,
                 stmax,
             )
@@ -603,43 +684,32 @@ fn line_search(
                 sty.fx += y1.x * dgtest;
                 stx.gx += dgtest;
                 sty.gx += dgtest;
-                brackt = b1;
-                stp = p1;
-                infoc = i1;
+                *brackt = b1;
+                *stp = p1;
+                *infoc = i1;
             })
         } else {
             cstep(
-                stx,
-                sty,
+                *stx,
+                *sty,
                 Step {
                     x: stp.x,
                     fx: f,
                     gx: dg,
                 },
-                brackt,
+                *brackt,
                 stmin,
                 stmax,
             )
             .map(|(x1, y1, p1, b1, i1)| {
-                stx = x1;
-                sty = y1;
-                stp = p1;
-                brackt = b1;
-                infoc = i1;
+                *stx = x1;
+                *sty = y1;
+                *stp = p1;
+                *brackt = b1;
+                *infoc = i1;
             })
-        };
-        if stepped.is_none() {
-            break;
-        }
-        if brackt {
-            if (sty.x - stx.x).abs() >= 0.66 * width1 {
-                stp.x = stx.x + 0.5 * (sty.x - stx.x);
-            }
-            width1 = width;
-            width = (sty.x - stx.x).abs();
         }
     }
-    best.filter(|&(_, fb)| fb < f0)
 }
 
 /// One safeguarded step of Moré–Thuente (MINPACK `cstep`, as argmin 0.11 has it): the new
@@ -661,127 +731,28 @@ fn cstep(
     {
         return Some((stx, sty, stp, brackt, 0));
     }
-    let finite = |v: [f64; 3]| v.iter().all(|x| x.is_finite());
-    let largest = |v: [f64; 3]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let sgnd = stp.gx * (stx.gx / stx.gx.abs());
-    let info;
-    let bound;
-    let mut stpf;
-    if stp.fx > stx.fx {
-        // Higher value: the minimum is bracketed; the cubic step if it is closer to stx, else
-        // halfway between the cubic and the quadratic steps.
-        info = 1;
-        bound = true;
-        let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
-        let t = [theta, stx.gx, stp.gx];
-        if !finite(t) {
-            return None;
-        }
-        let s = largest(t);
-        let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
-        if stp.x < stx.x {
-            gamma = -gamma;
-        }
-        let p = (gamma - stx.gx) + theta;
-        let q = ((gamma - stx.gx) + gamma) + stp.gx;
-        let r = p / q;
-        let stpc = stx.x + r * (stp.x - stx.x);
-        let stpq = stx.x
-            + ((stx.gx / ((stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx)) / 2.0) * (stp.x - stx.x);
-        stpf = if (stpc - stx.x).abs() < (stpq - stx.x).abs() {
-            stpc
-        } else {
-            stpc + (stpq - stpc) / 2.0
-        };
+    let (info, bound, stpf) = if stp.fx > stx.fx {
+        let stpf = step_higher(stx, stp)?;
         brackt = true;
+        (1, true, stpf)
     } else if sgnd < 0.0 {
-        // Lower value, derivatives of opposite sign: bracketed; the step farther from stp.
-        info = 2;
-        bound = false;
-        let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
-        let t = [theta, stx.gx, stp.gx];
-        if !finite(t) {
-            return None;
-        }
-        let s = largest(t);
-        let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
-        if stp.x > stx.x {
-            gamma = -gamma;
-        }
-        let p = (gamma - stp.gx) + theta;
-        let q = ((gamma - stp.gx) + gamma) + stx.gx;
-        let r = p / q;
-        let stpc = stp.x + r * (stx.x - stp.x);
-        let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
-        stpf = if (stpc - stp.x).abs() > (stpq - stp.x).abs() {
-            stpc
-        } else {
-            stpq
-        };
+        let stpf = step_opposite_slopes(stx, stp)?;
         brackt = true;
+        (2, false, stpf)
     } else if stp.gx.abs() < stx.gx.abs() {
-        // Lower value, same sign, smaller derivative magnitude.
-        info = 3;
-        bound = true;
-        let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
-        let t = [theta, stx.gx, stp.gx];
-        if !finite(t) {
-            return None;
-        }
-        let s = largest(t);
-        let mut gamma = s * 0.0f64
-            .max((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s))
-            .sqrt();
-        if stp.x > stx.x {
-            gamma = -gamma;
-        }
-        let p = (gamma - stp.gx) + theta;
-        let q = (gamma + (stx.gx - stp.gx)) + gamma;
-        let r = p / q;
-        let stpc = if r < 0.0 && gamma != 0.0 {
-            stp.x + r * (stx.x - stp.x)
-        } else if stp.x > stx.x {
-            stpmax
-        } else {
-            stpmin
-        };
-        let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
-        stpf = if brackt {
-            if (stp.x - stpc).abs() < (stp.x - stpq).abs() {
-                stpc
-            } else {
-                stpq
-            }
-        } else if (stp.x - stpc).abs() > (stp.x - stpq).abs() {
-            stpc
-        } else {
-            stpq
-        };
+        (
+            3,
+            true,
+            step_smaller_slope(stx, stp, brackt, stpmin, stpmax)?,
+        )
     } else {
-        // Lower value, same sign, derivative not smaller: cubic with sty, or a bound.
-        info = 4;
-        bound = false;
-        stpf = if brackt {
-            let theta = 3.0 * (stp.fx - sty.fx) / (sty.x - stp.x) + sty.gx + stp.gx;
-            let t = [theta, sty.gx, stp.gx];
-            if !finite(t) {
-                return None;
-            }
-            let s = largest(t);
-            let mut gamma = s * ((theta / s).powi(2) - (sty.gx / s) * (stp.gx / s)).sqrt();
-            if stp.x > sty.x {
-                gamma = -gamma;
-            }
-            let p = (gamma - stp.gx) + theta;
-            let q = ((gamma - stp.gx) + gamma) + sty.gx;
-            let r = p / q;
-            stp.x + r * (sty.x - stp.x)
-        } else if stp.x > stx.x {
-            stpmax
-        } else {
-            stpmin
-        };
-    }
+        (
+            4,
+            false,
+            step_larger_slope(stx, sty, stp, brackt, stpmin, stpmax)?,
+        )
+    };
     let mut stx_o = stx;
     let mut sty_o = sty;
     let mut stp_o = stp;
@@ -793,7 +764,7 @@ fn cstep(
         }
         stx_o = stp_o;
     }
-    stpf = stpmax.min(stpf);
+    let mut stpf = stpmax.min(stpf);
     stpf = stpmin.max(stpf);
     stp_o.x = stpf;
     if brackt && bound {
@@ -804,6 +775,135 @@ fn cstep(
         }
     }
     Some((stx_o, sty_o, stp_o, brackt, info))
+}
+
+fn finite(v: [f64; 3]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+fn largest(v: [f64; 3]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// `cstep`'s case 1, a higher value: the minimum is bracketed; the cubic step if it is closer
+/// to stx, else halfway between the cubic and the quadratic steps.
+fn step_higher(stx: Step, stp: Step) -> Option<f64> {
+    let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
+    let t = [theta, stx.gx, stp.gx];
+    if !finite(t) {
+        return None;
+    }
+    let s = largest(t);
+    let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
+    if stp.x < stx.x {
+        gamma = -gamma;
+    }
+    let p = (gamma - stx.gx) + theta;
+    let q = ((gamma - stx.gx) + gamma) + stp.gx;
+    let r = p / q;
+    let stpc = stx.x + r * (stp.x - stx.x);
+    let stpq =
+        stx.x + ((stx.gx / ((stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx)) / 2.0) * (stp.x - stx.x);
+    Some(if (stpc - stx.x).abs() < (stpq - stx.x).abs() {
+        stpc
+    } else {
+        stpc + (stpq - stpc) / 2.0
+    })
+}
+
+/// Case 2, a lower value and derivatives of opposite sign: bracketed; the step farther from
+/// stp.
+fn step_opposite_slopes(stx: Step, stp: Step) -> Option<f64> {
+    let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
+    let t = [theta, stx.gx, stp.gx];
+    if !finite(t) {
+        return None;
+    }
+    let s = largest(t);
+    let mut gamma = s * ((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s)).sqrt();
+    if stp.x > stx.x {
+        gamma = -gamma;
+    }
+    let p = (gamma - stp.gx) + theta;
+    let q = ((gamma - stp.gx) + gamma) + stx.gx;
+    let r = p / q;
+    let stpc = stp.x + r * (stx.x - stp.x);
+    let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
+    Some(if (stpc - stp.x).abs() > (stpq - stp.x).abs() {
+        stpc
+    } else {
+        stpq
+    })
+}
+
+/// Case 3, a lower value, the same sign and a smaller derivative magnitude.
+fn step_smaller_slope(stx: Step, stp: Step, brackt: bool, stpmin: f64, stpmax: f64) -> Option<f64> {
+    let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
+    let t = [theta, stx.gx, stp.gx];
+    if !finite(t) {
+        return None;
+    }
+    let s = largest(t);
+    let mut gamma = s * 0.0f64
+        .max((theta / s).powi(2) - (stx.gx / s) * (stp.gx / s))
+        .sqrt();
+    if stp.x > stx.x {
+        gamma = -gamma;
+    }
+    let p = (gamma - stp.gx) + theta;
+    let q = (gamma + (stx.gx - stp.gx)) + gamma;
+    let r = p / q;
+    let stpc = if r < 0.0 && gamma != 0.0 {
+        stp.x + r * (stx.x - stp.x)
+    } else if stp.x > stx.x {
+        stpmax
+    } else {
+        stpmin
+    };
+    let stpq = stp.x + (stp.gx / (stp.gx - stx.gx)) * (stx.x - stp.x);
+    Some(if brackt {
+        if (stp.x - stpc).abs() < (stp.x - stpq).abs() {
+            stpc
+        } else {
+            stpq
+        }
+    } else if (stp.x - stpc).abs() > (stp.x - stpq).abs() {
+        stpc
+    } else {
+        stpq
+    })
+}
+
+/// Case 4, a lower value, the same sign and a derivative not smaller: the cubic with sty when
+/// bracketed, else a bound.
+fn step_larger_slope(
+    stx: Step,
+    sty: Step,
+    stp: Step,
+    brackt: bool,
+    stpmin: f64,
+    stpmax: f64,
+) -> Option<f64> {
+    Some(if brackt {
+        let theta = 3.0 * (stp.fx - sty.fx) / (sty.x - stp.x) + sty.gx + stp.gx;
+        let t = [theta, sty.gx, stp.gx];
+        if !finite(t) {
+            return None;
+        }
+        let s = largest(t);
+        let mut gamma = s * ((theta / s).powi(2) - (sty.gx / s) * (stp.gx / s)).sqrt();
+        if stp.x > sty.x {
+            gamma = -gamma;
+        }
+        let p = (gamma - stp.gx) + theta;
+        let q = ((gamma - stp.gx) + gamma) + sty.gx;
+        let r = p / q;
+        stp.x + r * (sty.x - stp.x)
+    } else if stp.x > stx.x {
+        stpmax
+    } else {
+        stpmin
+    })
 }
 
 /// The objective in f64 throughout (the tests' yardstick): `w` is `features × classes`.
@@ -1081,8 +1181,15 @@ mod tests {
     #[test]
     fn same_input_same_bits() {
         let (x, y) = blobs(500, 20, 5, 1.0, 4);
-        let a = fit(x.view(), &y, 5, &Options::new(10.0, 15));
-        let b = fit(x.view(), &y, 5, &Options::new(10.0, 15));
+        // On one thread and on three: the products' blocking never depends on the threads.
+        let on = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| fit(x.view(), &y, 5, &Options::new(10.0, 15)))
+        };
+        let (a, b) = (on(1), on(3));
         let bits = |f: &Fit| {
             f.weights
                 .iter()

@@ -191,17 +191,15 @@ fn update_min(dist: &mut [f32], x: &[f32], d: usize, c: usize) {
         });
 }
 
-/// BADGE's gradient embedding of one sample: (p − onehot(ŷ)) ⊗ h, `classes × width` values
-/// (the gradient of the cross-entropy at the predicted label with respect to the last layer's
-/// weights).
-pub fn badge_embedding(p: ArrayView1<f32>, h: ArrayView1<f32>) -> Vec<f32> {
+/// The residual u = p − onehot(ŷ) of one sample's probabilities at its predicted label ŷ.
+/// BADGE's gradient embedding is u ⊗ h (the gradient of the cross-entropy at ŷ with respect to
+/// the last layer's weights, `classes × width` values), never formed: see [`badge`].
+fn residual(p: ArrayView1<f32>) -> Vec<f32> {
     let yhat = crate::numeric::argmax(p.iter().copied());
-    let mut g = Vec::with_capacity(p.len() * h.len());
-    for (c, &pc) in p.iter().enumerate() {
-        let u = pc - if c == yhat { 1.0 } else { 0.0 };
-        g.extend(h.iter().map(|&v| u * v));
-    }
-    g
+    p.iter()
+        .enumerate()
+        .map(|(c, &v)| v - if c == yhat { 1.0 } else { 0.0 })
+        .collect()
 }
 
 /// BADGE: k-means++ seeding over the gradient embeddings of the candidates (probabilities `p`,
@@ -230,17 +228,7 @@ fn badge_rows(
         return picked;
     }
     // u_i = p_i − onehot(ŷ_i); ‖g_i‖² = ‖u_i‖²‖h_i‖²; g_i·g_j = (u_i·u_j)(h_i·h_j).
-    let u: Vec<Vec<f32>> = p
-        .rows()
-        .into_iter()
-        .map(|r| {
-            let yhat = crate::numeric::argmax(r.iter().copied());
-            r.iter()
-                .enumerate()
-                .map(|(c, &v)| v - if c == yhat { 1.0 } else { 0.0 })
-                .collect()
-        })
-        .collect();
+    let u: Vec<Vec<f32>> = p.rows().into_iter().map(residual).collect();
     let uu: Vec<f32> = u.iter().map(|v| v.iter().map(|x| x * x).sum()).collect();
     let hh: Vec<f32> = h.rows().into_iter().map(|r| r.dot(&r)).collect();
     let norms: Vec<f32> = (0..n).map(|i| uu[i] * hh[i]).collect();
@@ -293,6 +281,14 @@ mod tests {
     use super::*;
     use ndarray::arr2;
 
+    /// BADGE's gradient embedding of one sample written out: u ⊗ h.
+    fn badge_embedding(p: ArrayView1<f32>, h: ArrayView1<f32>) -> Vec<f32> {
+        residual(p)
+            .into_iter()
+            .flat_map(|u| h.iter().map(move |&v| u * v))
+            .collect()
+    }
+
     #[test]
     fn margin_ranks_an_even_split_first() {
         let p = arr2(&[[0.9f32, 0.1], [0.5, 0.5], [0.7, 0.3]]);
@@ -312,6 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn the_four_uncertainty_scores_pick_different_samples() {
+        // Row 0: an even split of two classes (no margin); row 1: the lowest top
+        // probability; row 2: three classes near-even (the most impurity); row 3: one likely
+        // class and a long tail of small ones (the most entropy).
+        let p = arr2(&[
+            [0.5f32, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.36, 0.32, 0.32, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.41, 0.2, 0.2, 0.19, 0.0, 0.0, 0.0, 0.0],
+            [0.55, 0.07, 0.07, 0.07, 0.06, 0.06, 0.06, 0.06],
+        ]);
+        let order = |u| rank_uncertain(p.view(), u).1;
+        assert_eq!(order(Uncertainty::Margin), [0, 1, 2, 3]);
+        assert_eq!(order(Uncertainty::LeastConfidence), [1, 2, 0, 3]);
+        assert_eq!(order(Uncertainty::Gini), [2, 3, 1, 0]);
+        assert_eq!(order(Uncertainty::Entropy), [3, 2, 1, 0]);
+        let (gini, _) = rank_uncertain(p.view(), Uncertainty::Gini);
+        assert!((gini[2] - 0.7158).abs() < 1e-6, "1 − Σp² = {}", gini[2]);
+        let (entropy, _) = rank_uncertain(p.view(), Uncertainty::Entropy);
+        assert!((entropy[0] - std::f64::consts::LN_2).abs() < 1e-6);
+    }
+
+    #[test]
     fn k_center_picks_the_farthest_point_first() {
         let x = arr2(&[[0.0f32, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 5.0]]);
         let centres = arr2(&[[0.0f32, 0.0]]);
@@ -325,11 +343,34 @@ mod tests {
         assert_eq!(picks[2].0, 1);
         let d = nearest_sq_dist(x.view(), arr2(&[[0.0f32, 0.0], [10.0, 0.0]]).view());
         assert_eq!(d, vec![0.0, 1.0, 0.0, 50.0]);
-        // No centres: the first pick is seeded, and the same seed picks the same.
+        // No centres: the first pick is seeded.
         let none = ndarray::Array2::<f32>::zeros((0, 2));
         let a = k_center_greedy(x.view(), none.view(), 2, 9);
-        assert_eq!(a, k_center_greedy(x.view(), none.view(), 2, 9));
         assert_eq!(a.len(), 2);
+        assert_eq!(a[0].1, f32::INFINITY);
+    }
+
+    #[test]
+    fn k_center_picks_the_same_on_one_thread_and_on_three() {
+        // 9 000 rows: several chunks of the parallel update, run by different threads.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x = ndarray::Array2::from_shape_simple_fn((9_000, 5), || rng.random::<f32>());
+        let none = ndarray::Array2::<f32>::zeros((0, 5));
+        let on = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    (
+                        k_center_greedy(x.view(), none.view(), 12, 9),
+                        k_center_greedy(x.view(), x.slice(ndarray::s![..3, ..]), 12, 9),
+                    )
+                })
+        };
+        let one = on(1);
+        assert_eq!(one, on(3));
+        assert_eq!(one.0.len(), 12);
     }
 
     #[test]
@@ -400,6 +441,11 @@ mod tests {
         let n = |i: usize| g[i].iter().map(|x| x * x).sum::<f32>();
         let cross: f32 = g[2].iter().zip(&g[3]).map(|(a, b)| a * b).sum();
         assert!((explicit - (n(2) + n(3) - 2.0 * cross)).abs() < 1e-4);
-        assert_eq!(badge(p.view(), h.view(), 3, 3), picks, "seeded");
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap()
+            .install(|| badge(p.view(), h.view(), 3, 3));
+        assert_eq!(three, picks, "seeded, on any number of threads");
     }
 }

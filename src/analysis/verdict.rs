@@ -76,6 +76,37 @@ pub fn verdict(f: &Facts) -> Verdict {
         .layers
         .iter()
         .find(|r| r.is_target && r.direction == Direction::Forward);
+    let notes = notes(f, target);
+    let arms = arms(f);
+    Verdict {
+        shown: f.shown.to_string(),
+        theta: first.map_or(f64::NAN, |d| d.theta),
+        target: target.map_or_else(|| "output".into(), |t| t.layer.clone()),
+        decided_by: first.map_or(Decider::Model, |d| d.decided_by),
+        labels: f
+            .diagnosis
+            .iter()
+            .map(|d| LabelLine {
+                label: d.label,
+                name: name_of(f.class_names, d.label),
+                model_acc: d.model_acc,
+                target_acc: d.target_acc,
+                action: d.action,
+                faultiest: d.faultiest,
+            })
+            .collect(),
+        notes,
+        initial: f.summary.first().map_or(f64::NAN, |r| r.initial_acc),
+        control: f.control,
+        arms,
+        seeds: f.sweep.and_then(|s| s.first().map(|r| r.seeds)),
+    }
+}
+
+/// What to be careful about in a run: an untrustworthy target layer, θ above every label, a
+/// batch larger than the pool, a faultiest label with few candidates.
+fn notes(f: &Facts, target: Option<&LayerRow>) -> Vec<String> {
+    let first = f.diagnosis.first();
     let mut notes = Vec::new();
     if let Some(t) = target {
         if t.near_chance {
@@ -108,6 +139,11 @@ pub fn verdict(f: &Facts) -> Verdict {
             name_of(f.class_names, d.label)
         ));
     }
+    notes
+}
+
+/// Every arm's line, best first.
+fn arms(f: &Facts) -> Vec<ArmLine> {
     let mut arms: Vec<ArmLine> = f
         .summary
         .iter()
@@ -132,29 +168,7 @@ pub fn verdict(f: &Facts) -> Verdict {
         let key = |x: &ArmLine| x.sweep.map_or(x.delta, |s| s.0);
         key(b).total_cmp(&key(a)).then(a.arm.cmp(&b.arm))
     });
-    Verdict {
-        shown: f.shown.to_string(),
-        theta: first.map_or(f64::NAN, |d| d.theta),
-        target: target.map_or_else(|| "output".into(), |t| t.layer.clone()),
-        decided_by: first.map_or(Decider::Model, |d| d.decided_by),
-        labels: f
-            .diagnosis
-            .iter()
-            .map(|d| LabelLine {
-                label: d.label,
-                name: name_of(f.class_names, d.label),
-                model_acc: d.model_acc,
-                target_acc: d.target_acc,
-                action: d.action,
-                faultiest: d.faultiest,
-            })
-            .collect(),
-        notes,
-        initial: f.summary.first().map_or(f64::NAN, |r| r.initial_acc),
-        control: f.control,
-        arms,
-        seeds: f.sweep.and_then(|s| s.first().map(|r| r.seeds)),
-    }
+    arms
 }
 
 impl Verdict {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The temporary name `f` is written under before it is renamed to `path`:
+/// The temporary name a file is written under before it is renamed to `path`:
 /// `.<file name>.tmp-<pid>` in the same folder.
 pub fn temp_name(path: &Path) -> Result<PathBuf> {
     let dir = parent(path);

@@ -7,11 +7,12 @@
 //! the `--set` that caused it.
 
 mod check;
+mod error;
 mod sections;
 
+pub use error::ConfigError;
 pub use sections::*;
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -60,23 +61,23 @@ impl Default for Pipeline {
 impl Pipeline {
     /// Load a pipeline file (or the defaults), apply `section.key=value` overrides in order,
     /// and validate.
-    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Pipeline> {
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Pipeline, ConfigError> {
         let origin = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
         let mut doc: toml::Table = match path {
             Some(p) => read_doc(p, &[])?,
             None => toml::Table::new(),
         };
-        let decode = |doc: &toml::Table| -> Result<Pipeline> {
+        let decode = |doc: &toml::Table| -> Result<Pipeline, ConfigError> {
             toml::Value::Table(doc.clone())
                 .try_into()
                 .map_err(|e: toml::de::Error| {
-                    anyhow::anyhow!("{}", plain(&one_line(&e.to_string())))
+                    ConfigError::decoding(plain(&one_line(&e.to_string())))
                 })
         };
-        decode(&doc).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        decode(&doc).map_err(|e| e.at(&origin))?;
         for o in overrides {
-            apply_override(&mut doc, o).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
-            decode(&doc).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
+            apply_override(&mut doc, o).map_err(|e| e.at(format!("--set {o}")))?;
+            decode(&doc).map_err(|e| e.at(format!("--set {o}")))?;
         }
         let pipeline = decode(&doc)?;
         pipeline.validate().map_err(|e| {
@@ -87,8 +88,8 @@ impl Pipeline {
                     .is_some_and(|(k, _)| msg.starts_with(k.trim()))
             });
             match culprit {
-                Some(o) => anyhow::anyhow!("--set {o}: {msg}"),
-                None => anyhow::anyhow!("{origin}: {msg}"),
+                Some(o) => e.at(format!("--set {o}")),
+                None => e.at(&origin),
             }
         })?;
         Ok(pipeline)
@@ -96,7 +97,7 @@ impl Pipeline {
 
     /// Check every range; the message starts with the key that is wrong and says what is
     /// allowed.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         check::validate(self)
     }
 
@@ -190,32 +191,26 @@ pub fn derive_seed(seed: u64, stream: &str) -> u64 {
 const EXTENDS: &str = "extends";
 
 /// A pipeline file as a TOML table, with the file it `extends` merged under it.
-fn read_doc(path: &Path, chain: &[PathBuf]) -> Result<toml::Table> {
+fn read_doc(path: &Path, chain: &[PathBuf]) -> Result<toml::Table, ConfigError> {
     let me = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     if let Some(i) = chain.iter().position(|p| *p == me) {
-        let names: Vec<String> = chain[i..]
+        let files = chain[i..]
             .iter()
             .chain([&me])
             .map(|p| p.display().to_string())
             .collect();
-        bail!(
-            "`extends` makes a cycle: {}; the last file must not extend the first",
-            names.join(" → ")
-        );
+        return Err(ConfigError::ExtendsCycle { files });
     }
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read pipeline file {}: check the path (pipelines live in pipelines/<name>.toml; `mode --pipeline NAME` takes a name too)",
-            path.display()
-        )
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::MissingFile {
+        path: path.display().to_string(),
+        source,
     })?;
-    let mut doc = text.parse::<toml::Table>().map_err(|e| {
-        anyhow::anyhow!(
-            "{}: invalid TOML: {}",
-            path.display(),
-            one_line(&e.to_string())
-        )
-    })?;
+    let mut doc = text
+        .parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: one_line(&e.to_string()),
+        })?;
     match doc.remove(EXTENDS) {
         None => Ok(doc),
         Some(toml::Value::String(base)) => {
@@ -226,16 +221,15 @@ fn read_doc(path: &Path, chain: &[PathBuf]) -> Result<toml::Table> {
             merge(&mut merged, doc);
             Ok(merged)
         }
-        Some(_) => bail!(
-            "{}: `extends` must be a file name, e.g. \"mnist.toml\"",
-            path.display()
-        ),
+        Some(_) => Err(ConfigError::ExtendsNotAName {
+            path: path.display().to_string(),
+        }),
     }
 }
 
 /// The file `extends = base` names in the pipeline file `path`: beside it, else in the
 /// project's `pipelines/` folder (so a pipeline kept elsewhere can extend `mnist.toml`).
-fn extended(path: &Path, base: &str) -> Result<PathBuf> {
+fn extended(path: &Path, base: &str) -> Result<PathBuf, ConfigError> {
     let beside = path.parent().unwrap_or(Path::new(".")).join(base);
     if beside.exists() {
         return Ok(beside);
@@ -244,12 +238,12 @@ fn extended(path: &Path, base: &str) -> Result<PathBuf> {
     if shipped.exists() {
         return Ok(shipped);
     }
-    bail!(
-        "{}: extends = {base:?}, but neither {} nor {} exists",
-        path.display(),
-        beside.display(),
-        shipped.display()
-    )
+    Err(ConfigError::ExtendsMissing {
+        path: path.display().to_string(),
+        base: base.to_string(),
+        beside: beside.display().to_string(),
+        shipped: shipped.display().to_string(),
+    })
 }
 
 /// Where the shipped pipelines live (relative to the project folder).
@@ -310,9 +304,10 @@ fn one_line(s: &str) -> String {
 
 /// Apply one `a.b.c=value` override to the TOML document. The value is parsed as TOML
 /// (`3`, `0.5`, `true`, `[1, 2]`, `"text"`); anything that is not valid TOML is taken as a string.
-pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {
+pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let bad = |msg: String| Err(ConfigError::BadOverride(msg));
     let Some((key, raw)) = spec.split_once('=') else {
-        bail!("an override must look like section.key=value (e.g. mode.theta=0.9)");
+        return bad("an override must look like section.key=value (e.g. mode.theta=0.9)".into());
     };
     let key = key.trim();
     let raw = raw.trim();
@@ -323,7 +318,7 @@ pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        bail!("empty key segment in {key:?}");
+        return bad(format!("empty key segment in {key:?}"));
     }
     let mut table = doc;
     for part in &parts[..parts.len() - 1] {
@@ -332,7 +327,7 @@ pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = match entry {
             toml::Value::Table(t) => t,
-            _ => bail!("{part} is not a section"),
+            _ => return bad(format!("{part} is not a section")),
         };
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
@@ -354,8 +349,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.toml");
         std::fs::write(&p, "[mode]\nthetaa = 0.5\n").unwrap();
-        let err = Pipeline::load(Some(&p), &[]).unwrap_err().to_string();
-        assert!(err.contains("thetaa") && err.contains("p.toml"), "{err}");
+        let err = Pipeline::load(Some(&p), &[]).unwrap_err();
+        match &err {
+            ConfigError::In { origin, error } if origin.ends_with("p.toml") => {
+                assert!(
+                    matches!(&**error, ConfigError::UnknownKey(m) if m.contains("thetaa")),
+                    "{err}"
+                )
+            }
+            _ => panic!("{err:?}"),
+        }
     }
 
     #[test]
@@ -367,21 +370,40 @@ mod tests {
         .unwrap();
         assert_eq!(p.mode.theta, Theta::Absolute(0.5));
         assert_eq!(p.select.metric, Metric::Cosine);
-        let err = Pipeline::load(None, &["mode.alpha=1.5".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("--set mode.alpha=1.5: mode.alpha"), "{err}");
-        let err = Pipeline::load(None, &["select.metric=nope".into()])
-            .unwrap_err()
-            .to_string();
+        let err = |set: &str| Pipeline::load(None, &[set.to_string()]).unwrap_err();
+        let e = err("mode.alpha=1.5");
         assert!(
-            err.starts_with("--set select.metric=nope:") && err.contains("nope"),
-            "{err}"
+            matches!(&e, ConfigError::In { origin, error } if origin == "--set mode.alpha=1.5"
+                && matches!(&**error, ConfigError::OutOfRange { key, .. } if key == "mode.alpha")),
+            "{e:?}"
         );
-        let err = Pipeline::load(None, &["mode.bogus=1".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("--set mode.bogus=1:"), "{err}");
+        assert_eq!(
+            e.to_string(),
+            "--set mode.alpha=1.5: mode.alpha = 1.5 is out of range: it must lie in [0, 1]"
+        );
+        let e = err("select.metric=nope");
+        assert!(
+            matches!(&e, ConfigError::In { origin, .. } if origin == "--set select.metric=nope"),
+            "{e:?}"
+        );
+        assert!(
+            matches!(e.cause(), ConfigError::BadValue(m) if m.contains("nope")),
+            "{e:?}"
+        );
+        let e = err("mode.bogus=1");
+        assert!(
+            matches!(e.cause(), ConfigError::UnknownKey(m) if m.contains("bogus")),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("--set mode.bogus=1:"), "{e}");
+        assert!(matches!(
+            err("nonsense").cause(),
+            ConfigError::BadOverride(_)
+        ));
+        assert!(matches!(
+            err("mode..theta=1").cause(),
+            ConfigError::BadOverride(_)
+        ));
     }
 
     #[test]
@@ -390,8 +412,12 @@ mod tests {
             "layers.enabled=false".to_string(),
             "layers.force_target=\"dense_2\"".into(),
         ];
-        let err = Pipeline::load(None, &v).unwrap_err().to_string();
-        assert!(err.contains("needs layer selection"), "{err}");
+        let err = Pipeline::load(None, &v).unwrap_err();
+        assert!(
+            matches!(err.cause(), ConfigError::OutOfRange { key, message }
+                if key == "layers.force_target" && message.contains("needs layer selection")),
+            "{err:?}"
+        );
         let v = vec![
             "layers.enabled=false".to_string(),
             "layers.force_target=\"output\"".into(),
@@ -401,19 +427,36 @@ mod tests {
 
     #[test]
     fn own_data_and_onnx_keys_are_checked() {
-        let err = |sets: &[&str]| {
+        // The key each wrong setting is reported under.
+        let key = |sets: &[&str]| {
             let v: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-            Pipeline::load(None, &v).unwrap_err().to_string()
+            match Pipeline::load(None, &v).unwrap_err().cause() {
+                ConfigError::OutOfRange { key, .. } => key.clone(),
+                e => panic!("{sets:?}: {e:?}"),
+            }
         };
-        assert!(err(&["data.height=5"]).contains("data.images and data.table only"));
-        assert!(err(&["data.images=\"a\"", "data.table=\"b\""]).contains("give one source"));
-        assert!(err(&["data.images=\"a\"", "data.height=5"]).contains("give both or neither"));
-        assert!(err(&["data.images=\"a\"", "data.channels=2"]).contains("1 (grayscale) or 3"));
-        assert!(err(&["data.table=\"a\"", "data.test_fraction=1.0"]).contains("(0, 1)"));
-        assert!(err(&["data.label_column=\"y\""]).contains("data.table only"));
-        assert!(err(&["model.onnx_layers=[\"a,b\"]"]).contains("comma"));
-        assert!(err(&["model.input_std=[0.0]"]).contains("positive"));
-        assert!(err(&["model.input=\"nchw\""]).contains("flat, image"));
+        assert_eq!(key(&["data.height=5"]), "data.height");
+        assert_eq!(
+            key(&["data.images=\"a\"", "data.table=\"b\""]),
+            "data.images"
+        );
+        assert_eq!(key(&["data.table=\"a\"", "data.width=5"]), "data.height");
+        assert_eq!(
+            key(&["data.images=\"a\"", "data.channels=2"]),
+            "data.channels"
+        );
+        assert_eq!(
+            key(&["data.table=\"a\"", "data.test_fraction=1.0"]),
+            "data.test_fraction"
+        );
+        assert_eq!(key(&["data.label_column=\"y\""]), "data.label_column");
+        assert_eq!(key(&["model.onnx_layers=[\"a,b\"]"]), "model.onnx_layers");
+        assert_eq!(key(&["model.input_std=[0.0]"]), "model.input_std");
+        let e = Pipeline::load(None, &["model.input=\"nchw\"".into()]).unwrap_err();
+        assert!(
+            matches!(e.cause(), ConfigError::BadValue(m) if m.contains("flat, image")),
+            "{e:?}"
+        );
         let p = Pipeline::load(
             None,
             &["data.images=\"a\"".into(), "model.input=\"image\"".into()],
@@ -453,13 +496,30 @@ mod tests {
         );
         std::fs::write(dir.path().join("loop.toml"), "extends = \"loop.toml\"\n").unwrap();
         let e = Pipeline::load(Some(&dir.path().join("loop.toml")), &[]).unwrap_err();
-        assert!(format!("{e:#}").contains("cycle"), "{e:#}");
+        assert!(
+            matches!(&e, ConfigError::ExtendsCycle { files } if files.len() == 2
+                && files.iter().all(|f| f.ends_with("loop.toml"))),
+            "{e:?}"
+        );
+        std::fs::write(dir.path().join("far.toml"), "extends = \"nowhere.toml\"\n").unwrap();
+        let e = Pipeline::load(Some(&dir.path().join("far.toml")), &[]).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::ExtendsMissing { base, .. } if base == "nowhere.toml"),
+            "{e:?}"
+        );
+        let e = Pipeline::load(Some(&dir.path().join("absent.toml")), &[]).unwrap_err();
+        assert!(matches!(&e, ConfigError::MissingFile { .. }), "{e:?}");
+        std::fs::write(dir.path().join("broken.toml"), "[mode\n").unwrap();
+        let e = Pipeline::load(Some(&dir.path().join("broken.toml")), &[]).unwrap_err();
+        assert!(matches!(&e, ConfigError::Syntax { .. }), "{e:?}");
     }
 
     #[test]
     fn seeds_and_fingerprints() {
         assert_ne!(derive_seed(1, "split"), derive_seed(1, "model"));
-        assert_eq!(derive_seed(7, "x"), derive_seed(7, "x"));
+        // Seeds and fingerprints are part of every stored run: they must not move.
+        assert_eq!(derive_seed(7, "x"), 13_674_409_416_936_978_623);
+        assert_eq!(fingerprint("abc"), "e71fa2190541574b");
         let p = Pipeline::default();
         let mut q = p.clone();
         q.mode.theta = Theta::Absolute(0.5);

@@ -29,6 +29,8 @@ fn target_of(rows: &[LayerRow], d: Direction) -> Result<String> {
 pub struct SplitStates<'a> {
     pub acts: &'a Activations,
     pub pixels: Option<&'a Array2<f32>>,
+    /// The samples' facts, when they were read (with the pixels).
+    pub meta: Option<&'a crate::artifacts::DatasetMeta>,
 }
 
 impl SplitStates<'_> {
@@ -127,30 +129,15 @@ fn decides(p: &Pipeline, layers: &[LayerRow], target: &str) -> bool {
 }
 
 /// Diagnose every label and build the heat maps (pure but for the given head lookup).
-pub fn analyse(
+pub fn diagnose_and_map(
     p: &Pipeline,
     layers: &[LayerRow],
     heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
     train: &SplitStates,
     test: &SplitStates,
-    test_meta: Option<&crate::artifacts::DatasetMeta>,
     pool: &PoolFacts,
 ) -> Result<Analysis> {
-    let target = target(layers, Direction::Forward)?.to_string();
-    let trusted = decides(p, layers, &target);
-    // The heat maps' layer: the target (the backward one for overfitting), the output when the
-    // target is not to be trusted.
-    let fwd = if trusted { target } else { OUTPUT.to_string() };
-    let bwd = if trusted {
-        target_of(layers, Direction::Backward)?
-    } else {
-        OUTPUT.to_string()
-    };
-    // The diagnosis' layer: the model's own predictions, or the heat maps' layer.
-    let decided_at = match p.mode.diagnosis {
-        crate::config::DiagnosisBy::Model => OUTPUT.to_string(),
-        crate::config::DiagnosisBy::TargetLayer => fwd.clone(),
-    };
+    let (fwd, bwd, decided_at) = analysis_layers(p, layers)?;
     let classes = test.acts.probs()?.ncols();
     let train_pred = train.predictions(&decided_at, heads)?;
     let test_pred = test.predictions(&decided_at, heads)?;
@@ -185,36 +172,10 @@ pub fn analyse(
         (fwd, pred)
     };
     let space = p.heatmap.space;
-    let x = match space {
-        Space::Input => test.layer(INPUT)?,
-        Space::Feature => test.layer(&layer)?,
-    };
-    let weights = if space == Space::Feature && p.heatmap.weighted && layer != OUTPUT {
-        Some(heads(&layer)?.weights)
-    } else {
-        None
-    };
-    let rows = hm::heatmaps(x.view(), &test.acts.labels, &pred, classes)
-        .into_iter()
-        .map(|m| {
-            let mut values = m.values;
-            if let Some(w) = &weights {
-                values *= &w.row(m.label as usize);
-            }
-            HeatmapRow {
-                label: m.label,
-                other: m.other,
-                kind: m.kind,
-                space,
-                layer: layer.clone(),
-                n: m.n,
-                values: values.to_vec(),
-            }
-        })
-        .collect();
+    let (rows, weighted) = map_rows(p, heads, test, &layer, &pred, classes)?;
     let mut info = BTreeMap::new();
-    info.insert(WEIGHTED_KEY.to_string(), weights.is_some().to_string());
-    if let (Space::Input, Some(m)) = (space, test_meta) {
+    info.insert(WEIGHTED_KEY.to_string(), weighted.to_string());
+    if let (Space::Input, Some(m)) = (space, test.meta) {
         info.extend(m.to_kv());
     }
     let decided_by = if decided_at == OUTPUT {
@@ -227,8 +188,112 @@ pub fn analyse(
         .filter(|r| r.n_test > 0)
         .all(|r| r.test_acc < theta);
     let at_target = hm::per_label_accuracy(&test.acts.labels, &pred, classes);
-    let diagnosis = d
+    let decided = Decided {
+        model,
+        at_target,
+        theta,
+        layer: decided_at,
+        by: decided_by,
+        above_all,
+    };
+    Ok(Analysis {
+        diagnosis: diagnosis_rows(d, &decided, pool),
+        maps: Heatmaps { rows, info },
+        layer,
+    })
+}
+
+/// The analysis' layers: the heat maps' forward and backward layers (the targets, or the
+/// output when the forward target is not to be trusted) and the diagnosis' layer (the
+/// model's own predictions, or the forward one).
+fn analysis_layers(p: &Pipeline, layers: &[LayerRow]) -> Result<(String, String, String)> {
+    let target = target(layers, Direction::Forward)?.to_string();
+    let trusted = decides(p, layers, &target);
+    // The heat maps' layer: the target (the backward one for overfitting), the output when the
+    // target is not to be trusted.
+    let fwd = if trusted { target } else { OUTPUT.to_string() };
+    let bwd = if trusted {
+        target_of(layers, Direction::Backward)?
+    } else {
+        OUTPUT.to_string()
+    };
+    // The diagnosis' layer: the model's own predictions, or the heat maps' layer.
+    let decided_at = match p.mode.diagnosis {
+        crate::config::DiagnosisBy::Model => OUTPUT.to_string(),
+        crate::config::DiagnosisBy::TargetLayer => fwd.clone(),
+    };
+    Ok((fwd, bwd, decided_at))
+}
+
+/// The heat map rows of `layer` from the predictions `pred` on the analysis split (weighted
+/// by the feature model's weights when `heatmap.weighted`), and whether they are weighted.
+fn map_rows(
+    p: &Pipeline,
+    heads: &dyn Fn(&str) -> Result<SoftmaxHead>,
+    test: &SplitStates,
+    layer: &str,
+    pred: &[u16],
+    classes: usize,
+) -> Result<(Vec<HeatmapRow>, bool)> {
+    let space = p.heatmap.space;
+    let x = match space {
+        Space::Input => test.layer(INPUT)?,
+        Space::Feature => test.layer(layer)?,
+    };
+    let weights = if space == Space::Feature && p.heatmap.weighted && layer != OUTPUT {
+        Some(heads(layer)?.weights)
+    } else {
+        None
+    };
+    let rows = hm::heatmaps(x.view(), &test.acts.labels, pred, classes)
         .into_iter()
+        .map(|m| {
+            let mut values = m.values;
+            if let Some(w) = &weights {
+                values *= &w.row(m.label as usize);
+            }
+            HeatmapRow {
+                label: m.label,
+                other: m.other,
+                kind: m.kind,
+                space,
+                layer: layer.to_string(),
+                n: m.n,
+                values: values.to_vec(),
+            }
+        })
+        .collect();
+    Ok((rows, weights.is_some()))
+}
+
+/// How the diagnosis was decided: per label the model's and the deciding layer's accuracy
+/// (with their counts), θ, the layer and what it is, and whether every label is below θ.
+struct Decided {
+    model: Vec<(f64, u32)>,
+    at_target: Vec<(f64, u32)>,
+    theta: f64,
+    layer: String,
+    by: crate::vocab::Decider,
+    above_all: bool,
+}
+
+/// The rows of `diagnosis.parquet`.
+fn diagnosis_rows(
+    d: Vec<hm::LabelDiagnosis>,
+    decided: &Decided,
+    pool: &PoolFacts,
+) -> Vec<DiagnosisRow> {
+    let Decided {
+        model,
+        at_target,
+        theta,
+        by: decided_by,
+        above_all,
+        ..
+    } = decided;
+    let (theta, decided_by, above_all) = (*theta, *decided_by, *above_all);
+    let decided_at = &decided.layer;
+    d.into_iter()
         .map(|r| DiagnosisRow {
             label: r.label,
             train_acc: r.train_acc,
@@ -250,12 +315,7 @@ pub fn analyse(
                 < pool.targeted,
             batch_exceeds_pool: pool.batch > pool.left,
         })
-        .collect();
-    Ok(Analysis {
-        diagnosis,
-        maps: Heatmaps { rows, info },
-        layer,
-    })
+        .collect()
 }
 
 /// Diagnose and build the heat maps for the step; write `heatmaps.parquet` and
@@ -288,19 +348,20 @@ pub fn run(store: &Store, s: &Step) -> Result<Analysis> {
         classes,
         s.p.mode.batch.of(pool_split.len()),
     );
-    let a = analyse(
+    let a = diagnose_and_map(
         &s.p,
         &layers,
         &heads,
         &SplitStates {
             acts: &train_acts,
             pixels: train.as_ref().map(|t| &t.pixels),
+            meta: train.as_ref().map(|t| &t.meta),
         },
         &SplitStates {
             acts: &test_acts,
             pixels: test.as_ref().map(|t| &t.pixels),
+            meta: test.as_ref().map(|t| &t.meta),
         },
-        test.as_ref().map(|t| &t.meta),
         &pool,
     )?;
     store.put(&s.dir.heatmaps(), a.maps.clone())?;

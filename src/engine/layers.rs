@@ -25,13 +25,6 @@ pub struct LayerSelection {
     pub heads: Vec<(String, SoftmaxHead, Option<f64>)>,
 }
 
-impl LayerSelection {
-    /// The target layer of a direction.
-    pub fn target(&self, d: Direction) -> Result<&str> {
-        target(&self.rows, d)
-    }
-}
-
 /// The target layer of a direction in `layers.parquet` rows.
 pub fn target(rows: &[LayerRow], d: Direction) -> Result<&str> {
     rows.iter()
@@ -199,7 +192,6 @@ pub fn select(
     let classes = out_probs.ncols();
     let model_acc = sel::accuracy(out_probs.view(), &test.labels);
     let chance = chance(&test.labels, classes);
-    let mut rows = Vec::new();
     if let (false, Some(t)) = (p.layers.enabled, &p.layers.force_target)
         && t != OUTPUT
     {
@@ -208,37 +200,92 @@ pub fn select(
         );
     }
     if !p.layers.enabled {
-        for d in [Direction::Forward, Direction::Backward] {
-            rows.push(LayerRow {
-                layer: OUTPUT.into(),
-                position: 0,
-                width: classes as u32,
-                probe_accuracy: model_acc,
-                bhattacharyya: None,
-                is_target: true,
-                direction: d,
-                l2: None,
-                near_chance: near_chance(model_acc, chance),
-                below_model: false,
-            });
-        }
-        return Ok(LayerSelection {
-            rows,
-            heads: Vec::new(),
-        });
+        return Ok(output_only(classes, model_acc, chance));
     }
     let (ih, test_pixels) =
         input.ok_or_else(|| anyhow!("layer selection needs the input feature model"))?;
+    let (layers, heads) = probed_layers(p, train, test, ih, test_pixels)?;
+    let views: Vec<_> = layers.iter().map(|l| l.probs.view()).collect();
+    let forced = forced_target(p, &layers)?;
+    let mut rows = Vec::new();
+    for d in [Direction::Forward, Direction::Backward] {
+        let (dist, target) = sel::select_target(&views, p.layers.threshold, d);
+        let target = forced.unwrap_or(target);
+        for (i, l) in layers.iter().enumerate() {
+            let acc = sel::accuracy(l.probs.view(), &test.labels);
+            rows.push(LayerRow {
+                layer: l.name.clone(),
+                position: i as u32,
+                width: l.width as u32,
+                probe_accuracy: acc,
+                bhattacharyya: Some(dist[i]),
+                is_target: i == target,
+                direction: d,
+                l2: l.l2,
+                near_chance: near_chance(acc, chance),
+                below_model: i == target && acc < model_acc - p.layers.max_gap,
+            });
+        }
+    }
+    Ok(LayerSelection { rows, heads })
+}
+
+/// Layer selection off: the output is the target in both directions.
+fn output_only(classes: usize, model_acc: f64, chance: f64) -> LayerSelection {
+    let rows = [Direction::Forward, Direction::Backward]
+        .into_iter()
+        .map(|d| LayerRow {
+            layer: OUTPUT.into(),
+            position: 0,
+            width: classes as u32,
+            probe_accuracy: model_acc,
+            bhattacharyya: None,
+            is_target: true,
+            direction: d,
+            l2: None,
+            near_chance: near_chance(model_acc, chance),
+            below_model: false,
+        })
+        .collect();
+    LayerSelection {
+        rows,
+        heads: Vec::new(),
+    }
+}
+
+/// One layer as its feature model sees the analysis split.
+struct Probed {
+    name: String,
+    width: usize,
+    /// The feature model's probabilities on the analysis split (the model's own for the
+    /// output).
+    probs: Array2<f32>,
+    l2: Option<f64>,
+}
+
+/// The fitted heads of [`LayerSelection`]: per layer its name, head and L2 strength.
+type FittedHeads = Vec<(String, SoftmaxHead, Option<f64>)>;
+
+/// Every layer, input to output, with its feature model's predictions on `test` (the input's
+/// head given, the hidden layers' fitted in parallel), and the heads.
+fn probed_layers(
+    p: &Pipeline,
+    train: &Activations,
+    test: &Activations,
+    ih: &Head,
+    test_pixels: &Array2<f32>,
+) -> Result<(Vec<Probed>, FittedHeads)> {
+    let out_probs = test.probs()?;
+    let classes = out_probs.ncols();
     let input_l2 = ih.info.get(L2_KEY).and_then(|v| v.parse::<f64>().ok());
-    // (name, width, probabilities on the analysis split, L2)
-    let mut layers: Vec<(String, usize, Array2<f32>, Option<f64>)> = Vec::new();
+    let mut layers: Vec<Probed> = Vec::new();
     let mut heads = vec![(INPUT.to_string(), ih.head.clone(), input_l2)];
-    layers.push((
-        INPUT.into(),
-        test_pixels.ncols(),
-        ih.head.probs(test_pixels.view()),
-        input_l2,
-    ));
+    layers.push(Probed {
+        name: INPUT.into(),
+        width: test_pixels.ncols(),
+        probs: ih.head.probs(test_pixels.view()),
+        l2: input_l2,
+    });
     // Hidden layers: one head each, fitted in parallel.
     let hidden: Vec<&(String, Array2<f32>)> =
         train.layers.iter().filter(|(n, _)| n != OUTPUT).collect();
@@ -254,43 +301,37 @@ pub fn select(
     for f in fitted {
         let (name, width, probs, f) = f?;
         heads.push((name.clone(), f.head, Some(f.l2)));
-        layers.push((name, width, probs, Some(f.l2)));
+        layers.push(Probed {
+            name,
+            width,
+            probs,
+            l2: Some(f.l2),
+        });
     }
-    layers.push((OUTPUT.into(), classes, out_probs.clone(), None));
-    let views: Vec<_> = layers.iter().map(|(_, _, m, _)| m.view()).collect();
-    let forced = match &p.layers.force_target {
+    layers.push(Probed {
+        name: OUTPUT.into(),
+        width: classes,
+        probs: out_probs.clone(),
+        l2: None,
+    });
+    Ok((layers, heads))
+}
+
+/// The position of `layers.force_target`, if set.
+fn forced_target(p: &Pipeline, layers: &[Probed]) -> Result<Option<usize>> {
+    Ok(match &p.layers.force_target {
         None => None,
-        Some(name) => Some(layers.iter().position(|(n, ..)| n == name).ok_or_else(|| {
+        Some(name) => Some(layers.iter().position(|l| l.name == *name).ok_or_else(|| {
             anyhow!(
                 "layers.force_target = {name:?} is not a layer of this model (its layers: {})",
                 layers
                     .iter()
-                    .map(|(n, ..)| n.as_str())
+                    .map(|l| l.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )
         })?),
-    };
-    for d in [Direction::Forward, Direction::Backward] {
-        let (dist, target) = sel::select_target(&views, p.layers.threshold, d);
-        let target = forced.unwrap_or(target);
-        for (i, (name, width, probs, l2)) in layers.iter().enumerate() {
-            let acc = sel::accuracy(probs.view(), &test.labels);
-            rows.push(LayerRow {
-                layer: name.clone(),
-                position: i as u32,
-                width: *width as u32,
-                probe_accuracy: acc,
-                bhattacharyya: Some(dist[i]),
-                is_target: i == target,
-                direction: d,
-                l2: *l2,
-                near_chance: near_chance(acc, chance),
-                below_model: i == target && acc < model_acc - p.layers.max_gap,
-            });
-        }
-    }
-    Ok(LayerSelection { rows, heads })
+    })
 }
 
 /// Run layer selection on the step's activations (heads fitted on train, compared on the

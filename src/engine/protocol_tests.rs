@@ -186,6 +186,45 @@ fn uncertainty_baselines_take_the_most_uncertain() {
 }
 
 #[test]
+fn each_uncertainty_baseline_takes_its_own_sample() {
+    // Ids 10, 11, 12, 20: no margin, the lowest top probability, the most impurity 1 − Σp²,
+    // the most entropy; ids 21–23 confident.
+    let (store, layout) = store();
+    store.put(&layout.split(Split::Pool), pool()).unwrap();
+    let p = pipeline(2, 0.5);
+    let mut acts = pool_acts();
+    let mut probs = Array2::<f32>::zeros((7, 8));
+    let rows: [&[f32]; 4] = [
+        &[0.5, 0.5],
+        &[0.36, 0.32, 0.32],
+        &[0.41, 0.2, 0.2, 0.19],
+        &[0.55, 0.07, 0.07, 0.07, 0.06, 0.06, 0.06, 0.06],
+    ];
+    for (i, row) in rows.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            probs[[i, j]] = v;
+        }
+    }
+    for i in 4..7 {
+        probs[[i, 0]] = 0.99;
+        probs[[i, 1]] = 0.01;
+    }
+    acts.layers[1].1 = probs;
+    for (b, want) in [
+        (Baseline::Margin, 10),
+        (Baseline::LeastConfidence, 11),
+        (Baseline::Uncertainty, 12),
+        (Baseline::Entropy, 20),
+    ] {
+        let s = Step::new(&layout, &p, Arm::baseline(b), 1);
+        store.put(&s.dir.diagnosis(), diagnosis_faulty(1)).unwrap();
+        store.put(&s.dir.activations("pool"), acts.clone()).unwrap();
+        let sel = select::run(&store, &s).unwrap();
+        assert_eq!(sel.batch[0].id, want, "{b}");
+    }
+}
+
+#[test]
 fn coreset_takes_the_farthest_from_what_was_trained_on() {
     let (store, layout) = store();
     store.put(&layout.split(Split::Pool), pool()).unwrap();

@@ -36,7 +36,11 @@ pub struct PoolView<'a> {
 }
 
 /// Rows of `all` whose id is in `ids`, in `all`'s order.
-pub fn rows_of(all_ids: &[u32], all: &Array2<f32>, ids: &[u32]) -> Result<(Vec<u32>, Array2<f32>)> {
+pub fn rows_by_id(
+    all_ids: &[u32],
+    all: &Array2<f32>,
+    ids: &[u32],
+) -> Result<(Vec<u32>, Array2<f32>)> {
     let keep: HashSet<u32> = ids.iter().copied().collect();
     let rows: Vec<usize> = (0..all_ids.len())
         .filter(|&i| keep.contains(&all_ids[i]))
@@ -64,12 +68,12 @@ impl PoolView<'_> {
         ids: &[u32],
     ) -> Result<(Vec<u32>, Array2<f32>)> {
         if space == Space::Input || layer == INPUT {
-            rows_of(&self.samples.ids, &self.samples.pixels, ids)
+            rows_by_id(&self.samples.ids, &self.samples.pixels, ids)
         } else {
             let acts = self
                 .acts
                 .context("the pool's activations were not probed")?;
-            rows_of(&acts.ids, acts.layer(layer)?, ids)
+            rows_by_id(&acts.ids, acts.layer(layer)?, ids)
         }
     }
 
@@ -147,14 +151,18 @@ fn targets<'a>(
 /// Rank the candidates of one faulty label with MODE's heat-map similarity. Returns the ranked
 /// ids (best first) and their score rows.
 fn rank_mode(
-    p: &Pipeline,
+    picking: &Picking,
     metric: crate::vocab::Metric,
     target: &DiagnosisRow,
     cand: &[u32],
-    inp: &Inputs,
-    seed: u64,
-    context: &str,
 ) -> Result<(Vec<u32>, Vec<ScoreRow>)> {
+    let Picking {
+        p,
+        inp,
+        seed,
+        context,
+        ..
+    } = *picking;
     let l = target.label;
     let overfit = target.action == Action::FixOverfit;
     let kind = if overfit {
@@ -162,40 +170,14 @@ fn rank_mode(
     } else {
         p.select.underfit_kind
     };
-    let maps = inp
-        .maps
-        .ok_or_else(|| anyhow!("MODE selection needs the heat maps"))?;
-    let mut map = maps
-        .get(l, kind)
-        .ok_or_else(|| anyhow!("the heat maps have no {kind} map for label {l}"))?;
-    if map.n == 0 {
-        let fallback = match p.select.empty_map {
-            EmptyMap::Error => bail!(
-                "{context}: the {kind} heat map of label {l} is empty (n = 0); set select.empty_map = \"HW\" or \"random\" to go on"
-            ),
-            EmptyMap::Hw => maps.get(l, MapKind::Hw).filter(|m| m.n > 0),
-            EmptyMap::Random => None,
-        };
-        match fallback {
-            Some(m) => {
-                tracing::info!(
-                    "{context}: the {kind} map of label {l} is empty; scoring against HW (select.empty_map)"
-                );
-                map = m;
-            }
-            None => {
-                tracing::info!(
-                    "{context}: the {kind} map of label {l} is empty; taking its candidates at random (select.empty_map)"
-                );
-                let mut ids = cand.to_vec();
-                ids.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
-                    seed,
-                    &format!("empty/{l}"),
-                )));
-                return Ok((ids, Vec::new()));
-            }
-        }
-    }
+    let Some(map) = scoring_map(p, inp, l, kind, context)? else {
+        let mut ids = cand.to_vec();
+        ids.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+            seed,
+            &format!("empty/{l}"),
+        )));
+        return Ok((ids, Vec::new()));
+    };
     if map.space != p.heatmap.space {
         bail!(
             "heat maps are in {} space but the pipeline selects in {} space: re-run the heatmap step",
@@ -236,6 +218,47 @@ fn rank_mode(
     Ok((order.iter().map(|&k| ids[k]).collect(), scores))
 }
 
+/// The map label `l`'s candidates are scored against: its `kind` map, or when that one is
+/// empty what `select.empty_map` says (an error, the HW map, or `None`: take them at random).
+fn scoring_map<'a>(
+    p: &Pipeline,
+    inp: &Inputs<'a>,
+    l: u16,
+    kind: MapKind,
+    context: &str,
+) -> Result<Option<&'a crate::artifacts::HeatmapRow>> {
+    let maps = inp
+        .maps
+        .ok_or_else(|| anyhow!("MODE selection needs the heat maps"))?;
+    let mut map = maps
+        .get(l, kind)
+        .ok_or_else(|| anyhow!("the heat maps have no {kind} map for label {l}"))?;
+    if map.n == 0 {
+        let fallback = match p.select.empty_map {
+            EmptyMap::Error => bail!(
+                "{context}: the {kind} heat map of label {l} is empty (n = 0); set select.empty_map = \"HW\" or \"random\" to go on"
+            ),
+            EmptyMap::Hw => maps.get(l, MapKind::Hw).filter(|m| m.n > 0),
+            EmptyMap::Random => None,
+        };
+        match fallback {
+            Some(m) => {
+                tracing::info!(
+                    "{context}: the {kind} map of label {l} is empty; scoring against HW (select.empty_map)"
+                );
+                map = m;
+            }
+            None => {
+                tracing::info!(
+                    "{context}: the {kind} map of label {l} is empty; taking its candidates at random (select.empty_map)"
+                );
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(map))
+}
+
 /// Score rows of a ranking over `ids` (best first).
 fn ranked_rows(
     ids: &[u32],
@@ -266,7 +289,7 @@ fn pick_pool(
 ) -> Result<(Vec<u32>, Vec<ScoreRow>)> {
     let pool_ids: Vec<u32> = inp.pool.iter().map(|r| r.id).collect();
     let (all_ids, all_probs) = inp.states.probs()?;
-    let (ids, probs) = rows_of(all_ids, all_probs, &pool_ids)?;
+    let (ids, probs) = rows_by_id(all_ids, all_probs, &pool_ids)?;
     let uncertainty = match b {
         Baseline::Uncertainty => Some(Uncertainty::Gini),
         Baseline::Margin => Some(Uncertainty::Margin),
@@ -289,7 +312,7 @@ fn pick_pool(
                 .context("the pool's activations were not probed")?;
             let layer = coreset_layer(inp, acts)?;
             let x = acts.layer(&layer)?;
-            let (_, cand) = rows_of(&acts.ids, x, &ids)?;
+            let (_, cand) = rows_by_id(&acts.ids, x, &ids)?;
             // Centres: every sample already trained on — the train split and what earlier
             // iterations selected from the pool.
             let left: HashSet<u32> = pool_ids.iter().copied().collect();
@@ -299,7 +322,7 @@ fn pick_pool(
                 .copied()
                 .filter(|id| !left.contains(id))
                 .collect();
-            let (_, mut centres) = rows_of(&acts.ids, x, &used)?;
+            let (_, mut centres) = rows_by_id(&acts.ids, x, &used)?;
             if let Some(t) = inp.train {
                 let tx = t.layer(&layer)?;
                 centres = ndarray::concatenate(Axis(0), &[tx.view(), centres.view()])?;
@@ -317,7 +340,7 @@ fn pick_pool(
                 .rev()
                 .find(|l| l.as_str() != OUTPUT)
                 .ok_or_else(|| anyhow!("BADGE needs a hidden layer; the model has none"))?;
-            let (_, h) = rows_of(&acts.ids, acts.layer(last_hidden)?, &ids)?;
+            let (_, h) = rows_by_id(&acts.ids, acts.layer(last_hidden)?, &ids)?;
             badge(probs.view(), h.view(), n, derive_seed(seed, "badge"))
         }
         other => bail!("{other} is not a pool-wide strategy"),
@@ -371,49 +394,21 @@ pub fn choose(p: &Pipeline, arm: Arm, iteration: u32, inp: &Inputs) -> Result<Se
     } else if !strategy.needs_diagnosis() || finished {
         batch
     } else if strategy.label_restricted() {
-        for (goal, n) in &goals {
-            let l = goal.label;
-            let cand: Vec<u32> = inp
-                .pool
-                .iter()
-                .filter(|r| r.label == l && !skip.contains(&r.id))
-                .map(|r| r.id)
-                .collect();
-            candidates += cand.len();
-            let ranked = match strategy {
-                Strategy::Mode(metric) => {
-                    let (ranked, rows) = rank_mode(p, metric, goal, &cand, inp, seed, &context)?;
-                    scores.extend(rows);
-                    ranked
-                }
-                Strategy::Baseline(Baseline::LabelMargin) => {
-                    let (all_ids, all_probs) = inp.states.probs()?;
-                    let (ids, probs) = rows_of(all_ids, all_probs, &cand)?;
-                    let (sc, order) = rank_uncertain(probs.view(), Uncertainty::Margin);
-                    let ranked: Vec<u32> = order.iter().map(|&k| ids[k]).collect();
-                    let s: Vec<f64> = order.iter().map(|&k| sc[k]).collect();
-                    scores.extend(ranked_rows(&ranked, &s, &label_of, "margin"));
-                    ranked
-                }
-                _ => {
-                    let mut c = cand.clone();
-                    c.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(seed, "label")));
-                    c
-                }
-            };
-            if ranked.len() < *n {
-                tracing::warn!(
-                    "{context}: only {} candidates of label {l} for a targeted share of {n}; took them all, the rest is random",
-                    ranked.len()
-                );
-            }
-            let take: Vec<u32> = ranked.into_iter().take(*n).collect();
-            skip.extend(take.iter().copied());
-            targeted.extend(take);
-            if p.select.random_fill == RandomFill::ExcludeTarget {
-                skip.extend(inp.pool.iter().filter(|r| r.label == l).map(|r| r.id));
-            }
-        }
+        let picking = Picking {
+            p,
+            inp,
+            label_of: &label_of,
+            seed,
+            context: &context,
+        };
+        candidates = per_label(
+            &picking,
+            strategy,
+            &goals,
+            &mut scores,
+            &mut targeted,
+            &mut skip,
+        )?;
         batch - targeted.len()
     } else {
         let Strategy::Baseline(b) = strategy else {
@@ -427,18 +422,7 @@ pub fn choose(p: &Pipeline, arm: Arm, iteration: u32, inp: &Inputs) -> Result<Se
         batch - targeted.len()
     };
     let random = random_fill(&pool_ids, &skip, fill, seed);
-    let mut rows: Vec<BatchRow> = Vec::new();
-    for (ids, origin) in [(&targeted, Origin::Targeted), (&random, Origin::Random)] {
-        for &id in ids {
-            rows.push(BatchRow {
-                id,
-                label: label_of[&id],
-                origin,
-                iteration,
-                arm: name.clone(),
-            });
-        }
-    }
+    let rows = batch_rows(&name, iteration, &targeted, &random, &label_of);
     let chosen: HashSet<u32> = rows.iter().map(|r| r.id).collect();
     let left: Vec<PoolRow> = inp
         .pool
@@ -457,6 +441,105 @@ pub fn choose(p: &Pipeline, arm: Arm, iteration: u32, inp: &Inputs) -> Result<Se
         random: random.len(),
         candidates,
     })
+}
+
+/// The rows of `batch.parquet`: the targeted share, then the random fill.
+fn batch_rows(
+    arm: &str,
+    iteration: u32,
+    targeted: &[u32],
+    random: &[u32],
+    label_of: &HashMap<u32, u16>,
+) -> Vec<BatchRow> {
+    let mut rows: Vec<BatchRow> = Vec::new();
+    for (ids, origin) in [(targeted, Origin::Targeted), (random, Origin::Random)] {
+        for &id in ids {
+            rows.push(BatchRow {
+                id,
+                label: label_of[&id],
+                origin,
+                iteration,
+                arm: arm.to_string(),
+            });
+        }
+    }
+    rows
+}
+
+/// What the targeted share is picked with: the pipeline, the step's inputs, the pool's
+/// labels, the selection's seed and the context its warnings name.
+struct Picking<'a> {
+    p: &'a Pipeline,
+    inp: &'a Inputs<'a>,
+    label_of: &'a HashMap<u32, u16>,
+    seed: u64,
+    context: &'a str,
+}
+
+/// The targeted share of a label-restricted strategy, goal by goal: each label's candidates
+/// ranked (MODE's metric, the margin, or a seeded shuffle) and the first `n` taken; their
+/// score rows go to `scores`, the ids to `targeted` and `skip` (with the whole label when
+/// `select.random_fill` excludes it). The number of candidates seen.
+fn per_label(
+    picking: &Picking,
+    strategy: Strategy,
+    goals: &[(&DiagnosisRow, usize)],
+    scores: &mut Vec<ScoreRow>,
+    targeted: &mut Vec<u32>,
+    skip: &mut HashSet<u32>,
+) -> Result<usize> {
+    let Picking {
+        p,
+        inp,
+        label_of,
+        seed,
+        context,
+    } = *picking;
+    let mut candidates = 0;
+    for (goal, n) in goals {
+        let l = goal.label;
+        let cand: Vec<u32> = inp
+            .pool
+            .iter()
+            .filter(|r| r.label == l && !skip.contains(&r.id))
+            .map(|r| r.id)
+            .collect();
+        candidates += cand.len();
+        let ranked = match strategy {
+            Strategy::Mode(metric) => {
+                let (ranked, rows) = rank_mode(picking, metric, goal, &cand)?;
+                scores.extend(rows);
+                ranked
+            }
+            Strategy::Baseline(Baseline::LabelMargin) => {
+                let (all_ids, all_probs) = inp.states.probs()?;
+                let (ids, probs) = rows_by_id(all_ids, all_probs, &cand)?;
+                let (sc, order) = rank_uncertain(probs.view(), Uncertainty::Margin);
+                let ranked: Vec<u32> = order.iter().map(|&k| ids[k]).collect();
+                let s: Vec<f64> = order.iter().map(|&k| sc[k]).collect();
+                scores.extend(ranked_rows(&ranked, &s, label_of, "margin"));
+                ranked
+            }
+            _ => {
+                let mut c = cand.clone();
+                c.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(seed, "label")));
+                c
+            }
+        };
+        if ranked.len() < *n {
+            tracing::warn!(
+                "{context}: only {} candidates of label {l} for a targeted share of {n}; took them all, the rest is random",
+                ranked.len()
+            );
+        }
+        let take: Vec<u32> = ranked.into_iter().take(*n).collect();
+        skip.extend(take.iter().copied());
+        targeted.extend(take);
+        if p.select.random_fill == RandomFill::ExcludeTarget {
+            skip.extend(inp.pool.iter().filter(|r| r.label == l).map(|r| r.id));
+        }
+    }
+    Ok(candidates)
 }
 
 /// The pool before the step's selection.

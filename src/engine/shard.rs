@@ -399,14 +399,54 @@ fn check_part(
 ) -> Result<(Shard, Part)> {
     let shown = path.display();
     let m = PartManifest::read(path)?;
-    let again = |s: &ShardOf| {
-        format!(
-            "remove it and run `mode {} --shard {}/{}` again",
-            command(&grid.kind),
-            s.index,
-            s.count
-        )
+    check_manifest(path, &m, grid, name_shard)?;
+    let s = Shard {
+        index: m.shard.index,
+        count: m.shard.count,
     };
+    let want = assigned(grid, s).with_context(|| format!("{shown}"))?;
+    if m.units != want {
+        bail!(
+            "{shown} holds units {:?}, but shard {s} is assigned {:?}: {}",
+            m.units,
+            want,
+            again(grid, &m.shard)
+        );
+    }
+    let file = dir.join(&m.file);
+    check_file(path, &file, &m, grid)?;
+    let rows = Vec::<PartRow>::read(&file)?;
+    check_rows(&file, &rows, &m, grid, &want)?;
+    Ok((
+        s,
+        Part {
+            file,
+            binary: m.binary,
+            rows,
+        },
+    ))
+}
+
+/// What to do about a broken part of shard `s`.
+fn again(grid: &Grid, s: &ShardOf) -> String {
+    format!(
+        "remove it and run `mode {} --shard {}/{}` again",
+        command(&grid.kind),
+        s.index,
+        s.count
+    )
+}
+
+/// A part's manifest belongs to this grid: its name's shard, the grid's kind, settings and
+/// plan, its fingerprint, the binary's version.
+fn check_manifest(
+    path: &Path,
+    m: &PartManifest,
+    grid: &Grid,
+    name_shard: (usize, usize),
+) -> Result<()> {
+    let shown = path.display();
+    let again = |s: &ShardOf| again(grid, s);
     if (m.shard.index, m.shard.count) != name_shard {
         bail!(
             "{shown}: its name says shard {}/{} but its manifest says {}/{}: a part was renamed; {}",
@@ -453,21 +493,14 @@ fn check_part(
             env!("CARGO_PKG_VERSION")
         );
     }
-    let s = Shard {
-        index: m.shard.index,
-        count: m.shard.count,
-    };
-    let want = assigned(grid, s).with_context(|| format!("{shown}"))?;
-    if m.units != want {
-        bail!(
-            "{shown} holds units {:?}, but shard {s} is assigned {:?}: {}",
-            m.units,
-            want,
-            again(&m.shard)
-        );
-    }
-    let file = dir.join(&m.file);
-    if Layout::part_manifest(&file) != path {
+    Ok(())
+}
+
+/// The part file beside the manifest `path` is the one it names, there and unchanged.
+fn check_file(path: &Path, file: &Path, m: &PartManifest, grid: &Grid) -> Result<()> {
+    let shown = path.display();
+    let again = |s: &ShardOf| again(grid, s);
+    if Layout::part_manifest(file) != path {
         bail!(
             "{shown} names the part {:?}, not the one beside it: {}",
             m.file,
@@ -481,7 +514,7 @@ fn check_part(
             again(&m.shard)
         );
     }
-    if sum_file(&file)? != m.sum {
+    if sum_file(file)? != m.sum {
         bail!(
             "{} was changed since its shard wrote it (its manifest records {} bytes, CRC-32 {}): {}",
             file.display(),
@@ -490,9 +523,19 @@ fn check_part(
             again(&m.shard)
         );
     }
-    let rows = Vec::<PartRow>::read(&file)?;
-    let wrong = |what: String| -> Result<(Shard, Part)> {
-        bail!("{} {what}: {}", file.display(), again(&m.shard))
+    Ok(())
+}
+
+/// A part's rows are its units', in order, each with one iteration-0 row per arm of the grid.
+fn check_rows(
+    file: &Path,
+    rows: &[PartRow],
+    m: &PartManifest,
+    grid: &Grid,
+    want: &[Unit],
+) -> Result<()> {
+    let wrong = |what: String| -> Result<()> {
+        bail!("{} {what}: {}", file.display(), again(grid, &m.shard))
     };
     if rows.len() != m.rows {
         return wrong(format!(
@@ -501,9 +544,8 @@ fn check_part(
             m.rows
         ));
     }
-    // The rows are the units', in order, each with one iteration-0 row per arm of the grid.
     let mut at = 0;
-    for &u in &want {
+    for &u in want {
         let (label, seed) = (&grid.settings[u.setting], seed_of(grid, u) as i64);
         let n = rows[at..]
             .iter()
@@ -536,14 +578,7 @@ fn check_part(
             x.setting, x.seed
         ));
     }
-    Ok((
-        s,
-        Part {
-            file,
-            binary: m.binary,
-            rows,
-        },
-    ))
+    Ok(())
 }
 
 /// Read every part of `grid` under `parts/`, check them (see the module) and return every
@@ -556,6 +591,36 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
     let first = format!("run `mode {cmd} --shard I/N` for every shard I of N first");
     let entries = std::fs::read_dir(&dir)
         .with_context(|| format!("no parts to merge: cannot read {} ({first})", dir.display()))?;
+    let (manifests, unfinished) = listing(&dir, kind, entries)?;
+    if manifests.is_empty() {
+        bail!(
+            "no finished parts of this {kind} in {}: {first}",
+            dir.display()
+        );
+    }
+    let mut parts: BTreeMap<(usize, usize), Vec<Part>> = BTreeMap::new();
+    for (path, name_shard) in &manifests {
+        let (s, part) = check_part(&dir, path, grid, *name_shard)?;
+        parts.entry((s.count, s.index)).or_default().push(part);
+    }
+    let n = one_sharding(&dir, kind, &parts)?;
+    check_missing(&dir, grid, &parts, n, &unfinished)?;
+    let out = unit_results(grid, &parts, n)?;
+    let got: Vec<Unit> = out.iter().map(|(u, _)| *u).collect();
+    if got != units(grid) {
+        bail!(
+            "the parts in {} do not cover the grid's units exactly once (got {got:?})",
+            dir.display()
+        );
+    }
+    Ok((out, n))
+}
+
+/// The finished parts' manifests in `dir` (path, the shard their name says) and the
+/// unfinished parts (shard, count, file name), sorted.
+type Listing = (Vec<(PathBuf, (usize, usize))>, Vec<(usize, usize, String)>);
+
+fn listing(dir: &Path, kind: &str, entries: std::fs::ReadDir) -> Result<Listing> {
     let mut manifests = Vec::new();
     let mut unfinished = Vec::new();
     for e in entries {
@@ -571,17 +636,16 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
     }
     manifests.sort();
     unfinished.sort();
-    if manifests.is_empty() {
-        bail!(
-            "no finished parts of this {kind} in {}: {first}",
-            dir.display()
-        );
-    }
-    let mut parts: BTreeMap<(usize, usize), Vec<Part>> = BTreeMap::new();
-    for (path, name_shard) in &manifests {
-        let (s, part) = check_part(&dir, path, grid, *name_shard)?;
-        parts.entry((s.count, s.index)).or_default().push(part);
-    }
+    Ok((manifests, unfinished))
+}
+
+/// The parts come from one sharding, one binary, and copies of a shard agree: the number of
+/// shards.
+fn one_sharding(
+    dir: &Path,
+    kind: &str,
+    parts: &BTreeMap<(usize, usize), Vec<Part>>,
+) -> Result<usize> {
     let counts: Vec<usize> = {
         let mut c: Vec<usize> = parts.keys().map(|k| k.0).collect();
         c.dedup();
@@ -609,7 +673,7 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             other.binary.crc32
         );
     }
-    for ((_, i), copies) in &parts {
+    for ((_, i), copies) in parts {
         for other in &copies[1..] {
             if let Some((row, col)) = first_difference(&copies[0].rows, &other.rows) {
                 let at = copies[0]
@@ -630,6 +694,19 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             }
         }
     }
+    Ok(n)
+}
+
+/// Every shard of `n` has a finished part.
+fn check_missing(
+    dir: &Path,
+    grid: &Grid,
+    parts: &BTreeMap<(usize, usize), Vec<Part>>,
+    n: usize,
+    unfinished: &[(usize, usize, String)],
+) -> Result<()> {
+    let kind = grid.kind.as_str();
+    let cmd = command(kind);
     let missing: Vec<String> = (0..n)
         .filter(|i| !parts.contains_key(&(n, *i)))
         .map(|i| {
@@ -666,6 +743,15 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             if missing.len() == 1 { "it" } else { "them" }
         );
     }
+    Ok(())
+}
+
+/// Every unit's result, shard by shard, in each shard's assigned order.
+fn unit_results(
+    grid: &Grid,
+    parts: &BTreeMap<(usize, usize), Vec<Part>>,
+    n: usize,
+) -> Result<Vec<(Unit, SeedResult)>> {
     let mut out = Vec::new();
     for i in 0..n {
         let part = &parts[&(n, i)][0];
@@ -681,14 +767,7 @@ pub fn read_parts(layout: &Layout, grid: &Grid) -> Result<(Vec<(Unit, SeedResult
             at += k;
         }
     }
-    let got: Vec<Unit> = out.iter().map(|(u, _)| *u).collect();
-    if got != units(grid) {
-        bail!(
-            "the parts in {} do not cover the grid's units exactly once (got {got:?})",
-            dir.display()
-        );
-    }
-    Ok((out, n))
+    Ok(out)
 }
 
 #[cfg(test)]

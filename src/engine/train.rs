@@ -46,12 +46,14 @@ pub fn fit_initial(
         None => (Net::init(p, &samples.meta)?, "train"),
     };
     model::fit(
-        net,
-        &samples.pixels,
-        &samples.labels,
-        &p.train,
-        derive_seed(p.seed, stream),
-        None,
+        model::Job {
+            net,
+            x: &samples.pixels,
+            y: &samples.labels,
+            cfg: p.train.clone(),
+            seed: derive_seed(p.seed, stream),
+            state: None,
+        },
         on_step,
     )
 }

@@ -270,19 +270,19 @@ impl Stack {
 
 /// A layer's output on the way through the fleet: images `[K·B, C, H, W]` or vectors
 /// `[K, B, width]`.
-enum Act {
+enum LayerOut {
     Img(Tensor<4>),
     Vec(Tensor<3>),
 }
 
-impl Act {
+impl LayerOut {
     fn flat(self, k: usize) -> Tensor<3> {
         match self {
-            Act::Img(t) => {
+            LayerOut::Img(t) => {
                 let [kb, c, h, w] = t.dims();
                 t.reshape([k, kb / k, c * h * w])
             }
-            Act::Vec(t) => t,
+            LayerOut::Vec(t) => t,
         }
     }
 }
@@ -298,9 +298,9 @@ fn forward(
     let k = s.k;
     let [_, b, _] = x.dims();
     let mut act = if arch.is_convolutional() {
-        Act::Img(x.reshape([k * b, arch.channels, arch.height, arch.width]))
+        LayerOut::Img(x.reshape([k * b, arch.channels, arch.height, arch.width]))
     } else {
-        Act::Vec(x)
+        LayerOut::Vec(x)
     };
     let mut p = 0usize;
     let mut weights = || {
@@ -317,10 +317,10 @@ fn forward(
                     activation,
                     ..
                 },
-                Act::Img(t),
+                LayerOut::Img(t),
             ) => {
                 let (w, b) = weights();
-                Act::Img(ops::conv(
+                LayerOut::Img(ops::conv(
                     t,
                     w,
                     b,
@@ -329,10 +329,10 @@ fn forward(
                     *activation,
                 ))
             }
-            (Layer::MaxPool2d { size, stride }, Act::Img(t)) => {
-                Act::Img(ops::max_pool(t, *size, stride.unwrap_or(*size)))
+            (Layer::MaxPool2d { size, stride }, LayerOut::Img(t)) => {
+                LayerOut::Img(ops::max_pool(t, *size, stride.unwrap_or(*size)))
             }
-            (Layer::AvgPool2d { size, stride }, Act::Img(t)) => Act::Img(
+            (Layer::AvgPool2d { size, stride }, LayerOut::Img(t)) => LayerOut::Img(
                 AvgPool2dConfig::new([*size, *size])
                     .with_strides([stride.unwrap_or(*size); 2])
                     .init()
@@ -340,9 +340,9 @@ fn forward(
             ),
             (Layer::Dense { activation, .. }, a) => {
                 let (w, b) = weights();
-                Act::Vec(ops::dense(a.flat(k), w, b, *activation))
+                LayerOut::Vec(ops::dense(a.flat(k), w, b, *activation))
             }
-            (Layer::Flatten, a) => Act::Vec(a.flat(k)),
+            (Layer::Flatten, a) => LayerOut::Vec(a.flat(k)),
             (Layer::Dropout { rate }, a) if *rate > 0.0 && !drop.is_empty() => {
                 dropped(a, *rate, drop)
             }
@@ -354,7 +354,7 @@ fn forward(
 }
 
 /// Inverted dropout; model m's mask comes from `drop[m]`, in the order a model alone draws it.
-fn dropped(a: Act, rate: f64, drop: &mut [ChaCha8Rng]) -> Act {
+fn dropped(a: LayerOut, rate: f64, drop: &mut [ChaCha8Rng]) -> LayerOut {
     let keep = 1.0 / (1.0 - rate) as f32;
     let mut mask = |dims: &[usize]| -> Vec<f32> {
         let per: usize = dims.iter().product::<usize>() / drop.len();
@@ -371,15 +371,15 @@ fn dropped(a: Act, rate: f64, drop: &mut [ChaCha8Rng]) -> Act {
         v
     };
     match a {
-        Act::Img(t) => {
+        LayerOut::Img(t) => {
             let d = t.dims();
             let m = Tensor::<4>::from_data(TensorData::new(mask(&d), d), &t.device());
-            Act::Img(t * m)
+            LayerOut::Img(t * m)
         }
-        Act::Vec(t) => {
+        LayerOut::Vec(t) => {
             let d = t.dims();
             let m = Tensor::<3>::from_data(TensorData::new(mask(&d), d), &t.device());
-            Act::Vec(t * m)
+            LayerOut::Vec(t * m)
         }
     }
 }
@@ -413,17 +413,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         let mut correct = vec![0usize; k];
         for (b, start) in (0..n).step_by(cfg.batch_size).enumerate() {
             let len = cfg.batch_size.min(n - start);
-            let mut xb = Vec::with_capacity(k * len * d);
-            let mut yb = Vec::with_capacity(k * len);
-            for (j, o) in jobs.iter().zip(&orders) {
-                for &i in &o[start..start + len] {
-                    match j.x.row(i).as_slice() {
-                        Some(r) => xb.extend_from_slice(r),
-                        None => xb.extend(j.x.row(i).iter().copied()),
-                    }
-                    yb.push(j.y[i] as i64);
-                }
-            }
+            let (xb, yb) = gather(&jobs, &orders, start..start + len);
             let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
             let logits = forward(&arch, &stack, input, &mut drop_rng)?;
             let pred: Vec<i64> = logits
@@ -466,6 +456,37 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             });
         }
     }
+    unstack(jobs, &stack, &names, failed, stats)
+}
+
+/// Every model's samples at positions `at` of its epoch's order, model after model: the
+/// inputs `[K·len·d]` and the labels `[K·len]`.
+fn gather(jobs: &[Job], orders: &[Vec<usize>], at: std::ops::Range<usize>) -> (Vec<f32>, Vec<i64>) {
+    let (k, len, d) = (jobs.len(), at.len(), jobs[0].x.ncols());
+    let mut xb = Vec::with_capacity(k * len * d);
+    let mut yb = Vec::with_capacity(k * len);
+    for (j, o) in jobs.iter().zip(orders) {
+        for &i in &o[at.clone()] {
+            match j.x.row(i).as_slice() {
+                Some(r) => xb.extend_from_slice(r),
+                None => xb.extend(j.x.row(i).iter().copied()),
+            }
+            yb.push(j.y[i] as i64);
+        }
+    }
+    (xb, yb)
+}
+
+/// Each model of the trained fleet as its own: its weights and Adam's state out of the stack,
+/// its epochs; a model whose training failed as its error.
+fn unstack(
+    jobs: Vec<Job>,
+    stack: &Stack,
+    names: &[(String, Vec<usize>)],
+    mut failed: Vec<Option<String>>,
+    mut stats: Vec<Vec<EpochStats>>,
+) -> Result<Vec<Result<Trained>>> {
+    let k = jobs.len();
     let params = stack.slices(&stack.params);
     let m1 = stack.slices(&stack.m);
     let m2 = stack.slices(&stack.v);
@@ -486,7 +507,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         out.push(Ok(Trained {
             net,
             epochs: std::mem::take(&mut stats[m]),
-            state: OptimState::encode(&names, &state)?,
+            state: OptimState::encode(names, &state)?,
         }));
     }
     if out.len() != k {

@@ -32,15 +32,15 @@ fn shared_first(arch: &Architecture) -> Option<usize> {
 }
 
 /// The input of a chunk as the first layer sees it.
-fn input(arch: &Architecture, x: ArrayView2<f32>) -> Act {
+fn input(arch: &Architecture, x: ArrayView2<f32>) -> LayerOut {
     if arch.is_convolutional() {
-        Act::Img(
+        LayerOut::Img(
             x.to_owned()
                 .into_shape_with_order((x.nrows(), arch.channels, arch.height, arch.width))
                 .expect("the input shape"),
         )
     } else {
-        Act::Vec(x.to_owned())
+        LayerOut::Vec(x.to_owned())
     }
 }
 
@@ -66,12 +66,12 @@ pub(super) fn forward_fleet(
         return fleet.iter().map(|w| forward(arch, w, x, probe)).collect();
     };
     let inp = input(arch, x);
-    let outs: Vec<Act> = match (&arch.layers[first], &inp) {
+    let outs: Vec<LayerOut> = match (&arch.layers[first], &inp) {
         (
             Layer::Conv2d {
                 stride, padding, ..
             },
-            Act::Img(img),
+            LayerOut::Img(img),
         ) => {
             let convs: Vec<&super::weights::Conv> = fleet
                 .iter()
@@ -88,15 +88,15 @@ pub(super) fn forward_fleet(
                 .iter()
                 .enumerate()
                 .map(|(m, c)| {
-                    Act::Img(y.slice(s![.., m * o..(m + 1) * o, .., ..]).to_owned())
+                    LayerOut::Img(y.slice(s![.., m * o..(m + 1) * o, .., ..]).to_owned())
                         .biased(&c.b, act_of(&arch.layers[first]))
                 })
                 .collect()
         }
         (Layer::Dense { .. }, a) => {
             let flat = match a {
-                Act::Img(x) => flatten(x),
-                Act::Vec(v) => v.clone(),
+                LayerOut::Img(x) => flatten(x),
+                LayerOut::Vec(v) => v.clone(),
             };
             let dense: Vec<&super::weights::Dense> = fleet
                 .iter()
@@ -113,7 +113,7 @@ pub(super) fn forward_fleet(
                 .iter()
                 .enumerate()
                 .map(|(m, d)| {
-                    Act::Vec(y.slice(s![.., m * u..(m + 1) * u]).to_owned())
+                    LayerOut::Vec(y.slice(s![.., m * u..(m + 1) * u]).to_owned())
                         .biased(&d.b, act_of(&arch.layers[first]))
                 })
                 .collect()
@@ -146,7 +146,7 @@ fn run_from(
     arch: &Architecture,
     w: &Weights,
     start: usize,
-    mut act: Act,
+    mut act: LayerOut,
     mut probed: Vec<Array2<f32>>,
     probe: ConvProbe,
 ) -> Forward {
@@ -160,18 +160,18 @@ fn run_from(
                     ..
                 },
                 Some(Param::Conv(c)),
-                Act::Img(x),
-            ) => Act::Img(conv(&x, &c.w, c.k, *stride, *padding)).biased(&c.b, *activation),
-            (Layer::MaxPool2d { size, stride }, _, Act::Img(x)) => {
-                Act::Img(pool(&x, *size, stride.unwrap_or(*size), true))
+                LayerOut::Img(x),
+            ) => LayerOut::Img(conv(&x, &c.w, c.k, *stride, *padding)).biased(&c.b, *activation),
+            (Layer::MaxPool2d { size, stride }, _, LayerOut::Img(x)) => {
+                LayerOut::Img(pool(&x, *size, stride.unwrap_or(*size), Pooling::Max))
             }
-            (Layer::AvgPool2d { size, stride }, _, Act::Img(x)) => {
-                Act::Img(pool(&x, *size, stride.unwrap_or(*size), false))
+            (Layer::AvgPool2d { size, stride }, _, LayerOut::Img(x)) => {
+                LayerOut::Img(pool(&x, *size, stride.unwrap_or(*size), Pooling::Average))
             }
             (Layer::Dense { activation, .. }, Some(Param::Dense(d)), x) => {
-                Act::Vec(dot(&x.flat(), &d.w)).biased(&d.b, *activation)
+                LayerOut::Vec(dot(&x.flat(), &d.w)).biased(&d.b, *activation)
             }
-            (Layer::Flatten, _, x) => Act::Vec(x.flat()),
+            (Layer::Flatten, _, x) => LayerOut::Vec(x.flat()),
             (_, _, x) => x,
         };
         if l.kind_name().is_some() {
@@ -200,44 +200,46 @@ fn activate(v: f32, a: Activation) -> f32 {
     }
 }
 
-enum Act {
+/// A layer's output on the way through the network: images `[B, C, H, W]` or vectors
+/// `[B, width]`.
+enum LayerOut {
     Img(Array4<f32>),
     Vec(Array2<f32>),
 }
 
-impl Act {
+impl LayerOut {
     /// The layer's bias added (per channel for images, per unit for vectors), then its
     /// activation.
-    fn biased(self, b: &ndarray::Array1<f32>, a: Activation) -> Act {
+    fn biased(self, b: &ndarray::Array1<f32>, a: Activation) -> LayerOut {
         match self {
-            Act::Img(mut y) => {
+            LayerOut::Img(mut y) => {
                 for mut img in y.axis_iter_mut(Axis(0)) {
                     for (mut plane, &bv) in img.axis_iter_mut(Axis(0)).zip(b.iter()) {
                         plane.mapv_inplace(|v| activate(v + bv, a));
                     }
                 }
-                Act::Img(y)
+                LayerOut::Img(y)
             }
-            Act::Vec(mut y) => {
+            LayerOut::Vec(mut y) => {
                 y += b;
                 y.mapv_inplace(|v| activate(v, a));
-                Act::Vec(y)
+                LayerOut::Vec(y)
             }
         }
     }
 
     fn flat(self) -> Array2<f32> {
         match self {
-            Act::Vec(v) => v,
-            Act::Img(x) => flatten(&x),
+            LayerOut::Vec(v) => v,
+            LayerOut::Img(x) => flatten(&x),
         }
     }
 
     fn probe(&self, mode: ConvProbe) -> Array2<f32> {
         match (self, mode) {
-            (Act::Vec(v), _) => v.clone(),
-            (Act::Img(x), ConvProbe::Full) => flatten(x),
-            (Act::Img(x), ConvProbe::Mean) => {
+            (LayerOut::Vec(v), _) => v.clone(),
+            (LayerOut::Img(x), ConvProbe::Full) => flatten(x),
+            (LayerOut::Img(x), ConvProbe::Mean) => {
                 let (n, c, h, w) = x.dim();
                 let x = x.as_standard_layout();
                 let xs = x.as_slice().expect("a standard layout");
@@ -314,8 +316,16 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
         .expect("conv output")
 }
 
+/// Which pooling a pooling layer does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    Max,
+    Average,
+}
+
 /// Max or average pooling without padding.
-fn pool(x: &Array4<f32>, size: usize, stride: usize, max: bool) -> Array4<f32> {
+fn pool(x: &Array4<f32>, size: usize, stride: usize, pooling: Pooling) -> Array4<f32> {
+    let max = pooling == Pooling::Max;
     let (n, c, h, w) = x.dim();
     let ho = (h - size) / stride + 1;
     let wo = (w - size) / stride + 1;

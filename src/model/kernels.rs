@@ -316,7 +316,6 @@ pub fn conv_backward(
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (plane, ckk, img) = (s.plane(), s.ckk(), s.image());
-    let per = s.o * plane;
     let work = chunks(&s);
     // Per chunk: its part of the filters' and bias' gradients, and its images' input gradient.
     type Part = (Vec<f32>, Vec<f32>, Vec<f32>);
@@ -326,26 +325,7 @@ pub fn conv_backward(
             let n = CHUNK.min(s.b - first);
             let wm = view(&w[m * s.o * ckk..(m + 1) * s.o * ckk], s.o, ckk);
             let start = (m * s.b + first) * img;
-            // The output's gradient through the activation, as [O, n·plane].
-            let mut gp = vec![0f32; s.o * n * plane];
-            let mut db = vec![0f32; s.o];
-            for i in 0..n {
-                let image = m * s.b + first + i;
-                for f in 0..s.o {
-                    let at = image * per + f * plane;
-                    let dst = &mut gp[f * n * plane + i * plane..f * n * plane + (i + 1) * plane];
-                    let mut sum = 0f32;
-                    for ((d, &gv), &yv) in dst
-                        .iter_mut()
-                        .zip(&g[at..at + plane])
-                        .zip(&y[at..at + plane])
-                    {
-                        *d = grad_through(gv, yv, act);
-                        sum += *d;
-                    }
-                    db[f] += sum;
-                }
-            }
+            let (gp, db) = grad_before_activation(&s, y, g, act, m * s.b + first, n);
             let mut cols = vec![0f32; ckk * n * plane];
             im2col(&s, &x[start..start + n * img], n, &mut cols);
             let gv = view(&gp, s.o, n * plane);
@@ -390,6 +370,41 @@ pub fn conv_backward(
         }
     }
     (dx, dw, db)
+}
+
+/// The output's gradient through the activation for `n` images from image `image0` (of all
+/// the fleet's), as [O, n·plane], and its sum per filter (the bias' gradient), summed image by
+/// image.
+fn grad_before_activation(
+    s: &ConvShape,
+    y: &[f32],
+    g: &[f32],
+    act: Activation,
+    image0: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let plane = s.plane();
+    let per = s.o * plane;
+    let mut gp = vec![0f32; s.o * n * plane];
+    let mut db = vec![0f32; s.o];
+    for i in 0..n {
+        let image = image0 + i;
+        for f in 0..s.o {
+            let at = image * per + f * plane;
+            let dst = &mut gp[f * n * plane + i * plane..f * n * plane + (i + 1) * plane];
+            let mut sum = 0f32;
+            for ((d, &gv), &yv) in dst
+                .iter_mut()
+                .zip(&g[at..at + plane])
+                .zip(&y[at..at + plane])
+            {
+                *d = grad_through(gv, yv, act);
+                sum += *d;
+            }
+            db[f] += sum;
+        }
+    }
+    (gp, db)
 }
 
 /// Shapes of a max pooling: `planes` planes (images × channels) of `h` × `w`, windows of

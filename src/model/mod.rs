@@ -81,7 +81,4 @@ impl Classifier for Net {
     fn check_data(&self, meta: &DatasetMeta, data: &Path) -> Result<()> {
         Net::check_data(self, meta, data)
     }
-    fn predict(&self, x: &Array2<f32>) -> Result<Array2<f32>> {
-        Net::predict(self, x)
-    }
 }

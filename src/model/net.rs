@@ -126,11 +126,6 @@ impl Net {
     pub fn activations(&self, x: &Array2<f32>) -> Result<Vec<Array2<f32>>> {
         Ok(activations_fleet(&[self], x)?.pop().expect("one model"))
     }
-
-    /// Class probabilities for `x`.
-    pub fn predict(&self, x: &Array2<f32>) -> Result<Array2<f32>> {
-        Ok(self.activations(x)?.pop().expect("the output layer"))
-    }
 }
 
 /// Rows per chunk of a probe: small enough for a chunk's layers to stay in cache, large enough

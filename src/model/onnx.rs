@@ -38,7 +38,7 @@ pub struct OnnxNet {
     layers: Vec<(String, usize)>,
     classes: usize,
     /// The model ends in logits (not a Softmax): softmax is applied.
-    softmax: bool,
+    applies_softmax: bool,
     input: OnnxInput,
     /// One sample's shape as the model takes it.
     sample: Vec<usize>,
@@ -77,6 +77,202 @@ fn sample_rank(input: OnnxInput) -> usize {
 fn show(dims: &[usize]) -> String {
     let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("N×{}", d.join("×"))
+}
+
+/// The name of the model's one output, the class scores.
+fn output_name(graph: &tract_onnx::pb::GraphProto, path: &Path) -> Result<String> {
+    let shown = path.display();
+    let out_name = graph
+        .output
+        .first()
+        .map(|o| o.name.clone())
+        .ok_or_else(|| anyhow!("{shown}: the model has no output: not a classifier"))?;
+    if graph.output.len() > 1 {
+        bail!(
+            "{shown}: the model declares {} outputs ({}); mode needs exactly one, the class scores (batch × classes): export the model with its classifier output only (other tensors can be recorded with model.onnx_layers)",
+            graph.output.len(),
+            graph
+                .output
+                .iter()
+                .map(|o| format!("{:?}", o.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(out_name)
+}
+
+/// Check the model's one input against the data as the pipeline's `model.input` lays them
+/// out, and fix its shape (a symbolic batch unless the model declares one): the layout, one
+/// sample's shape, the fixed batch size.
+fn fix_input(
+    model: &mut InferenceModel,
+    p: &Pipeline,
+    meta: &DatasetMeta,
+    path: &Path,
+) -> Result<(OnnxInput, Vec<usize>, Option<usize>)> {
+    let shown = path.display();
+    let inputs = model.input_outlets()?.len();
+    if inputs != 1 {
+        bail!("{shown}: the model takes {inputs} inputs; mode feeds one (the samples)");
+    }
+    let input = p.model.input.unwrap_or(OnnxInput::Flat);
+    let sample = match input {
+        OnnxInput::Flat => vec![meta.features()],
+        OnnxInput::Image => vec![meta.channels, meta.height, meta.width],
+    };
+    let declared = model.input_fact(0)?.clone();
+    let other = match input {
+        OnnxInput::Flat => OnnxInput::Image,
+        OnnxInput::Image => OnnxInput::Flat,
+    };
+    let hint = match declared.shape.rank() {
+        GenericFactoid::Only(r) if r as usize == 1 + sample_rank(other) => {
+            format!("set model.input = \"{other}\"")
+        }
+        _ => {
+            "give it data of the size it takes (data.channels, data.height, data.width)".to_string()
+        }
+    };
+    let mismatch = || {
+        anyhow!(
+            "{shown}: the model's input is {} but the data reach it as {} (model.input = \"{input}\", {}×{}×{} images); {hint}",
+            show_declared(&declared),
+            show(&sample),
+            meta.channels,
+            meta.height,
+            meta.width,
+        )
+    };
+    if let GenericFactoid::Only(r) = declared.shape.rank()
+        && r as usize != 1 + sample.len()
+    {
+        return Err(mismatch());
+    }
+    for (i, want) in sample.iter().enumerate() {
+        if let Some(GenericFactoid::Only(d)) = declared.shape.dim(i + 1)
+            && let Some(d) = concrete(&d)
+            && d != *want
+        {
+            return Err(mismatch());
+        }
+    }
+    if let Some(t) = declared.datum_type.concretize()
+        && t != f32::datum_type()
+    {
+        bail!("{shown}: the model's input is of type {t:?}; mode feeds 32-bit floats");
+    }
+    let batch = match declared.shape.dim(0) {
+        Some(GenericFactoid::Only(d)) => concrete(&d).filter(|&b| b > 0),
+        _ => None,
+    };
+    let mut shape: Vec<TDim> = vec![match batch {
+        Some(b) => TDim::from(b),
+        None => model.sym("N").into(),
+    }];
+    shape.extend(sample.iter().map(|&d| TDim::from(d)));
+    model.set_input_fact(0, f32::fact(&shape).into())?;
+    Ok((input, sample, batch))
+}
+
+/// The outlets to run, the model's output `out` first, and the names of the recorded layers
+/// after it (`model.onnx_layers`, else every output of a recorded op type).
+fn recorded_outlets(
+    model: &InferenceModel,
+    graph: &tract_onnx::pb::GraphProto,
+    p: &Pipeline,
+    out_name: &str,
+    out: OutletId,
+    path: &Path,
+) -> Result<(Vec<OutletId>, Vec<String>)> {
+    let shown = path.display();
+    let names: Vec<String> = if p.model.onnx_layers.is_empty() {
+        graph
+            .node
+            .iter()
+            .filter(|n| RECORDED_OPS.contains(&n.op_type.as_str()))
+            .flat_map(|n| n.output.iter().cloned())
+            .filter(|o| !o.is_empty() && *o != out_name)
+            .collect()
+    } else {
+        p.model.onnx_layers.clone()
+    };
+    let mut outlets = vec![out];
+    let mut layers = Vec::new();
+    for name in &names {
+        let outlet = model.find_outlet_label(name).ok_or_else(|| {
+            let known: Vec<&str> = graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str))
+                .collect();
+            let more = if known.len() > 12 { ", …" } else { "" };
+            anyhow!(
+                "{shown}: no node output named {name:?} (model.onnx_layers); the model's node outputs: {}{more}",
+                known[..known.len().min(12)].join(", ")
+            )
+        })?;
+        if *name == out_name || outlet == out {
+            bail!(
+                "{shown}: {name:?} is the model's output; it is recorded as {OUTPUT:?} (leave it out of model.onnx_layers)"
+            );
+        }
+        if RESERVED.contains(&name.as_str()) || name.contains(',') {
+            bail!(
+                "{shown}: a node output named {name:?} cannot be a column of the activations (reserved: {}; no commas); list other node outputs in model.onnx_layers",
+                RESERVED.join(", ")
+            );
+        }
+        if !outlets.contains(&outlet) {
+            outlets.push(outlet);
+            layers.push(name.clone());
+        }
+    }
+    Ok((outlets, layers))
+}
+
+/// A classifier: a 2-D float output, one column per class of the data; every recorded layer
+/// float with a batch axis and a fixed size per sample. The classes and the recorded layers'
+/// names and ranks.
+fn check_outputs(
+    plan: &TypedRunnableModel,
+    layers: Vec<String>,
+    meta: &DatasetMeta,
+    out_name: &str,
+    path: &Path,
+) -> Result<(usize, Vec<(String, usize)>)> {
+    let shown = path.display();
+    let fact = plan.model().output_fact(0)?.clone();
+    let dims = fact.shape.dims();
+    let classes = match dims {
+        [_, c] if fact.datum_type == f32::datum_type() => concrete(c),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        anyhow!(
+            "{shown}: not a classifier: its output {out_name:?} is {fact:?}; mode needs a 2-D float output (batch × classes)"
+        )
+    })?;
+    if classes != meta.classes {
+        bail!(
+            "{shown}: the model's output {out_name:?} has {classes} values per sample but the data have {} classes",
+            meta.classes
+        );
+    }
+    let mut recorded = Vec::new();
+    for (i, name) in layers.into_iter().enumerate() {
+        let f = plan.model().output_fact(i + 1)?;
+        if f.datum_type != f32::datum_type() || f.shape.rank() < 2 {
+            bail!(
+                "{shown}: node output {name:?} is {f:?}; a recorded layer must be float with a batch axis"
+            );
+        }
+        if f.shape.dims()[1..].iter().any(|d| concrete(d).is_none()) {
+            bail!("{shown}: node output {name:?} is {f:?}: its size per sample is not fixed");
+        }
+        recorded.push((name, f.shape.rank()));
+    }
+    Ok((classes, recorded))
 }
 
 /// The concrete size of a typed dimension, if it is one.
@@ -119,132 +315,17 @@ impl OnnxNet {
                     .map(move |o| (o.as_str(), n.op_type.as_str()))
             })
             .collect();
-        let out_name = graph
-            .output
-            .first()
-            .map(|o| o.name.clone())
-            .ok_or_else(|| anyhow!("{shown}: the model has no output: not a classifier"))?;
-        if graph.output.len() > 1 {
-            bail!(
-                "{shown}: the model declares {} outputs ({}); mode needs exactly one, the class scores (batch × classes): export the model with its classifier output only (other tensors can be recorded with model.onnx_layers)",
-                graph.output.len(),
-                graph
-                    .output
-                    .iter()
-                    .map(|o| format!("{:?}", o.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        let out_name = output_name(graph, path)?;
 
         // The input: one tensor, of the layout the pipeline declares.
-        let inputs = model.input_outlets()?.len();
-        if inputs != 1 {
-            bail!("{shown}: the model takes {inputs} inputs; mode feeds one (the samples)");
-        }
-        let input = p.model.input.unwrap_or(OnnxInput::Flat);
-        let sample = match input {
-            OnnxInput::Flat => vec![meta.features()],
-            OnnxInput::Image => vec![meta.channels, meta.height, meta.width],
-        };
-        let declared = model.input_fact(0)?.clone();
-        let other = match input {
-            OnnxInput::Flat => OnnxInput::Image,
-            OnnxInput::Image => OnnxInput::Flat,
-        };
-        let hint = match declared.shape.rank() {
-            GenericFactoid::Only(r) if r as usize == 1 + sample_rank(other) => {
-                format!("set model.input = \"{other}\"")
-            }
-            _ => "give it data of the size it takes (data.channels, data.height, data.width)"
-                .to_string(),
-        };
-        let mismatch = || {
-            anyhow!(
-                "{shown}: the model's input is {} but the data reach it as {} (model.input = \"{input}\", {}×{}×{} images); {hint}",
-                show_declared(&declared),
-                show(&sample),
-                meta.channels,
-                meta.height,
-                meta.width,
-            )
-        };
-        if let GenericFactoid::Only(r) = declared.shape.rank()
-            && r as usize != 1 + sample.len()
-        {
-            return Err(mismatch());
-        }
-        for (i, want) in sample.iter().enumerate() {
-            if let Some(GenericFactoid::Only(d)) = declared.shape.dim(i + 1)
-                && let Some(d) = concrete(&d)
-                && d != *want
-            {
-                return Err(mismatch());
-            }
-        }
-        if let Some(t) = declared.datum_type.concretize()
-            && t != f32::datum_type()
-        {
-            bail!("{shown}: the model's input is of type {t:?}; mode feeds 32-bit floats");
-        }
-        let batch = match declared.shape.dim(0) {
-            Some(GenericFactoid::Only(d)) => concrete(&d).filter(|&b| b > 0),
-            _ => None,
-        };
-        let mut shape: Vec<TDim> = vec![match batch {
-            Some(b) => TDim::from(b),
-            None => model.sym("N").into(),
-        }];
-        shape.extend(sample.iter().map(|&d| TDim::from(d)));
-        model.set_input_fact(0, f32::fact(&shape).into())?;
+        let (input, sample, batch) = fix_input(&mut model, p, meta, path)?;
 
         // The outputs: the model's own first, then the recorded layers.
         let out = model
             .find_outlet_label(&out_name)
             .or_else(|| model.output_outlets().ok().and_then(|o| o.first().copied()))
             .ok_or_else(|| anyhow!("{shown}: cannot find the model's output {out_name:?}"))?;
-        let names: Vec<String> = if p.model.onnx_layers.is_empty() {
-            graph
-                .node
-                .iter()
-                .filter(|n| RECORDED_OPS.contains(&n.op_type.as_str()))
-                .flat_map(|n| n.output.iter().cloned())
-                .filter(|o| !o.is_empty() && *o != out_name)
-                .collect()
-        } else {
-            p.model.onnx_layers.clone()
-        };
-        let mut outlets = vec![out];
-        let mut layers = Vec::new();
-        for name in &names {
-            let outlet = model.find_outlet_label(name).ok_or_else(|| {
-                let known: Vec<&str> = graph
-                    .node
-                    .iter()
-                    .flat_map(|n| n.output.iter().map(String::as_str))
-                    .collect();
-                let more = if known.len() > 12 { ", …" } else { "" };
-                anyhow!(
-                    "{shown}: no node output named {name:?} (model.onnx_layers); the model's node outputs: {}{more}",
-                    known[..known.len().min(12)].join(", ")
-                )
-            })?;
-            if *name == out_name || outlet == out {
-                bail!(
-                    "{shown}: {name:?} is the model's output; it is recorded as {OUTPUT:?} (leave it out of model.onnx_layers)"
-                );
-            }
-            if RESERVED.contains(&name.as_str()) || name.contains(',') {
-                bail!(
-                    "{shown}: a node output named {name:?} cannot be a column of the activations (reserved: {}; no commas); list other node outputs in model.onnx_layers",
-                    RESERVED.join(", ")
-                );
-            }
-            if !outlets.contains(&outlet) {
-                outlets.push(outlet);
-                layers.push(name.clone());
-            }
-        }
+        let (outlets, layers) = recorded_outlets(&model, graph, p, &out_name, out, path)?;
         model.select_output_outlets(&outlets)?;
         let typed = model.into_optimized().map_err(|e| {
             anyhow!(
@@ -255,42 +336,13 @@ impl OnnxNet {
         let plan = typed.into_runnable()?;
 
         // A classifier: a 2-D float output, one column per class of the data.
-        let fact = plan.model().output_fact(0)?.clone();
-        let dims = fact.shape.dims();
-        let classes = match dims {
-            [_, c] if fact.datum_type == f32::datum_type() => concrete(c),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            anyhow!(
-                "{shown}: not a classifier: its output {out_name:?} is {fact:?}; mode needs a 2-D float output (batch × classes)"
-            )
-        })?;
-        if classes != meta.classes {
-            bail!(
-                "{shown}: the model's output {out_name:?} has {classes} values per sample but the data have {} classes",
-                meta.classes
-            );
-        }
-        let mut recorded = Vec::new();
-        for (i, name) in layers.into_iter().enumerate() {
-            let f = plan.model().output_fact(i + 1)?;
-            if f.datum_type != f32::datum_type() || f.shape.rank() < 2 {
-                bail!(
-                    "{shown}: node output {name:?} is {f:?}; a recorded layer must be float with a batch axis"
-                );
-            }
-            if f.shape.dims()[1..].iter().any(|d| concrete(d).is_none()) {
-                bail!("{shown}: node output {name:?} is {f:?}: its size per sample is not fixed");
-            }
-            recorded.push((name, f.shape.rank()));
-        }
-        let softmax = op_of.get(out_name.as_str()) != Some(&"Softmax");
+        let (classes, recorded) = check_outputs(&plan, layers, meta, &out_name, path)?;
+        let applies_softmax = op_of.get(out_name.as_str()) != Some(&"Softmax");
         Ok(OnnxNet {
             plan,
             layers: recorded,
             classes,
-            softmax,
+            applies_softmax,
             input,
             sample,
             batch,
@@ -302,7 +354,7 @@ impl OnnxNet {
 
     /// Whether the model's probabilities are its own (it ends in a Softmax).
     pub fn ends_in_softmax(&self) -> bool {
-        !self.softmax
+        !self.applies_softmax
     }
 
     /// Run one chunk of rows: the recorded layers, then the probabilities.
@@ -331,7 +383,7 @@ impl OnnxNet {
             result.push(self.reduce(name, t, n)?);
         }
         let mut probs = self.reduce(OUTPUT, &outs[0], n)?;
-        if self.softmax {
+        if self.applies_softmax {
             crate::numeric::softmax_rows(&mut probs);
         }
         result.push(probs);
@@ -432,7 +484,7 @@ impl Classifier for OnnxNet {
         let mut m = BTreeMap::new();
         m.insert(
             OUTPUT_KEY.to_string(),
-            if self.softmax {
+            if self.applies_softmax {
                 SOFTMAX_APPLIED
             } else {
                 MODEL_PROBABILITIES

@@ -140,7 +140,15 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
         batch_size: 16,
         learning_rate: 0.01,
     };
-    let (trained, epochs, _) = fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
+    let job = || Job {
+        net: net_of(&arch, 3),
+        x: &x,
+        y: &y,
+        cfg: cfg.clone(),
+        seed: 1,
+        state: None,
+    };
+    let (trained, epochs, _) = fit(job(), |_, _| {}).unwrap();
     assert!(
         epochs[2].accuracy > 0.9,
         "learns the halves: {:?}",
@@ -168,9 +176,16 @@ fn a_two_conv_model_trains_and_probes_every_layer() {
         .map(|a| a.ncols())
         .collect();
     assert_eq!(widths, [4 * 12 * 12, 4 * 6 * 6, 8 * 4 * 4, 16, 2]);
-    // The same seed trains the same weights: dropout masks come from the seed.
-    let (again, _, _) = fit(net_of(&arch, 3), &x, &y, &cfg, 1, None, |_, _| {}).unwrap();
-    assert_eq!(again.weights, trained.weights);
+    // The same seed trains the same weights on one thread and on three: dropout masks come
+    // from the seed, not from the order the threads run in.
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (again, _, _) = pool.install(|| fit(job(), |_, _| {})).unwrap();
+        assert_eq!(again.weights, trained.weights, "{threads} threads");
+    }
 }
 
 fn odd() -> Architecture {
@@ -250,7 +265,7 @@ fn inference_equals_the_training_forward_pass() {
         let net = net_of(&arch, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Array2::from_shape_fn((200, arch.inputs()), |_| rng.random::<f32>());
-        let ours = net.predict(&x).unwrap();
+        let ours = super::Classifier::predict(&net, &x).unwrap();
         let burn = fleet::burn_probs(&net, &x);
         let diff = (&ours - &burn).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
         assert!(diff <= 1e-5, "{}: max |diff| {diff}", arch.describe());

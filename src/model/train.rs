@@ -3,7 +3,6 @@
 use super::adam::OptimState;
 use super::fleet::{self, Job};
 use super::net::Net;
-use crate::config::TrainConfig;
 use anyhow::Result;
 use ndarray::Array2;
 
@@ -16,27 +15,14 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
-/// Train `net` with Adam (Keras' form) on `x`/`y`, shuffling each epoch from `seed`,
-/// continuing from Adam's `state` when given (Keras' `fit` on a compiled model again).
+/// Train the job's `net` with Adam (Keras' form) on its `x`/`y`, shuffling each epoch from its
+/// `seed`, continuing from Adam's `state` when given (Keras' `fit` on a compiled model again).
 /// `on_step(done, total)` reports progress in batches. A non-finite loss stops training with
 /// an error. Returns the trained model, the epochs' figures and Adam's state.
 pub fn fit(
-    net: Net,
-    x: &Array2<f32>,
-    y: &[u16],
-    cfg: &TrainConfig,
-    seed: u64,
-    state: Option<&OptimState>,
+    job: Job,
     on_step: impl Fn(usize, usize) + Sync,
 ) -> Result<(Net, Vec<EpochStats>, OptimState)> {
-    let job = Job {
-        net,
-        x,
-        y,
-        cfg: cfg.clone(),
-        seed,
-        state,
-    };
     let t = fleet::fit_all(vec![job], &on_step)
         .pop()
         .expect("one result")?;

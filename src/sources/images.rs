@@ -103,25 +103,7 @@ pub fn load(root: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
     let d = &p.data;
     let classes = listing(root)?;
     let names: Vec<String> = classes.iter().map(|(n, _)| n.clone()).collect();
-    if !d.class_names.is_empty() && d.class_names != names {
-        bail!(
-            "{}: the class folders are {names:?} but data.class_names = {:?}; leave data.class_names out (the folder names are the class names) or make them agree",
-            root.display(),
-            d.class_names
-        );
-    }
-    if let Some(c) = d.classes
-        && c != names.len()
-    {
-        bail!(
-            "{}: {} class folders but data.classes = {c}",
-            root.display(),
-            names.len()
-        );
-    }
-    if names.len() > 65_536 {
-        bail!("{}: more than 65536 class folders", root.display());
-    }
+    check_classes(root, p, &names)?;
     let files: Vec<(u16, &PathBuf)> = classes
         .iter()
         .enumerate()
@@ -142,7 +124,70 @@ pub fn load(root: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
     };
     // Decode, then grayscale or RGB, then resize: (has colour, C × H × W bytes at 1 or 3
     // channels).
-    let decoded: Vec<(bool, image::RgbImage, Option<image::GrayImage>)> = files
+    let decoded = decode_all(&files, p, declared, (h, w))?;
+    let channels = d.channels.unwrap_or(if decoded.iter().any(|(c, _, _)| *c) {
+        3
+    } else {
+        1
+    });
+    let pixels = channel_major(&decoded, channels, h * w);
+    let rows = Rows {
+        ids: (0..files.len() as u32).collect(),
+        labels: files.iter().map(|(l, _)| *l).collect(),
+        pixels: Pixels::Bytes(pixels),
+        sources: files.iter().map(|(_, p)| p.display().to_string()).collect(),
+    };
+    let meta = DatasetMeta {
+        dataset: d.dataset.clone(),
+        channels,
+        height: h,
+        width: w,
+        classes: names.len(),
+        class_names: names,
+    };
+    Ok((rows, meta))
+}
+
+/// The class folders agree with `data.class_names` and `data.classes`, and fit 16-bit labels.
+fn check_classes(root: &Path, p: &Pipeline, names: &[String]) -> Result<()> {
+    let d = &p.data;
+    if !d.class_names.is_empty() && d.class_names != names {
+        bail!(
+            "{}: the class folders are {names:?} but data.class_names = {:?}; leave data.class_names out (the folder names are the class names) or make them agree",
+            root.display(),
+            d.class_names
+        );
+    }
+    if let Some(c) = d.classes
+        && c != names.len()
+    {
+        bail!(
+            "{}: {} class folders but data.classes = {c}",
+            root.display(),
+            names.len()
+        );
+    }
+    if names.len() > 65_536 {
+        bail!("{}: more than 65536 class folders", root.display());
+    }
+    Ok(())
+}
+
+/// One image decoded: whether it has colour, and its pixels at the size every image gets, as
+/// RGB or (with `data.channels = 1`) as grayscale.
+type Decoded = (bool, image::RgbImage, Option<image::GrayImage>);
+
+/// Decode every image (in parallel), then grayscale or RGB, then resize to `h × w`; without a
+/// declared size every image must be the first one's.
+fn decode_all(
+    files: &[(u16, &PathBuf)],
+    p: &Pipeline,
+    declared: Option<(usize, usize)>,
+    (h, w): (usize, usize),
+) -> Result<Vec<Decoded>> {
+    let d = &p.data;
+    let first = files[0].1;
+    files
         .par_iter()
         .map(|(_, path)| {
             let img = decode(path)?;
@@ -176,14 +221,13 @@ pub fn load(root: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
                 ),
             })
         })
-        .collect::<Result<_>>()?;
-    let channels = d.channels.unwrap_or(if decoded.iter().any(|(c, _, _)| *c) {
-        3
-    } else {
-        1
-    });
-    let plane = h * w;
-    let mut pixels = vec![0u8; files.len() * channels * plane];
+        .collect()
+}
+
+/// The images' pixels channel-major (C × H × W bytes each, `plane` = H × W), one image after
+/// another.
+fn channel_major(decoded: &[Decoded], channels: usize, plane: usize) -> Vec<u8> {
+    let mut pixels = vec![0u8; decoded.len() * channels * plane];
     for (k, (_, rgb, gray)) in decoded.iter().enumerate() {
         let dst = &mut pixels[k * channels * plane..(k + 1) * channels * plane];
         match gray {
@@ -198,19 +242,5 @@ pub fn load(root: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
             }
         }
     }
-    let rows = Rows {
-        ids: (0..files.len() as u32).collect(),
-        labels: files.iter().map(|(l, _)| *l).collect(),
-        pixels: Pixels::Bytes(pixels),
-        sources: files.iter().map(|(_, p)| p.display().to_string()).collect(),
-    };
-    let meta = DatasetMeta {
-        dataset: d.dataset.clone(),
-        channels,
-        height: h,
-        width: w,
-        classes: names.len(),
-        class_names: names,
-    };
-    Ok((rows, meta))
+    pixels
 }

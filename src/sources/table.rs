@@ -123,46 +123,7 @@ pub fn load(file: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
     let (labels, names) = labels(&df, file, p)?;
     two_labels(file, &[("table", &labels)])?;
     let where_ = format!("{}: column {pixel_col:?}", file.display());
-    let col = df.column(pixel_col)?;
-    let inner = match col.dtype() {
-        DataType::List(t) | DataType::Array(t, _) if t.is_primitive_numeric() => (**t).clone(),
-        other => bail!("{where_}: pixels must be a list or array of numbers, not {other}"),
-    };
-    let scale = p
-        .data
-        .scale
-        .unwrap_or(if inner.is_integer() { 1.0 / 255.0 } else { 1.0 }) as f32;
-    let list = col
-        .cast(&DataType::List(Box::new(DataType::Float32)))
-        .with_context(|| where_.clone())?;
-    let mut values: Vec<f32> = Vec::new();
-    let mut len = None;
-    for (i, row) in list.list()?.amortized_iter().enumerate() {
-        let row = row.ok_or_else(|| anyhow!("{where_}: row {i} has no pixels"))?;
-        let row = row.as_ref();
-        let want = *len.get_or_insert(row.len());
-        if row.len() != want {
-            bail!(
-                "{where_}: row {i} has {} values but row 0 has {want}",
-                row.len()
-            );
-        }
-        for v in row.f32()?.iter() {
-            match v {
-                Some(v) if (0.0..=1.0).contains(&(v * scale)) => values.push(v * scale),
-                Some(v) if (v * scale).is_finite() => bail!(
-                    "{where_}: row {i} holds {v}, which is {} after scaling by {scale}: pixels must end in [0, 1] ({})",
-                    v * scale,
-                    if inner.is_integer() {
-                        "integer pixels are 0–255 and scaled by 1/255; set data.scale for another range"
-                    } else {
-                        "float pixels are taken as they are; set data.scale, e.g. 0.00392156862745098 for 0–255"
-                    }
-                ),
-                _ => bail!("{where_}: row {i} holds a missing or non-finite value"),
-            }
-        }
-    }
+    let (values, len) = pixel_values(&df, pixel_col, &where_, p)?;
     let (channels, height, width) = shape(p, len.unwrap_or(0), &where_)?;
     let classes = if names.is_empty() {
         class_count(p, file, &[("table", &labels)])?
@@ -191,4 +152,55 @@ pub fn load(file: &Path, p: &Pipeline) -> Result<(Rows, DatasetMeta)> {
         class_names: names,
     };
     Ok((rows, meta))
+}
+
+/// Every row's pixels, scaled into [0, 1] (`data.scale`, else 1/255 for integers), one row
+/// after another, and the values per row (`None`: no rows); every row of the same length.
+fn pixel_values(
+    df: &DataFrame,
+    pixel_col: &str,
+    where_: &str,
+    p: &Pipeline,
+) -> Result<(Vec<f32>, Option<usize>)> {
+    let col = df.column(pixel_col)?;
+    let inner = match col.dtype() {
+        DataType::List(t) | DataType::Array(t, _) if t.is_primitive_numeric() => (**t).clone(),
+        other => bail!("{where_}: pixels must be a list or array of numbers, not {other}"),
+    };
+    let scale = p
+        .data
+        .scale
+        .unwrap_or(if inner.is_integer() { 1.0 / 255.0 } else { 1.0 }) as f32;
+    let list = col
+        .cast(&DataType::List(Box::new(DataType::Float32)))
+        .with_context(|| where_.to_string())?;
+    let mut values: Vec<f32> = Vec::new();
+    let mut len = None;
+    for (i, row) in list.list()?.amortized_iter().enumerate() {
+        let row = row.ok_or_else(|| anyhow!("{where_}: row {i} has no pixels"))?;
+        let row = row.as_ref();
+        let want = *len.get_or_insert(row.len());
+        if row.len() != want {
+            bail!(
+                "{where_}: row {i} has {} values but row 0 has {want}",
+                row.len()
+            );
+        }
+        for v in row.f32()?.iter() {
+            match v {
+                Some(v) if (0.0..=1.0).contains(&(v * scale)) => values.push(v * scale),
+                Some(v) if (v * scale).is_finite() => bail!(
+                    "{where_}: row {i} holds {v}, which is {} after scaling by {scale}: pixels must end in [0, 1] ({})",
+                    v * scale,
+                    if inner.is_integer() {
+                        "integer pixels are 0–255 and scaled by 1/255; set data.scale for another range"
+                    } else {
+                        "float pixels are taken as they are; set data.scale, e.g. 0.00392156862745098 for 0–255"
+                    }
+                ),
+                _ => bail!("{where_}: row {i} holds a missing or non-finite value"),
+            }
+        }
+    }
+    Ok((values, len))
 }

@@ -89,7 +89,7 @@ pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> Result<EvaluateReport> {
             })
         }
         EvaluateArgs::Step(at) => {
-            let (store, s) = ctx.step(*at, false)?;
+            let (store, s) = ctx.step(*at, super::Stage::Later)?;
             let status = train::iteration_status(&store, &s)?;
             let rows = train::evaluate(&store, &s)?;
             runs::record(&store, &s, status)?;

@@ -28,7 +28,7 @@ impl std::fmt::Display for HeatmapReport {
 }
 
 pub fn run(ctx: &Ctx, at: At) -> Result<HeatmapReport> {
-    let (store, s) = ctx.step(at, false)?;
+    let (store, s) = ctx.step(at, super::Stage::Later)?;
     let a = crate::engine::heatmap::run(&store, &s)?;
     Ok(HeatmapReport {
         maps: a.maps.rows.len(),

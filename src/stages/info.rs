@@ -128,76 +128,105 @@ fn makefile(ctx: &Ctx, experiment: &[Arm], chain: &[Arm]) -> String {
         d(l.summary())
     );
     // Per-stage chain.
+    let foundation = Foundation {
+        train,
+        pool,
+        metrics0,
+        head,
+    };
     let max = ctx.p.mode.max_iter as u32;
     let mut last = Vec::new();
     for arm in chain {
         let name = arm.to_string();
-        let needs_head = ctx.p.layers.enabled && arm.layer_select;
         for k in 1..=max {
-            let (dir, prev) = (l.iter(&name, k), l.iter(&name, k - 1));
-            let at = format!("--arm {name} --iteration {k}");
-            // Iteration k starts once iteration k − 1 is evaluated (and recorded).
-            let (pool_before, after) = if k == 1 {
-                (pool.clone(), metrics0.clone())
-            } else {
-                (d(prev.pool()), d(prev.metrics()))
-            };
-            let mut select_deps = format!("{pool_before} {after}");
-            if arm.strategy.needs_diagnosis() {
-                let acts = d(dir.activations(Split::Train.as_str()));
-                let _ = writeln!(
-                    m,
-                    "{acts}: {} {train} {after}\n\t$(MODE) probe {at}",
-                    d(prev.model())
-                );
-                let _ = writeln!(
-                    m,
-                    "{}: {acts}{}\n\t$(MODE) layers {at}",
-                    d(dir.layers()),
-                    if needs_head {
-                        format!(" {head}")
-                    } else {
-                        String::new()
-                    }
-                );
-                let _ = writeln!(
-                    m,
-                    "{}: {}\n\t$(MODE) heatmap {at}",
-                    d(dir.diagnosis()),
-                    d(dir.layers())
-                );
-                select_deps = format!("{} {select_deps}", d(dir.diagnosis()));
-            }
-            let _ = writeln!(
-                m,
-                "{}: {select_deps}\n\t$(MODE) select {at}",
-                d(dir.batch())
-            );
-            let _ = writeln!(
-                m,
-                "{} {}: {}",
-                d(dir.pool()),
-                d(dir.scores()),
-                d(dir.batch())
-            );
-            let _ = writeln!(
-                m,
-                "{}: {} {}\n\t$(MODE) retrain {at}",
-                d(dir.model()),
-                d(dir.batch()),
-                d(prev.model())
-            );
-            let _ = writeln!(
-                m,
-                "{}: {}\n\t$(MODE) evaluate {at}",
-                d(dir.metrics()),
-                d(dir.model())
-            );
+            iteration_rules(&mut m, ctx, arm, k, &foundation);
         }
         last.push(d(l.iter(&name, max).metrics()));
     }
     let _ = writeln!(m, "MODE_CHAIN := {}", last.join(" "));
     m
+}
+
+/// The foundation's files as the chain's rules name them.
+struct Foundation {
+    train: String,
+    pool: String,
+    metrics0: String,
+    head: String,
+}
+
+/// The rules of iteration `k` of `arm` in the per-stage chain: probe, layers and heat map (for
+/// the strategies that need a diagnosis), select, retrain, evaluate.
+fn iteration_rules(m: &mut String, ctx: &Ctx, arm: &Arm, k: u32, f: &Foundation) {
+    let l = &ctx.layout;
+    let d = |p: std::path::PathBuf| p.display().to_string();
+    let Foundation {
+        train,
+        pool,
+        metrics0,
+        head,
+    } = f;
+    let name = arm.to_string();
+    let needs_head = ctx.p.layers.enabled && arm.layer_select;
+    let (dir, prev) = (l.iter(&name, k), l.iter(&name, k - 1));
+    let at = format!("--arm {name} --iteration {k}");
+    // Iteration k starts once iteration k − 1 is evaluated (and recorded).
+    let (pool_before, after) = if k == 1 {
+        (pool.clone(), metrics0.clone())
+    } else {
+        (d(prev.pool()), d(prev.metrics()))
+    };
+    let mut select_deps = format!("{pool_before} {after}");
+    if arm.strategy.needs_diagnosis() {
+        let acts = d(dir.activations(Split::Train.as_str()));
+        let _ = writeln!(
+            m,
+            "{acts}: {} {train} {after}\n\t$(MODE) probe {at}",
+            d(prev.model())
+        );
+        let _ = writeln!(
+            m,
+            "{}: {acts}{}\n\t$(MODE) layers {at}",
+            d(dir.layers()),
+            if needs_head {
+                format!(" {head}")
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            m,
+            "{}: {}\n\t$(MODE) heatmap {at}",
+            d(dir.diagnosis()),
+            d(dir.layers())
+        );
+        select_deps = format!("{} {select_deps}", d(dir.diagnosis()));
+    }
+    let _ = writeln!(
+        m,
+        "{}: {select_deps}\n\t$(MODE) select {at}",
+        d(dir.batch())
+    );
+    let _ = writeln!(
+        m,
+        "{} {}: {}",
+        d(dir.pool()),
+        d(dir.scores()),
+        d(dir.batch())
+    );
+    let _ = writeln!(
+        m,
+        "{}: {} {}\n\t$(MODE) retrain {at}",
+        d(dir.model()),
+        d(dir.batch()),
+        d(prev.model())
+    );
+    let _ = writeln!(
+        m,
+        "{}: {}\n\t$(MODE) evaluate {at}",
+        d(dir.metrics()),
+        d(dir.model())
+    );
 }
 
 /// `name  what it is` for every `pipelines/<name>.toml` (its first comment line).

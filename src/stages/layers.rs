@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, a: &LayersArgs) -> Result<LayersReport> {
             Ok(LayersReport::InputHead(ctx.layout.input_head()))
         }
         LayersArgs::Step(at) => {
-            let (store, s) = ctx.step(*at, false)?;
+            let (store, s) = ctx.step(*at, super::Stage::Later)?;
             let sel = crate::engine::layers::run(&store, &s)?;
             Ok(LayersReport::Rows(sel.rows))
         }

@@ -37,11 +37,19 @@ pub struct At {
     pub k: u32,
 }
 
+/// Whether a stage command is the first of its iteration (which may start a new run at
+/// iteration 1) or follows one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    First,
+    Later,
+}
+
 impl Ctx {
     /// A file store over the layout, and the step of `at` — after checking that the arm's run
-    /// folder belongs to these settings (`first` = the first stage of the iteration, which may
-    /// start a new run at iteration 1).
-    pub fn step(&self, at: At, first: bool) -> anyhow::Result<(Store, Step)> {
+    /// folder belongs to these settings.
+    pub fn step(&self, at: At, stage: Stage) -> anyhow::Result<(Store, Step)> {
+        let first = stage == Stage::First;
         if at.k == 0 || at.k > self.p.mode.max_iter as u32 {
             anyhow::bail!(
                 "--iteration {} is out of range: 1 to mode.max_iter = {}",

@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx, a: &ProbeArgs) -> Result<ProbeReport> {
     let mut written = Vec::new();
     match a {
         ProbeArgs::Step(at) => {
-            let (store, s) = ctx.step(*at, true)?;
+            let (store, s) = ctx.step(*at, super::Stage::First)?;
             crate::engine::probe::run(&store, &s)?;
             for split in s.probe_splits() {
                 let path = s.dir.activations(split.as_str());

@@ -21,7 +21,7 @@ impl std::fmt::Display for RetrainReport {
 }
 
 pub fn run(ctx: &Ctx, at: At) -> Result<RetrainReport> {
-    let (store, s) = ctx.step(at, false)?;
+    let (store, s) = ctx.step(at, super::Stage::Later)?;
     let r = crate::engine::train::retrain(&store, &s)?;
     Ok(RetrainReport {
         samples: r.samples,

@@ -23,6 +23,12 @@ impl std::fmt::Display for SelectReport {
 }
 
 pub fn run(ctx: &Ctx, at: At) -> Result<SelectReport> {
-    let (store, s) = ctx.step(at, !at.arm.strategy.needs_diagnosis())?;
+    // A strategy without a diagnosis starts its iteration here; the others after the heatmap.
+    let stage = if at.arm.strategy.needs_diagnosis() {
+        super::Stage::Later
+    } else {
+        super::Stage::First
+    };
+    let (store, s) = ctx.step(at, stage)?;
     Ok(SelectReport(crate::engine::select::run(&store, &s)?))
 }

@@ -1138,7 +1138,7 @@ fn the_defaults_find_the_weak_class_of_a_users_data() {
         cfg.learning_rate = 0.005;
         let net = mode::model::Net::init(&p, &train.meta).unwrap();
         let (net, _, _) =
-            mode::model::fit(net, &part.pixels, &part.labels, &cfg, 1, None, |_, _| {}).unwrap();
+            mode::model::fit(job(net, &part.pixels, &part.labels, cfg), |_, _| {}).unwrap();
         let onnx = t.join("model_1.onnx");
         std::fs::write(&onnx, crate::common::onnx::mlp(&net)).unwrap();
         let o = run(&[
@@ -1218,7 +1218,7 @@ fn the_diagnosis_checks_fire_where_they_should() {
     let mut cfg = p.train.clone();
     (cfg.epochs, cfg.learning_rate) = (30, 0.005);
     let (net, _, _) =
-        mode::model::fit(net, &train.pixels, &train.labels, &cfg, 1, None, |_, _| {}).unwrap();
+        mode::model::fit(job(net, &train.pixels, &train.labels, cfg), |_, _| {}).unwrap();
     let onnx = t.join("model.onnx");
     std::fs::write(&onnx, crate::common::onnx::mlp(&net)).unwrap();
     let debug = |sets: &[&str]| {
@@ -1363,12 +1363,7 @@ fn the_readme_walk_through_runs_as_written() {
     let p = Pipeline::load(Some(&t.join("pipelines/own.toml")), &[]).unwrap();
     let net = mode::model::Net::init(&p, &train.meta).unwrap();
     let (net, _, _) = mode::model::fit(
-        net,
-        &train.pixels,
-        &train.labels,
-        &p.train,
-        1,
-        None,
+        job(net, &train.pixels, &train.labels, p.train.clone()),
         |_, _| {},
     )
     .unwrap();
@@ -1398,4 +1393,21 @@ fn the_readme_walk_through_runs_as_written() {
         log.contains("Verdict:"),
         "debug prints the diagnosis: {log}"
     );
+}
+
+/// A training job from seed 1 and fresh optimizer state.
+fn job<'a>(
+    net: mode::model::Net,
+    x: &'a ndarray::Array2<f32>,
+    y: &'a [u16],
+    cfg: mode::config::TrainConfig,
+) -> mode::model::Job<'a> {
+    mode::model::Job {
+        net,
+        x,
+        y,
+        cfg,
+        seed: 1,
+        state: None,
+    }
 }

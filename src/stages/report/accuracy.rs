@@ -139,12 +139,14 @@ fn per_iteration(cx: &Inputs) -> Result<String> {
         let file = cx.figure(name);
         plots::line_png(
             &file,
-            &format!("Δ test accuracy vs the control, points — {title}"),
-            "iteration",
-            "Δ (points)",
-            &all,
-            &iters,
-            &[],
+            &plots::LineChart {
+                title: &format!("Δ test accuracy vs the control, points — {title}"),
+                x_desc: "iteration",
+                y_desc: "Δ (points)",
+                series: &all,
+                x_names: &iters,
+                marks: &[],
+            },
             (1000, 400),
         )?;
         html += &img(&file, title);

@@ -30,17 +30,19 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
     let file = cx.figure("layers_accuracy");
     plots::line_png(
         &file,
-        "feature-model (probe) test accuracy per layer",
-        "layer",
-        "accuracy",
-        &[Series {
-            name: "probe accuracy".into(),
-            points: acc.clone(),
-            color: plots::palette(0),
-            dashed: false,
-        }],
-        &names,
-        &mark(acc[target].1),
+        &plots::LineChart {
+            title: "feature-model (probe) test accuracy per layer",
+            x_desc: "layer",
+            y_desc: "accuracy",
+            series: &[Series {
+                name: "probe accuracy".into(),
+                points: acc.clone(),
+                color: plots::palette(0),
+                dashed: false,
+            }],
+            x_names: &names,
+            marks: &mark(acc[target].1),
+        },
         (900, 380),
     )?;
     html += &img(&file, "probe accuracy per layer");
@@ -57,25 +59,27 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
         let file = cx.figure("layers_bhattacharyya");
         plots::line_png(
             &file,
-            "Bhattacharyya distance to the previous layer (first: to uniform)",
-            "layer",
-            "distance",
-            &[
-                Series {
-                    name: "distance".into(),
-                    points: bh.clone(),
-                    color: plots::palette(1),
-                    dashed: false,
-                },
-                Series {
-                    name: "threshold".into(),
-                    points: thr,
-                    color: plots::palette(7),
-                    dashed: true,
-                },
-            ],
-            &names,
-            &mark(bh[target].1),
+            &plots::LineChart {
+                title: "Bhattacharyya distance to the previous layer (first: to uniform)",
+                x_desc: "layer",
+                y_desc: "distance",
+                series: &[
+                    Series {
+                        name: "distance".into(),
+                        points: bh.clone(),
+                        color: plots::palette(1),
+                        dashed: false,
+                    },
+                    Series {
+                        name: "threshold".into(),
+                        points: thr,
+                        color: plots::palette(7),
+                        dashed: true,
+                    },
+                ],
+                x_names: &names,
+                marks: &mark(bh[target].1),
+            },
             (900, 380),
         )?;
         html += &img(&file, "Bhattacharyya distance per layer");

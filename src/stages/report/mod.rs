@@ -37,11 +37,12 @@ pub struct ReportArgs {
     pub out: PathBuf,
 }
 
-pub struct ReportReport {
+/// What `mode report` wrote: the page that opens the report.
+pub struct ReportWritten {
     pub index: PathBuf,
 }
 
-impl std::fmt::Display for ReportReport {
+impl std::fmt::Display for ReportWritten {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "report: {}", self.index.display())
     }
@@ -50,7 +51,7 @@ impl std::fmt::Display for ReportReport {
 /// Write the report's figures and `index.html` (atomically) into `a.out`.
 /// The folder appears whole or not at all: it is written beside its place and renamed into
 /// place when complete, so a failure (a full disk) leaves the previous report as it was.
-pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportReport> {
+pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportWritten> {
     crate::artifacts::io::replace_dir(&a.out, |stage| {
         let staged = ReportArgs {
             out: stage.to_path_buf(),
@@ -58,7 +59,7 @@ pub fn run(ctx: &Ctx, a: &ReportArgs) -> Result<ReportReport> {
         };
         write_into(ctx, &staged)
     })?;
-    Ok(ReportReport {
+    Ok(ReportWritten {
         index: Layout::report_index(&a.out),
     })
 }
@@ -254,7 +255,9 @@ mod tests {
     #[test]
     fn report_line() {
         let index = Layout::report_index(Path::new("out"));
-        let line = format!("report: {}", index.display());
-        assert_eq!(ReportReport { index }.to_string(), line);
+        assert_eq!(
+            ReportWritten { index }.to_string(),
+            "report: out/index.html"
+        );
     }
 }

@@ -52,6 +52,14 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
     for n in &v.notes {
         html += &warn(n);
     }
+    html += &arms(cx, &v)?;
+    html += &label_table(&v);
+    Ok(html)
+}
+
+/// The best arm and the forest plot of every arm's Δ vs the control.
+fn arms(cx: &Inputs, v: &Verdict) -> Result<String> {
+    let mut html = String::new();
     let best = v.arms.first();
     if let Some(b) = best {
         let _ = write!(
@@ -88,6 +96,13 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
         )?;
         html += &img(&file, "arms ranked by Δ vs the control");
     }
+    Ok(html)
+}
+
+/// The table of the labels: the model's and the feature model's accuracy, and which are
+/// faulty.
+fn label_table(v: &Verdict) -> String {
+    let mut html = String::new();
     let labels: Vec<Vec<String>> = v
         .labels
         .iter()
@@ -111,7 +126,7 @@ pub(super) fn section(cx: &Inputs) -> Result<String> {
     );
     let feature = format!("feature model at {}", v.target);
     html += &table(&["label", "model accuracy", &feature, "faulty"], &labels);
-    Ok(html)
+    html
 }
 
 /// What the shown arm selected at each iteration: its targeted samples first.
