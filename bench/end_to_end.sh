@@ -38,7 +38,7 @@ report "make all (every arm, tables, report)" "${all%$'\n'}"
 KERAS_PY=${KERAS_PY:-target/keras-venv/bin/python}
 if [ "$PIPELINE" = mnist ] && [ -x "$KERAS_PY" ]; then
   "$KERAS_PY" bench/keras_reference.py --json "$TMP/keras.json" | sed 's/^/keras: /'
-  python3 - "$TMP/keras.json" "$(echo "$loop" | median)" "$(echo "$nols" | median)" <<'PY'
+  python3 - "$TMP/keras.json" "$(echo "${loop%$'\n'}" | median)" "$(echo "${nols%$'\n'}" | median)" <<'PY'
 import json, sys
 k = json.load(open(sys.argv[1]))
 ls, nols = float(sys.argv[2]), float(sys.argv[3])
