@@ -379,7 +379,7 @@ impl Command {
             Command::Ablate { shard: Some(s), .. } => part(crate::engine::grid::ABLATION_KIND, s),
             Command::Sweep { .. } => shared(unit(layout.sweep())),
             Command::Ablate { .. } => shared(unit(layout.ablation())),
-            Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.p)),
+            Command::Debug { arm: a, .. } => arm(&debug_arm(*a, &ctx.pipeline)),
             Command::Experiment { .. } | Command::Summary { .. } | Command::Report { .. } => {
                 hold(root.clone(), LockKind::Exclusive, None, true)
             }
@@ -443,7 +443,10 @@ pub fn run(cli: Cli) -> Result<Printed> {
             .clone()
             .unwrap_or_else(|| Layout::default_root(&p.name)),
     );
-    let ctx = Ctx { p, layout };
+    let ctx = Ctx {
+        pipeline: p,
+        layout,
+    };
     let _lock = match cli.command.lock(&ctx) {
         Some(h) => Some(Lock::acquire(
             &h.root,
@@ -537,7 +540,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Printed> {
             &stages::debug::DebugArgs {
                 onnx,
                 at: At {
-                    arm: debug_arm(arm, &ctx.p),
+                    arm: debug_arm(arm, &ctx.pipeline),
                     k: iteration,
                 },
             },
@@ -599,7 +602,7 @@ fn dispatch_runs(ctx: &Ctx, command: Command) -> Result<Printed> {
         Command::Report { arm, pair, out } => log(stages::report::run(
             ctx,
             &stages::report::ReportArgs {
-                arm: arm.unwrap_or(Arm::mode(ctx.p.select.metric, true)),
+                arm: arm.unwrap_or(Arm::mode(ctx.pipeline.select.metric, true)),
                 pair,
                 out: out.unwrap_or_else(|| l.report_dir()),
             },
@@ -688,7 +691,7 @@ fn ablate_args(
     plan: Plan,
 ) -> Result<stages::ablate::AblateArgs> {
     let list = if settings.is_empty() {
-        ctx.p.ablate.settings.clone()
+        ctx.pipeline.ablate.settings.clone()
     } else {
         settings
     };
@@ -697,8 +700,8 @@ fn ablate_args(
             .iter()
             .map(|s| stages::ablate::Setting::parse(s))
             .collect::<Result<_>>()?,
-        arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.p.ablate.arms))?,
-        seeds: seeds.unwrap_or(ctx.p.ablate.seeds),
+        arms: Arm::parse_list(arms.as_deref().unwrap_or(&ctx.pipeline.ablate.arms))?,
+        seeds: seeds.unwrap_or(ctx.pipeline.ablate.seeds),
         idx_dir,
         plan,
     })

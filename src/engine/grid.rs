@@ -277,7 +277,7 @@ pub fn lifted_labels(initial: &[f64], finals: &[f64], theta: f64) -> (u32, u32) 
     (faulty, lifted)
 }
 
-/// The sweep rows and per-label accuracies of one setting, as [`summarise`] reads them.
+/// The sweep rows and per-label accuracies of one setting, as [`arm_summaries`] reads them.
 pub struct SweepRuns<'a> {
     pub rows: &'a [SweepRow],
     /// Per (seed, arm), the final per-label accuracies.
@@ -344,7 +344,7 @@ impl SweepRuns<'_> {
 }
 
 /// Per-arm statistics against the control (pure).
-pub fn summarise(runs: &SweepRuns) -> Vec<SweepSummaryRow> {
+pub fn arm_summaries(runs: &SweepRuns) -> Vec<SweepSummaryRow> {
     let mut arms: Vec<String> = runs.rows.iter().map(|r| r.arm.clone()).collect();
     arms.sort();
     arms.dedup();

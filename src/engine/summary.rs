@@ -18,7 +18,7 @@ pub struct ArmRun {
 }
 
 /// The rows of the tables (pure). `initial` is the initial model's overall accuracy.
-pub fn summarise(initial: f64, runs: &[ArmRun]) -> Result<Vec<SummaryRow>> {
+pub fn summary_rows(initial: f64, runs: &[ArmRun]) -> Result<Vec<SummaryRow>> {
     let control = runs
         .iter()
         .find(|r| r.arm.is_control())
@@ -273,7 +273,7 @@ mod tests {
             run_of("random", &[0.91, 0.92], &[Ran, Ran]),
             run_of("mode-dot-nols", &[0.89, 0.88], &[Ran, PoolExhausted]),
         ];
-        let s = summarise(0.90, &runs).unwrap();
+        let s = summary_rows(0.90, &runs).unwrap();
         assert_eq!(s.len(), 2);
         let d = &s[0];
         assert_eq!(
@@ -286,6 +286,6 @@ mod tests {
         assert_eq!(s[1].status, RunStatus::PoolExhausted);
         assert!(!s[1].layer_select && !s[1].finished_early);
         assert_eq!(s[1].iterations, 2);
-        assert!(summarise(0.9, &runs[..1]).is_err(), "no control");
+        assert!(summary_rows(0.9, &runs[..1]).is_err(), "no control");
     }
 }

@@ -150,7 +150,7 @@ pub fn manifest(p: &Pipeline, a: &AblateArgs) -> Manifest {
 }
 
 /// The ablation rows of one setting's seed.
-fn rows_of(
+fn ablation_rows(
     setting: &Setting,
     seed: u64,
     r: &SeedResult,
@@ -240,7 +240,7 @@ fn check(p: &Pipeline, a: &AblateArgs) -> Result<Vec<Pipeline>> {
 /// Run the (setting, seed) units (all, or a shard's) and write the ablation's files — or,
 /// for a shard, its part; or merge the parts.
 pub fn run(ctx: &Ctx, a: &AblateArgs) -> Result<Outcome<AblateReport>> {
-    let (p, layout) = (&ctx.p, &ctx.layout);
+    let (p, layout) = (&ctx.pipeline, &ctx.layout);
     let pipelines = check(p, a)?;
     let t0 = Instant::now();
     let grid = grid(p, a);
@@ -290,7 +290,7 @@ fn summaries(
     }
     let mut summary = Vec::new();
     for (k, setting) in a.settings.iter().enumerate() {
-        for s in grid::summarise(&SweepRuns {
+        for s in grid::arm_summaries(&SweepRuns {
             rows: &sweep_rows[k],
             final_label_acc: &finals[k],
             initial_label_acc: &initial[k],
@@ -341,11 +341,16 @@ fn finish(
     t0: Instant,
     merged: usize,
 ) -> Result<AblateReport> {
-    let (p, layout) = (&ctx.p, &ctx.layout);
+    let (p, layout) = (&ctx.pipeline, &ctx.layout);
     let mut rows: Vec<AblationRow> = Vec::new();
     for (u, res) in &results {
         let (k, seed) = (u.setting, p.seed + u.seed as u64);
-        rows.extend(rows_of(&a.settings[k], seed, res, pipelines[k].mode.theta));
+        rows.extend(ablation_rows(
+            &a.settings[k],
+            seed,
+            res,
+            pipelines[k].mode.theta,
+        ));
     }
     let summary = summaries(a, pipelines, p.seed, &results);
     let row_keys = key_columns(p, a, rows.iter().map(|r| r.setting.as_str()).collect());

@@ -108,8 +108,8 @@ fn check_start(ctx: &Ctx, store: &Store, a: &DebugArgs) -> Result<Step> {
             layout.manifest(&name).display()
         );
     }
-    runs::check_splits(store, &ctx.p)?;
-    let s = Step::new(layout, &ctx.p, arm, k);
+    runs::check_splits(store, &ctx.pipeline)?;
+    let s = Step::new(layout, &ctx.pipeline, arm, k);
     if k > 1 && !s.prev.pool().exists() {
         bail!(
             "{}: iteration {k} starts from the pool iteration {} left; run `mode debug --iteration {}` first",

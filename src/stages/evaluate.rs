@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> Result<EvaluateReport> {
                 iteration: *iteration,
                 status: IterStatus::Ran,
             };
-            let rows = evaluate_model(&store, &ctx.p, model, data, out, &tag)?;
+            let rows = evaluate_model(&store, &ctx.pipeline, model, data, out, &tag)?;
             Ok(EvaluateReport {
                 rows,
                 out: out.path().to_path_buf(),
@@ -74,7 +74,7 @@ pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> Result<EvaluateReport> {
         EvaluateArgs::Onnx { model, data, out } => {
             let store = Store::files(ctx.layout.clone());
             let samples = Samples::read(data)?;
-            let net = OnnxNet::load(model, &ctx.p, &samples.meta)?;
+            let net = OnnxNet::load(model, &ctx.pipeline, &samples.meta)?;
             let tag = EvalTag {
                 arm: model
                     .file_stem()
@@ -82,7 +82,7 @@ pub fn run(ctx: &Ctx, a: &EvaluateArgs) -> Result<EvaluateReport> {
                 iteration: 0,
                 status: IterStatus::Ran,
             };
-            let rows = evaluate_with(&store, &ctx.p, &net, (&samples, data), out, &tag)?;
+            let rows = evaluate_with(&store, &ctx.pipeline, &net, (&samples, data), out, &tag)?;
             Ok(EvaluateReport {
                 rows,
                 out: out.path().to_path_buf(),

@@ -45,8 +45,8 @@ impl std::fmt::Display for ExperimentReport {
 
 pub fn run(ctx: &Ctx, a: &ExperimentArgs) -> Result<ExperimentReport> {
     let store = Store::memory(ctx.layout.clone(), true);
-    runs::check_foundation(&store, &ctx.p)?;
-    if ctx.p.layers.enabled
+    runs::check_foundation(&store, &ctx.pipeline)?;
+    if ctx.pipeline.layers.enabled
         && a.arms
             .iter()
             .any(|arm| arm.layer_select && arm.strategy.needs_diagnosis())
@@ -59,14 +59,14 @@ pub fn run(ctx: &Ctx, a: &ExperimentArgs) -> Result<ExperimentReport> {
             }
             Ok(())
         };
-        let (head, read) = rayon::join(|| layers::input_head(&store, &ctx.p), prefetch);
+        let (head, read) = rayon::join(|| layers::input_head(&store, &ctx.pipeline), prefetch);
         head?;
         read?;
     }
-    let records = run_arms(&store, &ctx.p, &a.arms)?;
+    let records = run_arms(&store, &ctx.pipeline, &a.arms)?;
     Ok(ExperimentReport {
         arms: a.arms.len(),
-        iterations: ctx.p.mode.max_iter,
+        iterations: ctx.pipeline.mode.max_iter,
         records,
         runs: ctx.layout.runs_dir(),
     })

@@ -47,7 +47,7 @@ fn names(arms: &[Arm]) -> String {
 pub fn run(ctx: &Ctx, a: &InfoArgs) -> Result<InfoReport> {
     let l = &ctx.layout;
     Ok(InfoReport(match a {
-        InfoArgs::MaxIter => ctx.p.mode.max_iter.to_string(),
+        InfoArgs::MaxIter => ctx.pipeline.mode.max_iter.to_string(),
         InfoArgs::Arms(arms) => names(arms),
         InfoArgs::Pipelines => pipelines()?,
         InfoArgs::Path { artifact, arm, k } => {
@@ -134,7 +134,7 @@ fn makefile(ctx: &Ctx, experiment: &[Arm], chain: &[Arm]) -> String {
         metrics0,
         head,
     };
-    let max = ctx.p.mode.max_iter as u32;
+    let max = ctx.pipeline.mode.max_iter as u32;
     let mut last = Vec::new();
     for arm in chain {
         let name = arm.to_string();
@@ -167,7 +167,7 @@ fn iteration_rules(m: &mut String, ctx: &Ctx, arm: &Arm, k: u32, f: &Foundation)
         head,
     } = f;
     let name = arm.to_string();
-    let needs_head = ctx.p.layers.enabled && arm.layer_select;
+    let needs_head = ctx.pipeline.layers.enabled && arm.layer_select;
     let (dir, prev) = (l.iter(&name, k), l.iter(&name, k - 1));
     let at = format!("--arm {name} --iteration {k}");
     // Iteration k starts once iteration k − 1 is evaluated (and recorded).

@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, a: &LayersArgs) -> Result<LayersReport> {
     match a {
         LayersArgs::InputHead => {
             let store = Store::files(ctx.layout.clone());
-            crate::engine::layers::input_head(&store, &ctx.p)?;
+            crate::engine::layers::input_head(&store, &ctx.pipeline)?;
             Ok(LayersReport::InputHead(ctx.layout.input_head()))
         }
         LayersArgs::Step(at) => {

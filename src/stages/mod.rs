@@ -26,7 +26,7 @@ use crate::engine::{Step, Store, runs};
 /// What every command runs with: the checked pipeline and the output layout.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    pub p: Pipeline,
+    pub pipeline: Pipeline,
     pub layout: Layout,
 }
 
@@ -50,18 +50,18 @@ impl Ctx {
     /// folder belongs to these settings.
     pub fn step(&self, at: At, stage: Stage) -> anyhow::Result<(Store, Step)> {
         let first = stage == Stage::First;
-        if at.k == 0 || at.k > self.p.mode.max_iter as u32 {
+        if at.k == 0 || at.k > self.pipeline.mode.max_iter as u32 {
             anyhow::bail!(
                 "--iteration {} is out of range: 1 to mode.max_iter = {}",
                 at.k,
-                self.p.mode.max_iter
+                self.pipeline.mode.max_iter
             );
         }
         let store = Store::files(self.layout.clone());
         if at.k == 1 && first {
-            runs::check_foundation(&store, &self.p)?;
+            runs::check_foundation(&store, &self.pipeline)?;
         }
-        let step = Step::new(&self.layout, &self.p, at.arm, at.k);
+        let step = Step::new(&self.layout, &self.pipeline, at.arm, at.k);
         runs::begin_stage(&store, &step, first)?;
         Ok((store, step))
     }

@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: &ProbeArgs) -> Result<ProbeReport> {
             }
         }
         ProbeArgs::Model { model, data, out } => {
-            let net = Net::read(model)?.with_probe(&ctx.p);
+            let net = Net::read(model)?.with_probe(&ctx.pipeline);
             written = probe_files(&net, model, data, out)?;
         }
         ProbeArgs::Onnx { model, data, out } => {
@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx, a: &ProbeArgs) -> Result<ProbeReport> {
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("probe: no sample files given"))?;
             let meta = Samples::read(first)?.meta;
-            let net = OnnxNet::load(model, &ctx.p, &meta)?;
+            let net = OnnxNet::load(model, &ctx.pipeline, &meta)?;
             written = probe_files(&net, model, data, out)?;
         }
     }

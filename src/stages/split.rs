@@ -48,7 +48,7 @@ impl std::fmt::Display for SplitReport {
 /// tables, the sources table) into `out`, together: each is staged under a temporary name and
 /// all are renamed into place only when every one is complete.
 pub fn run(ctx: &Ctx, a: &SplitArgs) -> Result<SplitReport> {
-    let p = &ctx.p;
+    let p = &ctx.pipeline;
     let src = load(p, a.idx_dir.as_deref())?;
     let splits = make(p, &src)?;
     let sources = src.has_sources().then(|| source_rows(&src, &splits));

@@ -1,16 +1,17 @@
-//! `mode summary`: the seed's tables from every arm's run → `summary.parquet`.
+//! `mode summary`: every arm's run → `summary.parquet`, the verdict printed (and with `--tables`
+//! the seed's two tables).
 //!
 //! One row per arm other than the control (`random`): initial accuracy (the shared initial
 //! model), final accuracy (the arm's last iteration), control accuracy (the control's last
 //! iteration), whether the arm finished early, `diff_i_f` = final − initial and
 //! `diff_f_c` = final − control (the seed's tables: positive = better than the initial model /
-//! the control, whatever the column names suggest). Only complete runs made with the pipeline's settings are
-//! summarised; anything else is refused (or, with `--allow-incomplete`, included and flagged
-//! by its status).
+//! the control, whatever the column names suggest). Only complete runs made with the
+//! pipeline's settings are summarised; anything else is refused (or, with
+//! `--allow-incomplete`, included and flagged by its status).
 
 use super::Ctx;
 use crate::artifacts::{Artifact, MetricRow, SummaryRow};
-use crate::engine::summary::{arm_runs, load_verdict, shown_arm, summarise};
+use crate::engine::summary::{arm_runs, load_verdict, shown_arm, summary_rows};
 use crate::vocab::Scope;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -94,11 +95,11 @@ pub fn run(ctx: &Ctx, a: &SummaryArgs) -> Result<SummaryReport> {
         .find(|r| r.scope == Scope::Overall)
         .ok_or_else(|| anyhow::anyhow!("no overall row in the initial metrics"))?
         .accuracy;
-    let runs = arm_runs(&ctx.layout, &ctx.p, a.allow_incomplete)?;
-    let rows = summarise(initial, &runs)?;
+    let runs = arm_runs(&ctx.layout, &ctx.pipeline, a.allow_incomplete)?;
+    let rows = summary_rows(initial, &runs)?;
     rows.write(&a.out)?;
-    let verdict = match shown_arm(&ctx.p, &runs) {
-        Some(arm) => load_verdict(&ctx.layout, &ctx.p, arm, &runs, &rows)?,
+    let verdict = match shown_arm(&ctx.pipeline, &runs) {
+        Some(arm) => load_verdict(&ctx.layout, &ctx.pipeline, arm, &runs, &rows)?,
         None => None,
     };
     Ok(SummaryReport {

@@ -79,7 +79,7 @@ pub fn grid(p: &Pipeline, seeds: usize, arms: &[Arm]) -> Grid {
 /// Run the seeds (all, or a shard's); write `sweep.parquet`, `sweep_summary.parquet` and `.md`
 /// and the sweep's manifest into the root — or, for a shard, its part; or merge the parts.
 pub fn run(ctx: &Ctx, a: &SweepArgs) -> Result<Outcome<SweepReport>> {
-    let (p, layout) = (&ctx.p, &ctx.layout);
+    let (p, layout) = (&ctx.pipeline, &ctx.layout);
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
@@ -119,7 +119,7 @@ fn finish(
     t0: Instant,
     merged: usize,
 ) -> Result<SweepReport> {
-    let (p, layout) = (&ctx.p, &ctx.layout);
+    let (p, layout) = (&ctx.pipeline, &ctx.layout);
     let mut rows = Vec::new();
     let mut initial_acc = BTreeMap::new();
     let mut final_acc = BTreeMap::new();
@@ -133,7 +133,7 @@ fn finish(
         rows.extend(r.rows);
         m.complete(u.seed as u32 + 1, IterStatus::Ran);
     }
-    let summary = grid::summarise(&SweepRuns {
+    let summary = grid::arm_summaries(&SweepRuns {
         rows: &rows,
         final_label_acc: &final_acc,
         initial_label_acc: &initial_acc,

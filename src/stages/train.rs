@@ -40,7 +40,7 @@ impl std::fmt::Display for TrainReport {
 
 /// Train and write `model.safetensors` and `train_log.parquet` into the output folder.
 pub fn run(ctx: &Ctx, a: &TrainArgs) -> Result<TrainReport> {
-    let p = &ctx.p;
+    let p = &ctx.pipeline;
     let samples = Samples::read(&a.data)?;
     if samples.is_empty() {
         bail!("{}: no samples to train on", a.data.display());

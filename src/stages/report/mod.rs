@@ -83,7 +83,7 @@ fn write_into(ctx: &Ctx, a: &ReportArgs) -> Result<()> {
     ]
     .concat();
     let index = Layout::report_index(&a.out);
-    write_bytes(&index, html::page(&ctx.p.name, &body).as_bytes())
+    write_bytes(&index, html::page(&ctx.pipeline.name, &body).as_bytes())
 }
 
 /// What the figure groups share, loaded once.
@@ -106,7 +106,7 @@ struct Inputs<'a> {
 impl<'a> Inputs<'a> {
     fn load(ctx: &'a Ctx, a: &'a ReportArgs) -> Result<Inputs<'a>> {
         let layout = &ctx.layout;
-        let runs = arm_runs(layout, &ctx.p, true)?;
+        let runs = arm_runs(layout, &ctx.pipeline, true)?;
         let iter1 = layout.iter(&a.arm.to_string(), 1);
         if !iter1.heatmaps().exists() {
             bail!(
@@ -119,7 +119,7 @@ impl<'a> Inputs<'a> {
         let test = Samples::read(&layout.split(Split::Test))?;
         let metrics = read_metrics(layout, &runs)?;
         Ok(Inputs {
-            p: &ctx.p,
+            p: &ctx.pipeline,
             layout,
             args: a,
             test,

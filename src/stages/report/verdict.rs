@@ -22,7 +22,7 @@ fn load(cx: &Inputs) -> Result<Option<Verdict>> {
         .find(|r: &&MetricRow| r.scope == Scope::Overall && r.iteration == 0)
         .map_or(f64::NAN, |r| r.accuracy);
     let rows = if cx.runs.iter().any(|r| r.arm.is_control()) {
-        crate::engine::summary::summarise(initial, &cx.runs)?
+        crate::engine::summary::summary_rows(initial, &cx.runs)?
     } else {
         Vec::new()
     };
