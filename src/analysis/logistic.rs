@@ -777,10 +777,6 @@ fn cstep(
     Some((stx_o, sty_o, stp_o, brackt, info))
 }
 
-fn finite(v: [f64; 3]) -> bool {
-    v.iter().all(|x| x.is_finite())
-}
-
 fn largest(v: [f64; 3]) -> f64 {
     v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
@@ -790,7 +786,7 @@ fn largest(v: [f64; 3]) -> f64 {
 fn step_higher(stx: Step, stp: Step) -> Option<f64> {
     let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
     let t = [theta, stx.gx, stp.gx];
-    if !finite(t) {
+    if !all_finite(&t) {
         return None;
     }
     let s = largest(t);
@@ -816,7 +812,7 @@ fn step_higher(stx: Step, stp: Step) -> Option<f64> {
 fn step_opposite_slopes(stx: Step, stp: Step) -> Option<f64> {
     let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
     let t = [theta, stx.gx, stp.gx];
-    if !finite(t) {
+    if !all_finite(&t) {
         return None;
     }
     let s = largest(t);
@@ -840,7 +836,7 @@ fn step_opposite_slopes(stx: Step, stp: Step) -> Option<f64> {
 fn step_smaller_slope(stx: Step, stp: Step, brackt: bool, stpmin: f64, stpmax: f64) -> Option<f64> {
     let theta = 3.0 * (stx.fx - stp.fx) / (stp.x - stx.x) + stx.gx + stp.gx;
     let t = [theta, stx.gx, stp.gx];
-    if !finite(t) {
+    if !all_finite(&t) {
         return None;
     }
     let s = largest(t);
@@ -887,7 +883,7 @@ fn step_larger_slope(
     Some(if brackt {
         let theta = 3.0 * (stp.fx - sty.fx) / (sty.x - stp.x) + sty.gx + stp.gx;
         let t = [theta, sty.gx, stp.gx];
-        if !finite(t) {
+        if !all_finite(&t) {
             return None;
         }
         let s = largest(t);

@@ -146,9 +146,18 @@ pub fn write_tensors_with(
 
 /// The key-value metadata of a Parquet file (its footer only).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-    Ok(b.metadata()
+    Ok(key_values(&reader(path)?))
+}
+
+/// A reader of `path`'s Parquet footer and row groups.
+fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))
+}
+
+/// The footer's key-value metadata (a missing value reads as "").
+fn key_values(b: &ParquetRecordBatchReaderBuilder<std::fs::File>) -> BTreeMap<String, String> {
+    b.metadata()
         .file_metadata()
         .key_value_metadata()
         .map(|kv| {
@@ -156,13 +165,12 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
                 .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The number of rows of a Parquet file (its footer only).
 pub fn count_rows(path: &Path) -> Result<usize> {
-    let b = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let b = reader(path)?;
     Ok(b.metadata().file_metadata().num_rows().max(0) as usize)
 }
 
@@ -181,19 +189,8 @@ pub struct TensorFile {
 impl TensorFile {
     /// Read a whole file; row groups are decoded in parallel.
     pub fn read(path: &Path) -> Result<TensorFile> {
-        let file = open(path)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-        let metadata = builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .map(|kv| {
-                kv.iter()
-                    .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let builder = reader(path)?;
+        let metadata = key_values(&builder);
         let schema = builder.schema().clone();
         let groups = builder.metadata().num_row_groups();
         let read_group = |g: usize| -> Result<Vec<RecordBatch>> {
