@@ -29,6 +29,7 @@ pub const SWEEP_KIND: &str = "sweep";
 pub const ABLATION_KIND: &str = "ablation";
 
 /// What one seed yields: its sweep rows, and the initial and final per-label accuracies.
+#[derive(Clone)]
 pub struct SeedResult {
     pub rows: Vec<SweepRow>,
     pub initial_label_acc: Vec<f64>,
@@ -285,6 +286,36 @@ pub struct SweepRuns<'a> {
     /// Per seed, the initial model's per-label accuracies.
     pub initial_label_acc: &'a BTreeMap<i64, Vec<f64>>,
     pub theta: Theta,
+}
+
+/// One setting's seed results gathered by seed, for [`arm_summaries`]: the sweep rows in the
+/// order added and the per-label accuracies keyed by seed.
+#[derive(Default)]
+pub struct Gathered {
+    pub rows: Vec<SweepRow>,
+    initial: BTreeMap<i64, Vec<f64>>,
+    finals: BTreeMap<(i64, String), Vec<f64>>,
+}
+
+impl Gathered {
+    /// Add the result of master seed `seed`.
+    pub fn add(&mut self, seed: i64, r: SeedResult) {
+        self.initial.insert(seed, r.initial_label_acc);
+        for (arm, acc) in r.final_label_acc {
+            self.finals.insert((seed, arm), acc);
+        }
+        self.rows.extend(r.rows);
+    }
+
+    /// What [`arm_summaries`] reads, at θ `theta`.
+    pub fn runs(&self, theta: Theta) -> SweepRuns<'_> {
+        SweepRuns {
+            rows: &self.rows,
+            final_label_acc: &self.finals,
+            initial_label_acc: &self.initial,
+            theta,
+        }
+    }
 }
 
 /// One arm's accuracies over the seeds: finals, initials, deltas against the control, and

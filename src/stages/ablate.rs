@@ -20,7 +20,7 @@ use crate::artifacts::{
     write_frame_with,
 };
 use crate::config::{Pipeline, apply_override, fingerprint};
-use crate::engine::grid::{self, ABLATION_KIND, GridRun, SeedResult, SweepRuns};
+use crate::engine::grid::{self, ABLATION_KIND, Gathered, GridRun, SeedResult};
 use crate::engine::shard::{self, Outcome, Plan};
 use crate::vocab::IterStatus;
 use anyhow::{Context, Result, bail};
@@ -276,26 +276,14 @@ fn summaries(
     first_seed: u64,
     results: &[(Unit, SeedResult)],
 ) -> Vec<(String, SweepSummaryRow)> {
-    let n = a.settings.len();
-    let mut sweep_rows: Vec<Vec<SweepRow>> = vec![Vec::new(); n];
-    let mut initial: Vec<BTreeMap<i64, Vec<f64>>> = vec![BTreeMap::new(); n];
-    let mut finals: Vec<BTreeMap<(i64, String), Vec<f64>>> = vec![BTreeMap::new(); n];
+    let mut gathered: Vec<Gathered> = a.settings.iter().map(|_| Gathered::default()).collect();
     for (u, res) in results {
-        let (k, seed) = (u.setting, first_seed + u.seed as u64);
-        initial[k].insert(seed as i64, res.initial_label_acc.clone());
-        for (arm, acc) in &res.final_label_acc {
-            finals[k].insert((seed as i64, arm.clone()), acc.clone());
-        }
-        sweep_rows[k].extend(res.rows.iter().cloned());
+        let seed = first_seed + u.seed as u64;
+        gathered[u.setting].add(seed as i64, res.clone());
     }
     let mut summary = Vec::new();
     for (k, setting) in a.settings.iter().enumerate() {
-        for s in grid::arm_summaries(&SweepRuns {
-            rows: &sweep_rows[k],
-            final_label_acc: &finals[k],
-            initial_label_acc: &initial[k],
-            theta: pipelines[k].mode.theta,
-        }) {
+        for s in grid::arm_summaries(&gathered[k].runs(pipelines[k].mode.theta)) {
             summary.push((setting.label.clone(), s));
         }
     }

@@ -15,11 +15,10 @@ use crate::arm::{Arm, CONTROL};
 use crate::artifacts::io::write_together;
 use crate::artifacts::{Artifact, Grid, SweepSummaryRow, Unit, write_bytes};
 use crate::config::Pipeline;
-use crate::engine::grid::{self, GridRun, SWEEP_KIND, SeedResult, SweepRuns};
+use crate::engine::grid::{self, Gathered, GridRun, SWEEP_KIND, SeedResult};
 use crate::engine::shard::{self, Outcome, Plan};
 use crate::vocab::IterStatus;
 use anyhow::{Result, bail};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -120,25 +119,14 @@ fn finish(
     merged: usize,
 ) -> Result<SweepReport> {
     let (p, layout) = (&ctx.pipeline, &ctx.layout);
-    let mut rows = Vec::new();
-    let mut initial_acc = BTreeMap::new();
-    let mut final_acc = BTreeMap::new();
+    let mut gathered = Gathered::default();
     let mut m = grid::sweep_manifest(p, a.seeds, &a.arms);
     for (u, r) in results {
-        let seed = p.seed as i64 + u.seed as i64;
-        initial_acc.insert(seed, r.initial_label_acc);
-        for (arm, acc) in r.final_label_acc {
-            final_acc.insert((seed, arm), acc);
-        }
-        rows.extend(r.rows);
+        gathered.add(p.seed as i64 + u.seed as i64, r);
         m.complete(u.seed as u32 + 1, IterStatus::Ran);
     }
-    let summary = grid::arm_summaries(&SweepRuns {
-        rows: &rows,
-        final_label_acc: &final_acc,
-        initial_label_acc: &initial_acc,
-        theta: p.mode.theta,
-    });
+    let summary = grid::arm_summaries(&gathered.runs(p.mode.theta));
+    let rows = gathered.rows;
     let md = grid::markdown(&summary);
     write_together(vec![
         (layout.sweep(), Box::new(|f: &Path| rows.write(f))),
