@@ -26,7 +26,7 @@
 //! progress (non-finite values, too many trial steps) ends the fit at the best point so far,
 //! so no NaN is returned. Deterministic and single-threaded.
 
-use crate::linalg::mat_mul as general_mat_mul;
+use crate::linalg::{mat_mul, mat_mul_par};
 use ndarray::{Array1, Array2, ArrayView2};
 use std::collections::VecDeque;
 
@@ -248,12 +248,34 @@ struct Problem<'a> {
     w2: f64,
     wd: f64,
     d2: f64,
+    /// The data is large enough to spread its products over the pool ([`PAR_MIN`]).
+    par: bool,
+}
+
+/// Data of at least this many values (the input layer's 10 000 × 681 pixels, not a hidden
+/// layer's 10 000 × 28) has its products spread over the thread pool: same bits, and a fit
+/// that runs alone (the input feature model) uses every core.
+const PAR_MIN: usize = 1 << 21;
+
+/// `c = a·b`, on this thread or spread over the pool (the same bits).
+fn product(
+    par: bool,
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    c: &mut ndarray::ArrayViewMut2<f32>,
+) {
+    if par {
+        mat_mul_par(1.0, a, b, 0.0, c)
+    } else {
+        mat_mul(1.0, a, b, 0.0, c)
+    }
 }
 
 impl<'a> Problem<'a> {
     fn new(x: ArrayView2<'a, f32>, y: &'a [usize], classes: usize, alpha: f64) -> Self {
         let (n, d) = x.dim();
         Self {
+            par: x.len() >= PAR_MIN,
             x,
             y,
             alpha,
@@ -287,7 +309,7 @@ impl<'a> Problem<'a> {
             Logits::Direction => &mut self.zd,
         };
         if p[..dk].iter().any(|&v| v != 0.0) {
-            general_mat_mul(1.0, &self.wt.view(), &self.x.t(), 0.0, &mut out.view_mut());
+            product(self.par, &self.wt.view(), &self.x.t(), &mut out.view_mut());
         } else {
             out.fill(0.0);
         }
@@ -356,7 +378,7 @@ impl<'a> Problem<'a> {
     fn gradient(&mut self, p: &[f64], g: &mut [f64]) {
         let k = self.classes();
         let dk = p.len() - k;
-        general_mat_mul(1.0, &self.zt.view(), &self.x, 0.0, &mut self.gw.view_mut());
+        product(self.par, &self.zt.view(), &self.x, &mut self.gw.view_mut());
         for ((c, j), &v) in self.gw.indexed_iter() {
             g[j * k + c] = f64::from(v) + self.alpha * p[j * k + c];
         }

@@ -97,9 +97,9 @@ pub fn run_fleet(store: &Store, steps: &[&Step]) -> Result<()> {
             }
         }
         for g in groups {
-            let fleet: Vec<&Net> = g.iter().map(|&i| &*nets[i]).collect();
             let t0 = std::time::Instant::now();
-            let outs = crate::model::activations_fleet(&fleet, &samples.pixels)?;
+            let outs = fleet_outputs(store, steps, &nets, &g, split, &samples)?;
+            let fleet = g;
             if std::env::var_os("MODE_PROFILE").is_some() {
                 eprintln!(
                     "profile:   probe {split} × {} models: {:.3} s",
@@ -108,7 +108,8 @@ pub fn run_fleet(store: &Store, steps: &[&Step]) -> Result<()> {
                 );
             }
             // Written in parallel: encoding a file is the larger part of a probe.
-            g.par_iter()
+            fleet
+                .par_iter()
                 .zip(outs.into_par_iter())
                 .map(|(&i, out)| {
                     let s = steps[i];
@@ -122,6 +123,59 @@ pub fn run_fleet(store: &Store, steps: &[&Step]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every layer's outputs of the `g` models on `split`: what the evaluation of a model kept
+/// for its next probe (the same kernel on the same rows: the same values), the rest probed
+/// as one fleet.
+fn fleet_outputs(
+    store: &Store,
+    steps: &[&Step],
+    nets: &[Arc<Net>],
+    g: &[usize],
+    split: Split,
+    samples: &Samples,
+) -> Result<Vec<Vec<ndarray::Array2<f32>>>> {
+    let mut kept: Vec<Option<Vec<ndarray::Array2<f32>>>> = g
+        .iter()
+        .map(|&i| {
+            store
+                .take::<Vec<ndarray::Array2<f32>>>(&kept_path(&steps[i].prev.model(), split))
+                .map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()))
+        })
+        .collect();
+    let missing: Vec<&Net> = g
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| k.is_none())
+        .map(|(&i, _)| &*nets[i])
+        .collect();
+    let mut probed = if missing.is_empty() {
+        Vec::new()
+    } else {
+        crate::model::activations_fleet(&missing, &samples.pixels)?
+    }
+    .into_iter();
+    Ok(kept
+        .iter_mut()
+        .map(|k| {
+            k.take()
+                .unwrap_or_else(|| probed.next().expect("one output per missing model"))
+        })
+        .collect())
+}
+
+/// Where the outputs of `model` on `split` are kept in memory for its probe.
+fn kept_path(model: &std::path::Path, split: Split) -> std::path::PathBuf {
+    model.with_file_name(format!(".outputs-{}", split.as_str()))
+}
+
+/// Keep the layer outputs of step `s`'s new model on `split` for the probe of its next
+/// iteration (in memory; only when that iteration will probe it).
+pub fn keep_outputs(store: &Store, s: &Step, split: Split, outs: Vec<ndarray::Array2<f32>>) {
+    if s.analyses() && s.k < s.p.mode.max_iter as u32 && s.probe_splits().contains(&split) {
+        store.keep(&kept_path(&s.dir.model(), split), outs);
+    }
 }
 
 /// The step's activations of `split`. Activations this process did not probe (a user's own

@@ -125,6 +125,31 @@ impl Store {
         Ok(value)
     }
 
+    /// Hold `value` at `path` in memory only — never written, gone with [`Store::forget`] of a
+    /// folder above it: what one step computed that a later step of this process reuses. A
+    /// store that is not in memory holds nothing.
+    pub fn keep<A: Send + Sync + 'static>(&self, path: &Path, value: A) {
+        if self.memory {
+            self.cache
+                .lock()
+                .expect("store lock")
+                .insert(path.to_path_buf(), Arc::new(value));
+        }
+    }
+
+    /// Take what [`Store::keep`] holds at `path` (None when nothing of that kind is held).
+    pub fn take<A: Send + Sync + 'static>(&self, path: &Path) -> Option<Arc<A>> {
+        let mut cache = self.cache.lock().expect("store lock");
+        let e = cache.remove(path)?;
+        match e.downcast::<A>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                cache.insert(path.to_path_buf(), e);
+                None
+            }
+        }
+    }
+
     /// Where `path` is written now: inside the staging folder of an open iteration.
     fn disk_path(&self, path: &Path) -> PathBuf {
         let staging = self.staging.lock().expect("store lock");

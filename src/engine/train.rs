@@ -354,6 +354,8 @@ pub fn evaluate_fleet(store: &Store, steps: &[&Step]) -> Vec<Result<Vec<MetricRo
             let model = s.dir.model();
             let net = store.get::<Net>(&model)?;
             net.check_pipeline(&s.p, &model)?;
+            // As the probe records the layers: the outputs are kept for the next probe.
+            let net = std::sync::Arc::new((*net).clone().with_probe(&s.p));
             let tag = EvalTag {
                 arm: s.arm_name(),
                 iteration: s.k,
@@ -383,7 +385,7 @@ pub fn evaluate_fleet(store: &Store, steps: &[&Step]) -> Vec<Result<Vec<MetricRo
                 continue;
             }
             match groups.iter_mut().find(|g| match &prepared[g[0]] {
-                Ok((n, _)) => n.arch == net.arch,
+                Ok((n, _)) => n.arch == net.arch && n.conv_probe == net.conv_probe,
                 Err(_) => false,
             }) {
                 Some(g) => g.push(i),
@@ -398,8 +400,9 @@ pub fn evaluate_fleet(store: &Store, steps: &[&Step]) -> Vec<Result<Vec<MetricRo
             .collect();
         match model::activations_fleet(&nets, &samples.pixels) {
             Ok(outs) => {
-                for (&i, mut o) in g.iter().zip(outs) {
-                    probs[i] = Some(Ok(o.pop().expect("the output layer")));
+                for (&i, o) in g.iter().zip(outs) {
+                    probs[i] = Some(Ok(o.last().expect("the output layer").clone()));
+                    super::probe::keep_outputs(store, steps[i], Split::Test, o);
                 }
             }
             Err(e) => {
