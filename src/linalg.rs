@@ -29,6 +29,36 @@ pub fn mat_mul_par(
     product(alpha, a, b, beta, c, gemm::Parallelism::Rayon(0))
 }
 
+/// [`mat_mul`] in the orientation that fills sgemm's register tiles best: as `cᵀ = bᵀ·aᵀ`
+/// (transposed views, no copies) when `c` has fewer rows than columns by tiles. sgemm's tiles
+/// are 16 rows × 6 columns, so a product with a few rows (a convolution's output channels
+/// against an image's pixels) spends most of each tile on padding. Every element is still
+/// the one sum over `k` in the same order (the blocking of `k` depends on `k` alone, and a
+/// product's two factors commute exactly): the same bits, which a test checks.
+pub fn mat_mul_oriented(
+    alpha: f32,
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<f32>,
+) {
+    let (m, n) = c.dim();
+    let tiles = |rows: usize, cols: usize| rows.div_ceil(16) * cols.div_ceil(6);
+    if tiles(n, m) < tiles(m, n) {
+        let mut ct = c.view_mut().reversed_axes();
+        product(
+            alpha,
+            &b.t(),
+            &a.t(),
+            beta,
+            &mut ct,
+            gemm::Parallelism::None,
+        )
+    } else {
+        product(alpha, a, b, beta, c, gemm::Parallelism::None)
+    }
+}
+
 fn product(
     alpha: f32,
     a: &ArrayView2<f32>,
@@ -115,6 +145,30 @@ mod tests {
             let mut many_t = Array2::<f32>::zeros((m, n));
             pool.install(|| mat_mul_par(1.0, &a.view(), &bt.t(), 0.0, &mut many_t.view_mut()));
             assert_eq!(bits(&one), bits(&many_t), "{m} × {k} × {n}, transposed");
+        }
+    }
+
+    /// Turned around or not, the bits of [`mat_mul`]: on a convolution's shapes (few output
+    /// channels × many pixels, short and long patches), a gradient's long `k`, and with β.
+    #[test]
+    fn oriented_product_has_the_same_bits() {
+        let bits = |x: &Array2<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (m, k, n) in [
+            (6, 25, 784),
+            (16, 150, 100),
+            (6, 6272, 25),
+            (25, 6, 6272),
+            (40, 700, 3),
+        ] {
+            let a = random(m, k, 3);
+            let b = random(k, n, 4);
+            for beta in [0.0f32, 1.0] {
+                let c0 = random(m, n, 5);
+                let (mut one, mut turned) = (c0.clone(), c0.clone());
+                mat_mul(1.0, &a.view(), &b.view(), beta, &mut one.view_mut());
+                mat_mul_oriented(1.0, &a.view(), &b.view(), beta, &mut turned.view_mut());
+                assert_eq!(bits(&one), bits(&turned), "{m} × {k} × {n}, β {beta}");
+            }
         }
     }
 }

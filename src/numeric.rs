@@ -27,11 +27,32 @@ pub fn softmax_rows(z: &mut Array2<f32>) {
 
 /// The mean of each channel of feature maps stored channel-major, `hw` values per channel
 /// (`[n, c, h, w]` in standard layout → `n · c` means, in order).
+///
+/// Each channel's sum is `Iterator::sum`'s, value by value in order; eight channels are summed
+/// side by side (eight independent chains of additions instead of one), so the sums are the
+/// same bits, several times faster.
 pub fn channel_means(maps: &[f32], hw: usize) -> Vec<f32> {
+    const LANES: usize = 8;
     let hw = hw.max(1);
-    maps.chunks(hw)
-        .map(|p| p.iter().sum::<f32>() / hw as f32)
-        .collect()
+    let start = std::iter::empty::<f32>().sum::<f32>();
+    let mut out = Vec::with_capacity(maps.len().div_ceil(hw));
+    let grouped = maps.len() / (hw * LANES) * hw * LANES;
+    for group in maps[..grouped].chunks_exact(hw * LANES) {
+        let planes: [&[f32]; LANES] = std::array::from_fn(|l| &group[l * hw..(l + 1) * hw]);
+        let mut acc = [start; LANES];
+        for i in 0..hw {
+            for (a, plane) in acc.iter_mut().zip(&planes) {
+                *a += plane[i];
+            }
+        }
+        out.extend(acc.iter().map(|a| a / hw as f32));
+    }
+    out.extend(
+        maps[grouped..]
+            .chunks(hw)
+            .map(|p| p.iter().sum::<f32>() / hw as f32),
+    );
+    out
 }
 
 /// The position of the first NaN or infinite value, if any.
@@ -43,6 +64,45 @@ pub fn first_non_finite<'a>(values: impl IntoIterator<Item = &'a f32>) -> Option
 mod tests {
     use super::*;
     use ndarray::arr2;
+
+    /// The same bits as one `sum` per channel, whatever the number of channels (groups of
+    /// eight and the rest), with signed zeros and a partial last plane.
+    #[test]
+    fn channel_means_are_plain_sums() {
+        let plain = |m: &[f32], hw: usize| -> Vec<u32> {
+            m.chunks(hw)
+                .map(|p| (p.iter().sum::<f32>() / hw as f32).to_bits())
+                .collect()
+        };
+        let mut x = 0.1f32;
+        let maps: Vec<f32> = (0..23 * 49 + 5)
+            .map(|i| {
+                x = (x * 3.7 + 0.3).fract();
+                match i % 7 {
+                    0 => -0.0,
+                    1 => 0.0,
+                    _ => x * 1e3 - 500.0,
+                }
+            })
+            .collect();
+        for (len, hw) in [
+            (23 * 49, 49),
+            (23 * 49 + 5, 49),
+            (16 * 49, 49),
+            (7, 1),
+            (64, 8),
+        ] {
+            let m = &maps[..len];
+            let got: Vec<u32> = channel_means(m, hw).iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, plain(m, hw), "{len} values, {hw} per channel");
+        }
+        let zeros = [-0.0f32; 16];
+        let got: Vec<u32> = channel_means(&zeros, 2)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(got, plain(&zeros, 2));
+    }
 
     #[test]
     fn argmax_takes_the_first_largest() {

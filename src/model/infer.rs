@@ -88,7 +88,7 @@ pub(super) fn forward_fleet(
                 .iter()
                 .enumerate()
                 .map(|(m, c)| {
-                    LayerOut::Img(y.slice(s![.., m * o..(m + 1) * o, .., ..]).to_owned())
+                    LayerOut::Img(channels(&y, m * o..(m + 1) * o))
                         .biased(&c.b, act_of(&arch.layers[first]))
                 })
                 .collect()
@@ -132,6 +132,19 @@ pub(super) fn forward_fleet(
             run_from(arch, w, first + 1, a, probed, probe)
         })
         .collect()
+}
+
+/// Channels `range` of every image of `y` (`[n, c, h, w]`, standard layout), copied one
+/// image's contiguous block at a time.
+fn channels(y: &Array4<f32>, range: std::ops::Range<usize>) -> Array4<f32> {
+    let (n, c, h, w) = y.dim();
+    let plane = h * w;
+    let ys = y.as_slice().expect("a conv output in standard layout");
+    let mut out = Vec::with_capacity(n * range.len() * plane);
+    for img in 0..n {
+        out.extend_from_slice(&ys[(img * c + range.start) * plane..(img * c + range.end) * plane]);
+    }
+    Array4::from_shape_vec((n, range.len(), h, w), out).expect("the channels' shape")
 }
 
 fn act_of(l: &Layer) -> Activation {
@@ -278,42 +291,110 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
         let hi = ((wd + pad).saturating_sub(kj)).div_ceil(stride).min(wo);
         (lo, hi.max(lo))
     };
+    // Stride 1 (LeNet's): each image zero-padded once, so every row of the patch matrix is
+    // whole rows of the padded image — copies without bounds logic.
+    let (hp, wp) = (h + 2 * pad, wd + 2 * pad);
+    let mut padded = vec![0f32; if stride == 1 { c * hp * wp } else { 0 }];
     for img in 0..n {
         let dst = cols.as_slice_mut().expect("a standard layout");
-        for ci in 0..c {
-            let src = &xs[(img * c + ci) * h * wd..(img * c + ci + 1) * h * wd];
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = (ci * k + ki) * k + kj;
-                    let crow = &mut dst[row * plane..(row + 1) * plane];
-                    let (lo, hi) = valid(kj);
-                    for oh in 0..ho {
-                        let orow = &mut crow[oh * wo..(oh + 1) * wo];
-                        let ih = (oh * stride + ki) as isize - pad as isize;
-                        if ih < 0 || ih >= h as isize {
-                            orow.fill(0.0);
-                            continue;
-                        }
-                        let srow = &src[ih as usize * wd..(ih as usize + 1) * wd];
-                        orow[..lo].fill(0.0);
-                        orow[hi..].fill(0.0);
-                        if stride == 1 {
-                            let start = lo + kj - pad;
-                            orow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
-                        } else {
-                            for (ow, v) in orow.iter_mut().enumerate().take(hi).skip(lo) {
-                                *v = srow[ow * stride + kj - pad];
-                            }
-                        }
+        if stride == 1 {
+            for ci in 0..c {
+                let src = &xs[(img * c + ci) * h * wd..(img * c + ci + 1) * h * wd];
+                let pl = &mut padded[ci * hp * wp..(ci + 1) * hp * wp];
+                for (r, srow) in src.chunks_exact(wd).enumerate() {
+                    copy_small(
+                        &mut pl[(r + pad) * wp + pad..(r + pad) * wp + pad + wd],
+                        srow,
+                    );
+                }
+            }
+            patch_rows(&padded, dst, c, k, (hp, wp), (ho, wo));
+        } else {
+            strided_patch_rows(xs, dst, img, (c, h, wd), (k, stride, pad), (ho, wo), valid);
+        }
+        let mut block = out.slice_mut(ndarray::s![img * o..(img + 1) * o, ..]);
+        crate::linalg::mat_mul_oriented(1.0, &w.view(), &cols.view(), 0.0, &mut block);
+    }
+    out.into_shape_with_order((n, o, ho, wo))
+        .expect("conv output")
+}
+
+/// The patch matrix (`[c·k·k, ho·wo]`) of one zero-padded image (`[c, hp, wp]`), stride 1.
+fn patch_rows(
+    padded: &[f32],
+    dst: &mut [f32],
+    c: usize,
+    k: usize,
+    (hp, wp): (usize, usize),
+    (ho, wo): (usize, usize),
+) {
+    let plane = ho * wo;
+    for ci in 0..c {
+        let pl = &padded[ci * hp * wp..(ci + 1) * hp * wp];
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = (ci * k + ki) * k + kj;
+                let crow = &mut dst[row * plane..(row + 1) * plane];
+                for (oh, orow) in crow.chunks_exact_mut(wo).enumerate() {
+                    let from = (oh + ki) * wp + kj;
+                    copy_small(orow, &pl[from..from + wo]);
+                }
+            }
+        }
+    }
+}
+
+/// The patch matrix of image `img` of `xs` for a stride above 1 (the general loop).
+fn strided_patch_rows(
+    xs: &[f32],
+    dst: &mut [f32],
+    img: usize,
+    (c, h, wd): (usize, usize, usize),
+    (k, stride, pad): (usize, usize, usize),
+    (ho, wo): (usize, usize),
+    valid: impl Fn(usize) -> (usize, usize),
+) {
+    let plane = ho * wo;
+    for ci in 0..c {
+        let src = &xs[(img * c + ci) * h * wd..(img * c + ci + 1) * h * wd];
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = (ci * k + ki) * k + kj;
+                let crow = &mut dst[row * plane..(row + 1) * plane];
+                let (lo, hi) = valid(kj);
+                for oh in 0..ho {
+                    let orow = &mut crow[oh * wo..(oh + 1) * wo];
+                    let ih = (oh * stride + ki) as isize - pad as isize;
+                    if ih < 0 || ih >= h as isize {
+                        orow.fill(0.0);
+                        continue;
+                    }
+                    let srow = &src[ih as usize * wd..(ih as usize + 1) * wd];
+                    orow[..lo].fill(0.0);
+                    orow[hi..].fill(0.0);
+                    for (ow, v) in orow.iter_mut().enumerate().take(hi).skip(lo) {
+                        *v = srow[ow * stride + kj - pad];
                     }
                 }
             }
         }
-        let mut block = out.slice_mut(ndarray::s![img * o..(img + 1) * o, ..]);
-        super::kernels::mat_mul(1.0, &w.view(), &cols.view(), 0.0, &mut block);
     }
-    out.into_shape_with_order((n, o, ho, wo))
-        .expect("conv output")
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of an image, in fixed-size pieces the
+/// compiler copies inline (a call to memcpy per row of 28 values cost more than the copy).
+fn copy_small(dst: &mut [f32], src: &[f32]) {
+    let whole = dst.len() / 8 * 8;
+    for (d, s) in dst[..whole]
+        .chunks_exact_mut(8)
+        .zip(src[..whole].chunks_exact(8))
+    {
+        let v: [f32; 8] = s.try_into().expect("eight values");
+        d.copy_from_slice(&v);
+    }
+    for (d, s) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *d = *s;
+    }
 }
 
 /// Which pooling a pooling layer does.
@@ -333,6 +414,10 @@ fn pool(x: &Array4<f32>, size: usize, stride: usize, pooling: Pooling) -> Array4
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("a standard layout");
     let mut out = vec![0f32; n * c * ho * wo];
+    if max && size == 2 && stride == 2 {
+        max_pool_2x2(xs, &mut out, h, w);
+        return Array4::from_shape_vec((n, c, ho, wo), out).expect("pool output");
+    }
     for (plane, dst) in xs.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)) {
         for a in 0..ho {
             for b in 0..wo {
@@ -348,4 +433,24 @@ fn pool(x: &Array4<f32>, size: usize, stride: usize, pooling: Pooling) -> Array4
         }
     }
     Array4::from_shape_vec((n, c, ho, wo), out).expect("pool output")
+}
+
+/// 2 × 2 max pooling with stride 2 (LeNet's), output row by output row: each output is the
+/// maximum of its window taken in the general loop's order (from −∞: top left, top right,
+/// bottom left, bottom right), so the bits are the same, in loops the compiler vectorises.
+fn max_pool_2x2(xs: &[f32], out: &mut [f32], h: usize, w: usize) {
+    let (ho, wo) = (h / 2, w / 2);
+    for (plane, dst) in xs.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)) {
+        for (a, row) in dst.chunks_exact_mut(wo).enumerate() {
+            let top = &plane[2 * a * w..2 * a * w + 2 * wo];
+            let bottom = &plane[(2 * a + 1) * w..(2 * a + 1) * w + 2 * wo];
+            for ((d, t), b) in row
+                .iter_mut()
+                .zip(top.chunks_exact(2))
+                .zip(bottom.chunks_exact(2))
+            {
+                *d = f32::NEG_INFINITY.max(t[0]).max(t[1]).max(b[0]).max(b[1]);
+            }
+        }
+    }
 }

@@ -276,7 +276,7 @@ pub fn conv_forward(s: ConvShape, x: &[f32], w: &[f32], bias: &[f32], act: Activ
             let mut cols = vec![0f32; ckk * n * plane];
             im2col(&s, &x[start..start + n * img], n, &mut cols);
             let mut wide = vec![0f32; s.o * n * plane]; // [O, n·plane]
-            mat_mul(
+            crate::linalg::mat_mul_oriented(
                 1.0,
                 &wm,
                 &view(&cols, ckk, n * plane),
@@ -330,7 +330,7 @@ pub fn conv_backward(
             im2col(&s, &x[start..start + n * img], n, &mut cols);
             let gv = view(&gp, s.o, n * plane);
             let mut dw = vec![0f32; s.o * ckk];
-            mat_mul(
+            crate::linalg::mat_mul_oriented(
                 1.0,
                 &gv,
                 &view(&cols, ckk, n * plane).t(),
