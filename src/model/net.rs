@@ -132,6 +132,26 @@ impl Net {
 /// for the products to be efficient.
 const CHUNK: usize = 1024;
 
+/// What a chunk's widest layer output may take for the whole fleet: a LeNet fleet's shared
+/// first convolution is 26 × 4 704 values an image, which at [`CHUNK`] images was half a
+/// gigabyte per chunk, written once, read once and handed back to the system.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Rows per chunk for a fleet of `models` of `arch`: [`CHUNK`], or fewer so that the widest
+/// layer's outputs of the fleet stay within [`CHUNK_BYTES`]. Rows are independent (each value
+/// is the same sum whatever the chunk), so the chunking changes no value.
+fn chunk_rows(arch: &super::Architecture, models: usize) -> usize {
+    let widest = arch
+        .shapes()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.size())
+        .max()
+        .unwrap_or(1);
+    let per_row = (widest * models.max(1) * std::mem::size_of::<f32>()).max(1);
+    (CHUNK_BYTES / per_row).clamp(8, CHUNK)
+}
+
 /// The activations of every model of a fleet (one architecture, one `probe.conv`) on the same
 /// samples: per model, every probed layer then the probabilities. Chunks of rows run in
 /// parallel; the first layer's product is shared by the fleet (see `infer`). Every value is
@@ -163,7 +183,7 @@ pub fn activations_fleet(nets: &[&Net], x: &Array2<f32>) -> Result<Vec<Vec<Array
     }
     let weights: Vec<&Weights> = nets.iter().map(|n| &n.weights).collect();
     let chunks: Vec<Vec<infer::Forward>> = x
-        .axis_chunks_iter(Axis(0), CHUNK)
+        .axis_chunks_iter(Axis(0), chunk_rows(arch, nets.len()))
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|c| infer::forward_fleet(arch, &weights, c, first.conv_probe))
