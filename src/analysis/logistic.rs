@@ -323,9 +323,14 @@ impl<'a> Problem<'a> {
     /// their place.
     fn softmax_pass(&mut self, top: f32) -> f64 {
         let floor = f64::from(top) + LN_SUM_FLOOR;
-        let (mx, sum) = (&mut self.row_max, &mut self.row_sum);
+        let n = self.y.len();
+        let (mx, sum) = (&mut self.row_max[..], &mut self.row_sum[..]);
+        let zt = self.zt.as_slice_mut().expect("owned, standard layout");
+        // Every loop runs over whole rows of `zt` (one class, every sample) as slices, so the
+        // element-wise ones vectorise; each value is computed as before (the same operations
+        // in the same order: the same bits).
         mx.fill(f32::NEG_INFINITY);
-        for row in self.zt.rows() {
+        for row in zt.chunks_exact(n) {
             for (m, &v) in mx.iter_mut().zip(row) {
                 *m = m.max(v);
             }
@@ -335,13 +340,18 @@ impl<'a> Problem<'a> {
             .y
             .iter()
             .enumerate()
-            .map(|(i, &l)| -f64::from(self.zt[[l, i]]))
+            .map(|(i, &l)| -f64::from(zt[l * n + i]))
             .sum();
         sum.fill(0.0);
-        for mut row in self.zt.rows_mut() {
-            for ((v, &m), s) in row.iter_mut().zip(mx.iter()).zip(sum.iter_mut()) {
-                *v = (*v - m).exp();
-                *s += *v;
+        for row in zt.chunks_exact_mut(n) {
+            for (v, &m) in row.iter_mut().zip(mx.iter()) {
+                *v -= m;
+            }
+            for v in row.iter_mut() {
+                *v = v.exp();
+            }
+            for (s, &v) in sum.iter_mut().zip(row.iter()) {
+                *s += v;
             }
         }
         for (s, &m) in sum.iter_mut().zip(mx.iter()) {
@@ -356,13 +366,13 @@ impl<'a> Problem<'a> {
                 *s = 1.0 / *s;
             }
         }
-        for mut row in self.zt.rows_mut() {
+        for row in zt.chunks_exact_mut(n) {
             for (v, &scale) in row.iter_mut().zip(sum.iter()) {
                 *v *= scale;
             }
         }
         for (i, &l) in self.y.iter().enumerate() {
-            self.zt[[l, i]] -= 1.0;
+            zt[l * n + i] -= 1.0;
         }
         loss
     }
@@ -424,18 +434,35 @@ impl Objective for Problem<'_> {
         let zd = self.zd.as_slice().expect("owned, standard layout");
         for ((o, &a), &b) in zt.iter_mut().zip(z).zip(zd) {
             *o = a + tf * b;
-            top = top.max(*o);
+        }
+        // The largest logit in eight lanes (a maximum is exact in any order; only the sign of
+        // a zero maximum could differ, and `top` only sets the loss' floor).
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        for c in zt.chunks(8) {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                *m = m.max(v);
+            }
+        }
+        for m in lanes {
+            top = top.max(m);
         }
         let loss = self.softmax_pass(top);
         self.zt_step = t;
-        // The slope: Σ (P − Y)∘zd for the data term.
+        // The slope: Σ (P − Y)∘zd for the data term: each class's sum over the samples in
+        // order (the classes' sums side by side, independent chains), then added class by class.
+        let n = self.y.len();
+        let zt = self.zt.as_slice().expect("owned, standard layout");
+        let zd = self.zd.as_slice().expect("owned, standard layout");
+        let start = std::iter::empty::<f64>().sum::<f64>();
+        let mut sums = vec![start; self.classes()];
+        for i in 0..n {
+            for (c, s) in sums.iter_mut().enumerate() {
+                *s += f64::from(zt[c * n + i]) * f64::from(zd[c * n + i]);
+            }
+        }
         let mut dg = 0.0f64;
-        for (a, b) in self.zt.rows().into_iter().zip(self.zd.rows()) {
-            dg += a
-                .iter()
-                .zip(b)
-                .map(|(&u, &v)| f64::from(u) * f64::from(v))
-                .sum::<f64>();
+        for s in sums {
+            dg += s;
         }
         let norm = self.w2 + t * (2.0 * self.wd + t * self.d2);
         let f = loss + 0.5 * self.alpha * norm;

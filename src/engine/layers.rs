@@ -180,7 +180,7 @@ pub fn input_head(store: &Store, p: &Pipeline) -> Result<Arc<Head>> {
 }
 
 /// Layer selection over a model's train and test activations (pure but for the fits). The
-/// input layer uses the given head on the test pixels. With layer selection off, the output
+/// input layer is the given head with its probabilities on the analysis split. With layer selection off, the output
 /// layer is the target and nothing is fitted.
 pub fn select(
     p: &Pipeline,
@@ -202,9 +202,9 @@ pub fn select(
     if !p.layers.enabled {
         return Ok(output_only(classes, model_acc, chance));
     }
-    let (ih, test_pixels) =
+    let (ih, input_probs) =
         input.ok_or_else(|| anyhow!("layer selection needs the input feature model"))?;
-    let (layers, heads) = probed_layers(p, train, test, ih, test_pixels)?;
+    let (layers, heads) = probed_layers(p, train, test, ih, input_probs)?;
     let views: Vec<_> = layers.iter().map(|l| l.probs.view()).collect();
     let forced = forced_target(p, &layers)?;
     let mut rows = Vec::new();
@@ -273,7 +273,7 @@ fn probed_layers(
     train: &Activations,
     test: &Activations,
     ih: &Head,
-    test_pixels: &Array2<f32>,
+    input_probs: &Array2<f32>,
 ) -> Result<(Vec<Probed>, FittedHeads)> {
     let out_probs = test.probs()?;
     let classes = out_probs.ncols();
@@ -282,8 +282,8 @@ fn probed_layers(
     let mut heads = vec![(INPUT.to_string(), ih.head.clone(), input_l2)];
     layers.push(Probed {
         name: INPUT.into(),
-        width: test_pixels.ncols(),
-        probs: ih.head.probs(test_pixels.view()),
+        width: ih.head.weights.ncols(),
+        probs: input_probs.clone(),
         l2: input_l2,
     });
     // Hidden layers: one head each, fitted in parallel.
@@ -343,9 +343,9 @@ pub fn run(store: &Store, s: &Step) -> Result<LayerSelection> {
     let selection = if !s.p.layers.enabled {
         select(&s.p, &train, &test, None)?
     } else {
-        let test_split = store.get::<Samples>(&s.layout.split(on))?;
         let ih = input_head(store, &s.p)?;
-        select(&s.p, &train, &test, Some((&ih, &test_split.pixels)))?
+        let probs = input_probs(store, s, &ih, on)?;
+        select(&s.p, &train, &test, Some((&ih, &probs)))?
     };
     for (name, h, l2) in &selection.heads {
         let mut head = Head::new(name, h.clone());
@@ -357,6 +357,22 @@ pub fn run(store: &Store, s: &Step) -> Result<LayerSelection> {
     warn_layers(s, &selection.rows);
     store.put(&s.dir.layers(), selection.rows.clone())?;
     Ok(selection)
+}
+
+/// The input feature model's probabilities on split `on`: the same for every arm and
+/// iteration of a process (one head, one split), so computed once and held in memory.
+fn input_probs(store: &Store, s: &Step, ih: &Head, on: Split) -> Result<Arc<Array2<f32>>> {
+    let held = s
+        .layout
+        .input_head()
+        .with_file_name(format!(".input-probs-{}", on.as_str()));
+    if let Some(p) = store.held::<Array2<f32>>(&held) {
+        return Ok(p);
+    }
+    let split = store.get::<Samples>(&s.layout.split(on))?;
+    let p = Arc::new(ih.head.probs(split.pixels.view()));
+    store.keep(&held, p.clone());
+    Ok(p)
 }
 
 /// The log's warnings of a layer selection's checks (the flags are in `layers.parquet`).
@@ -428,7 +444,8 @@ mod tests {
         p.layers.force_target = Some("dense_1".into());
         let ih = fit(&p, &pixels, &labels, 3, INPUT).unwrap();
         let head = Head::new(INPUT, ih.head);
-        let sel = select(&p, &acts, &acts, Some((&head, &pixels))).unwrap();
+        let probs = head.head.probs(pixels.view());
+        let sel = select(&p, &acts, &acts, Some((&head, &probs))).unwrap();
         let row = |layer: &str| {
             sel.rows
                 .iter()

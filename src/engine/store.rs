@@ -137,6 +137,12 @@ impl Store {
         }
     }
 
+    /// What [`Store::keep`] holds at `path`, left there.
+    pub fn held<A: Send + Sync + 'static>(&self, path: &Path) -> Option<Arc<A>> {
+        let cache = self.cache.lock().expect("store lock");
+        cache.get(path)?.clone().downcast::<A>().ok()
+    }
+
     /// Take what [`Store::keep`] holds at `path` (None when nothing of that kind is held).
     pub fn take<A: Send + Sync + 'static>(&self, path: &Path) -> Option<Arc<A>> {
         let mut cache = self.cache.lock().expect("store lock");
