@@ -15,6 +15,96 @@ use std::sync::{Arc, Mutex};
 
 type Entry = Arc<dyn Any + Send + Sync>;
 
+/// A write handed to the writer thread: the staging folder it belongs to, and the write.
+type Job = (PathBuf, Box<dyn FnOnce() -> Result<()> + Send>);
+
+/// The writes in flight per staging folder, and the first failure of each.
+#[derive(Default)]
+struct InFlight {
+    pending: HashMap<PathBuf, usize>,
+    failed: HashMap<PathBuf, anyhow::Error>,
+}
+
+/// One thread that writes the artifacts of open iterations while the runners compute (the
+/// runners' threads would otherwise wait for every file they put). Writes run in the order
+/// they were put; an iteration is committed only when all of its writes are done and none
+/// failed.
+struct Writer {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    state: Arc<(Mutex<InFlight>, std::sync::Condvar)>,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let state: Arc<(Mutex<InFlight>, std::sync::Condvar)> = Arc::default();
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("mode-writer".into())
+            .spawn(move || {
+                for (stage, write) in rx {
+                    let result = write();
+                    let (lock, done) = &*st;
+                    let mut s = lock.lock().expect("writer lock");
+                    if let Err(e) = result {
+                        s.failed.entry(stage.clone()).or_insert(e);
+                    }
+                    if let Some(n) = s.pending.get_mut(&stage) {
+                        *n -= 1;
+                        if *n == 0 {
+                            s.pending.remove(&stage);
+                        }
+                    }
+                    done.notify_all();
+                }
+            })
+            .expect("the writer thread starts");
+        Writer {
+            jobs: Some(tx),
+            thread: Some(thread),
+            state,
+        }
+    }
+
+    fn send(&self, stage: &Path, write: Box<dyn FnOnce() -> Result<()> + Send>) {
+        let (lock, _) = &*self.state;
+        *lock
+            .lock()
+            .expect("writer lock")
+            .pending
+            .entry(stage.to_path_buf())
+            .or_insert(0) += 1;
+        self.jobs
+            .as_ref()
+            .expect("a running writer")
+            .send((stage.to_path_buf(), write))
+            .expect("the writer thread runs while the store lives");
+    }
+
+    /// Wait until every write into `stage` is done; the first failure, if any.
+    fn wait(&self, stage: &Path) -> Result<()> {
+        let (lock, done) = &*self.state;
+        let mut s = lock.lock().expect("writer lock");
+        while s.pending.contains_key(stage) {
+            s = done.wait(s).expect("writer lock");
+        }
+        match s.failed.remove(stage) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Files, or memory with optional write-through.
 pub struct Store {
     layout: Layout,
@@ -27,6 +117,8 @@ pub struct Store {
     staging: Mutex<Vec<(PathBuf, PathBuf)>>,
     /// Paths put by this process (its own results, not files it found).
     made: Mutex<HashSet<PathBuf>>,
+    /// Writes the open iterations' files (memory with write-through only).
+    writer: Option<Writer>,
 }
 
 impl Store {
@@ -49,6 +141,7 @@ impl Store {
             cache: Mutex::new(HashMap::new()),
             staging: Mutex::new(Vec::new()),
             made: Mutex::new(HashSet::new()),
+            writer: (memory && write).then(Writer::start),
         }
     }
 
@@ -110,7 +203,14 @@ impl Store {
     /// [`Store::put`] of a shared value (no copy in memory).
     pub fn put_arc<A: Artifact>(&self, path: &Path, value: Arc<A>) -> Result<Arc<A>> {
         if self.write {
-            value.write(&self.disk_path(path))?;
+            match (&self.writer, self.staging_of(path)) {
+                // Into an open iteration: written by the writer thread, waited for at commit.
+                (Some(w), Some((stage, to))) => {
+                    let v = value.clone();
+                    w.send(&stage, Box::new(move || v.write(&to)));
+                }
+                _ => value.write(&self.disk_path(path))?,
+            }
         }
         self.made
             .lock()
@@ -158,13 +258,27 @@ impl Store {
 
     /// Where `path` is written now: inside the staging folder of an open iteration.
     fn disk_path(&self, path: &Path) -> PathBuf {
+        self.staging_of(path)
+            .map(|(_, to)| to)
+            .unwrap_or_else(|| path.to_path_buf())
+    }
+
+    /// The staging folder of the open iteration `path` lies in, and `path` inside it.
+    fn staging_of(&self, path: &Path) -> Option<(PathBuf, PathBuf)> {
         let staging = self.staging.lock().expect("store lock");
-        for (dir, stage) in staging.iter() {
-            if let Ok(rest) = path.strip_prefix(dir) {
-                return stage.join(rest);
-            }
+        staging.iter().find_map(|(dir, stage)| {
+            path.strip_prefix(dir)
+                .ok()
+                .map(|rest| (stage.clone(), stage.join(rest)))
+        })
+    }
+
+    /// Wait for the writes into `stage` (none without a writer).
+    fn written(&self, stage: &Path) -> Result<()> {
+        match &self.writer {
+            Some(w) => w.wait(stage),
+            None => Ok(()),
         }
-        path.to_path_buf()
     }
 
     /// Open iteration `dir` for writing: in memory mode with write-through, its files go to
@@ -201,6 +315,11 @@ impl Store {
             i.map(|i| staging.remove(i))
         };
         if let Some((dir, stage)) = staged {
+            if let Err(e) = self.written(&stage) {
+                let _ = std::fs::remove_dir_all(&stage);
+                self.forget(&dir, &[]);
+                return Err(e);
+            }
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("cannot replace {}", dir.display()))?;
@@ -249,6 +368,8 @@ impl Store {
             i.map(|i| staging.remove(i))
         };
         if let Some((_, stage)) = staged {
+            // Its writes first: one still running would make the folder again.
+            let _ = self.written(&stage);
             let _ = std::fs::remove_dir_all(stage);
         }
         self.forget(dir.path(), &[]);
@@ -266,6 +387,8 @@ impl Store {
 /// A store dropped with iterations still open (a failure on the way) leaves no staging folder.
 impl Drop for Store {
     fn drop(&mut self) {
+        // The writes in flight end first (their folders are removed below).
+        drop(self.writer.take());
         let open = std::mem::take(&mut *self.staging.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, stage) in open {
             let _ = std::fs::remove_dir_all(stage);
@@ -298,6 +421,56 @@ mod tests {
             *s.get::<Vec<PoolRow>>(&dir.pool()).unwrap(),
             rows,
             "re-read"
+        );
+    }
+
+    /// Writes slowly, or fails: an artifact to test the writer thread with.
+    struct Slow(bool);
+    impl Artifact for Slow {
+        fn read(_: &Path) -> Result<Self> {
+            anyhow::bail!("never read")
+        }
+        fn write(&self, path: &Path) -> Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if self.0 {
+                anyhow::bail!("the disk is full (planted)");
+            }
+            crate::artifacts::write_bytes(path, b"ok")
+        }
+    }
+
+    /// Files put into an open iteration are written by the writer thread: all of them are on
+    /// disk once it is committed; a failed write fails the commit, and then nothing of the
+    /// iteration is on disk and no staging folder is left.
+    #[test]
+    fn commit_waits_for_the_writer_and_fails_with_it() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        let s = Store::memory(layout.clone(), true);
+        let (ok, bad) = (layout.iter("random", 1), layout.iter("random", 2));
+        s.open_iteration(&ok, layout.iter_staging("random", 1))
+            .unwrap();
+        s.open_iteration(&bad, layout.iter_staging("random", 2))
+            .unwrap();
+        for i in 0..4 {
+            s.put(&ok.path().join(format!("f{i}")), Slow(false))
+                .unwrap();
+            s.put(&bad.path().join(format!("f{i}")), Slow(i == 2))
+                .unwrap();
+        }
+        s.commit(&ok).unwrap();
+        for i in 0..4 {
+            assert!(
+                ok.path().join(format!("f{i}")).exists(),
+                "f{i} written before the commit"
+            );
+        }
+        let e = s.commit(&bad).unwrap_err();
+        assert!(format!("{e:#}").contains("the disk is full"), "{e:#}");
+        assert!(!bad.path().exists());
+        assert!(
+            !layout.iter_staging("random", 2).exists(),
+            "no staging folder left"
         );
     }
 
