@@ -118,6 +118,10 @@ mod tests {
         Array2::from_shape_fn((rows, cols), |_| r.random_range(-1.0f32..1.0))
     }
 
+    fn bits(x: &Array2<f32>) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
+    }
+
     /// The pool's threads split the output, never a sum: the bits of one thread, on the shapes
     /// of the feature models (logits and gradient) and on odd ones.
     #[test]
@@ -138,7 +142,6 @@ mod tests {
             mat_mul(1.0, &a.view(), &b.view(), 0.0, &mut one.view_mut());
             let mut many = Array2::<f32>::from_elem((m, n), f32::NAN);
             pool.install(|| mat_mul_par(1.0, &a.view(), &b.view(), 0.0, &mut many.view_mut()));
-            let bits = |x: &Array2<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&one), bits(&many), "{m} × {k} × {n}");
             // A transposed operand (as the logits take the data).
             let bt = b.t().to_owned();
@@ -152,7 +155,6 @@ mod tests {
     /// channels × many pixels, short and long patches), a gradient's long `k`, and with β.
     #[test]
     fn oriented_product_has_the_same_bits() {
-        let bits = |x: &Array2<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for (m, k, n) in [
             (6, 25, 784),
             (16, 150, 100),
