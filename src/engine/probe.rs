@@ -174,7 +174,7 @@ fn kept_path(model: &std::path::Path, split: Split) -> std::path::PathBuf {
 /// iteration (in memory; only when that iteration will probe it).
 pub fn keep_outputs(store: &Store, s: &Step, split: Split, outs: Vec<ndarray::Array2<f32>>) {
     if s.analyses() && s.k < s.p.mode.max_iter as u32 && s.probe_splits().contains(&split) {
-        store.keep(&kept_path(&s.dir.model(), split), outs);
+        store.keep(&kept_path(&s.dir.model(), split), Arc::new(outs));
     }
 }
 

@@ -174,12 +174,7 @@ impl Store {
             return Ok(a);
         }
         let a = Arc::new(A::read(path)?);
-        if self.memory {
-            self.cache
-                .lock()
-                .expect("store lock")
-                .insert(path.to_path_buf(), a.clone());
-        }
+        self.hold(path, a.clone());
         Ok(a)
     }
 
@@ -209,31 +204,34 @@ impl Store {
                     let v = value.clone();
                     w.send(&stage, Box::new(move || v.write(&to)));
                 }
-                _ => value.write(&self.disk_path(path))?,
+                // Inside an open iteration's staging folder, or in place.
+                (_, staged) => {
+                    value.write(&staged.map_or_else(|| path.to_path_buf(), |(_, to)| to))?
+                }
             }
         }
         self.made
             .lock()
             .expect("store lock")
             .insert(path.to_path_buf());
-        if self.memory {
-            self.cache
-                .lock()
-                .expect("store lock")
-                .insert(path.to_path_buf(), value.clone());
-        }
+        self.hold(path, value.clone());
         Ok(value)
     }
 
     /// Hold `value` at `path` in memory only — never written, gone with [`Store::forget`] of a
     /// folder above it: what one step computed that a later step of this process reuses. A
     /// store that is not in memory holds nothing.
-    pub fn keep<A: Send + Sync + 'static>(&self, path: &Path, value: A) {
+    pub fn keep<A: Send + Sync + 'static>(&self, path: &Path, value: Arc<A>) {
+        self.hold(path, value);
+    }
+
+    /// `entry` in memory at `path` (in memory mode; else nothing is held).
+    fn hold(&self, path: &Path, entry: Entry) {
         if self.memory {
             self.cache
                 .lock()
                 .expect("store lock")
-                .insert(path.to_path_buf(), Arc::new(value));
+                .insert(path.to_path_buf(), entry);
         }
     }
 
@@ -254,13 +252,6 @@ impl Store {
                 None
             }
         }
-    }
-
-    /// Where `path` is written now: inside the staging folder of an open iteration.
-    fn disk_path(&self, path: &Path) -> PathBuf {
-        self.staging_of(path)
-            .map(|(_, to)| to)
-            .unwrap_or_else(|| path.to_path_buf())
     }
 
     /// The staging folder of the open iteration `path` lies in, and `path` inside it.
@@ -472,6 +463,28 @@ mod tests {
             !layout.iter_staging("random", 2).exists(),
             "no staging folder left"
         );
+    }
+
+    /// What a step keeps is held as the value it was given: found by its type (and only by
+    /// it), left in place by `held`, removed by `take`; a store on files holds nothing.
+    #[test]
+    fn kept_values_are_found_by_their_type() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        let s = Store::memory(layout.clone(), false);
+        let p = layout.root.join(".kept");
+        s.keep(&p, Arc::new(vec![1.0f32, 2.0]));
+        assert!(s.held::<Vec<u32>>(&p).is_none(), "another type");
+        assert_eq!(*s.held::<Vec<f32>>(&p).unwrap(), vec![1.0, 2.0]);
+        assert!(
+            s.take::<Vec<u32>>(&p).is_none(),
+            "another type is not taken"
+        );
+        assert_eq!(*s.take::<Vec<f32>>(&p).unwrap(), vec![1.0, 2.0]);
+        assert!(s.take::<Vec<f32>>(&p).is_none(), "taken once");
+        let files = Store::files(layout);
+        files.keep(&p, Arc::new(1u8));
+        assert!(files.held::<u8>(&p).is_none());
     }
 
     #[test]
