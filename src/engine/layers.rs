@@ -180,8 +180,8 @@ pub fn input_head(store: &Store, p: &Pipeline) -> Result<Arc<Head>> {
 }
 
 /// Layer selection over a model's train and test activations (pure but for the fits). The
-/// input layer is the given head with its probabilities on the analysis split. With layer selection off, the output
-/// layer is the target and nothing is fitted.
+/// input layer is the given head with its probabilities on the analysis split. With layer
+/// selection off, the output layer is the target and nothing is fitted.
 pub fn select(
     p: &Pipeline,
     train: &Activations,

@@ -99,17 +99,15 @@ pub fn run_fleet(store: &Store, steps: &[&Step]) -> Result<()> {
         for g in groups {
             let t0 = std::time::Instant::now();
             let outs = fleet_outputs(store, steps, &nets, &g, split, &samples)?;
-            let fleet = g;
             if std::env::var_os("MODE_PROFILE").is_some() {
                 eprintln!(
                     "profile:   probe {split} × {} models: {:.3} s",
-                    fleet.len(),
+                    g.len(),
                     t0.elapsed().as_secs_f64()
                 );
             }
             // Written in parallel: encoding a file is the larger part of a probe.
-            fleet
-                .par_iter()
+            g.par_iter()
                 .zip(outs.into_par_iter())
                 .map(|(&i, out)| {
                     let s = steps[i];

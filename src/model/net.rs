@@ -140,7 +140,7 @@ const CHUNK_BYTES: usize = 8 << 20;
 /// Rows per chunk for a fleet of `models` of `arch`: [`CHUNK`], or fewer so that the widest
 /// layer's outputs of the fleet stay within [`CHUNK_BYTES`]. Rows are independent (each value
 /// is the same sum whatever the chunk), so the chunking changes no value.
-fn chunk_rows(arch: &super::Architecture, models: usize) -> usize {
+fn chunk_rows(arch: &Architecture, models: usize) -> usize {
     let widest = arch
         .shapes()
         .unwrap_or_default()
