@@ -411,39 +411,59 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         }
         let mut loss_sum = vec![0.0f64; k];
         let mut correct = vec![0usize; k];
-        for (b, start) in (0..n).step_by(cfg.batch_size).enumerate() {
-            let len = cfg.batch_size.min(n - start);
-            let (xb, yb) = gather(&jobs, &orders, start..start + len);
-            let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
-            let logits = forward(&arch, &stack, input, &mut drop_rng)?;
-            let pred: Vec<i64> = logits
-                .clone()
-                .detach()
-                .argmax(2)
-                .try_into_vec_as::<i64>()
-                .map_err(|e| anyhow!("{e:?}"))?;
-            let targets: Vec<u32> = yb.iter().map(|&t| t as u32).collect();
-            let losses = ops::cross_entropy(logits, &targets); // [K]
-            let means: Vec<f32> = losses
-                .clone()
-                .detach()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| anyhow!("{e:?}"))?;
-            for m in 0..k {
-                let lv = means[m];
-                if !lv.is_finite() && failed[m].is_none() {
-                    failed[m] = Some(format!(
-                        "training diverged: the loss became {lv} in epoch {epoch}, batch {} (check the data for non-finite or unscaled values, or lower the learning rate)",
-                        b + 1
-                    ));
+        let batches: Vec<std::ops::Range<usize>> = (0..n)
+            .step_by(cfg.batch_size)
+            .map(|start| start..(start + cfg.batch_size).min(n))
+            .collect();
+        let mut next = batches.first().map(|r| gather(&jobs, &orders, r.clone()));
+        for (b, at) in batches.iter().enumerate() {
+            let len = at.len();
+            let (xb, yb) = next.take().expect("each batch gathered before its step");
+            // The next batch's rows are copied out on another thread while this step runs
+            // (random rows of the split: memory-bound, ≈ a sixth of an MLP step).
+            let (jobs_ref, orders_ref) = (&jobs, &orders);
+            let following = batches.get(b + 1).cloned();
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let stepped: Result<()> = rayon::in_place_scope(|sc| {
+                if let Some(r) = following {
+                    sc.spawn(move |_| {
+                        let _ = tx.send(gather(jobs_ref, orders_ref, r));
+                    });
                 }
-                loss_sum[m] += lv as f64 * len as f64;
-                correct[m] += (0..len)
-                    .filter(|&i| pred[m * len + i] == yb[m * len + i])
-                    .count();
-            }
-            let grads = losses.sum().backward();
-            stack.step(grads, lr, &ad)?;
+                let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
+                let logits = forward(&arch, &stack, input, &mut drop_rng)?;
+                let pred: Vec<i64> = logits
+                    .clone()
+                    .detach()
+                    .argmax(2)
+                    .try_into_vec_as::<i64>()
+                    .map_err(|e| anyhow!("{e:?}"))?;
+                let targets: Vec<u32> = yb.iter().map(|&t| t as u32).collect();
+                let losses = ops::cross_entropy(logits, &targets); // [K]
+                let means: Vec<f32> = losses
+                    .clone()
+                    .detach()
+                    .try_into_vec_as::<f32>()
+                    .map_err(|e| anyhow!("{e:?}"))?;
+                for m in 0..k {
+                    let lv = means[m];
+                    if !lv.is_finite() && failed[m].is_none() {
+                        failed[m] = Some(format!(
+                            "training diverged: the loss became {lv} in epoch {epoch}, batch {} (check the data for non-finite or unscaled values, or lower the learning rate)",
+                            b + 1
+                        ));
+                    }
+                    loss_sum[m] += lv as f64 * len as f64;
+                    correct[m] += (0..len)
+                        .filter(|&i| pred[m * len + i] == yb[m * len + i])
+                        .count();
+                }
+                let grads = losses.sum().backward();
+                stack.step(grads, lr, &ad)?;
+                Ok(())
+            });
+            stepped?;
+            next = rx.try_recv().ok();
             tick();
         }
         let secs = t0.elapsed().as_secs_f64();
