@@ -347,9 +347,7 @@ impl<'a> Problem<'a> {
             for (v, &m) in row.iter_mut().zip(mx.iter()) {
                 *v -= m;
             }
-            for v in row.iter_mut() {
-                *v = v.exp();
-            }
+            crate::numeric::exp_in_place(row);
             for (s, &v) in sum.iter_mut().zip(row.iter()) {
                 *s += v;
             }

@@ -175,9 +175,11 @@ impl SoftmaxHead {
                 *v += b;
                 max = max.max(*v);
             }
+            row.mapv_inplace(|v| v - max);
+            let row_values = row.as_slice_mut().expect("rows of a fresh matrix");
+            crate::numeric::exp_in_place(row_values);
             let mut sum = 0.0;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
+            for v in row_values.iter() {
                 sum += *v;
             }
             row.mapv_inplace(|v| v / sum);

@@ -491,10 +491,13 @@ pub fn softmax_ce(
             let r = (m * b + i) * c;
             let z = &logits[r..r + c];
             let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut e = 0f32;
             let gr = &mut grad[r..r + c];
             for (gv, &zv) in gr.iter_mut().zip(z) {
-                *gv = (zv - max).exp();
+                *gv = zv - max;
+            }
+            crate::numeric::exp_in_place(gr);
+            let mut e = 0f32;
+            for gv in gr.iter() {
                 e += *gv;
             }
             let t = targets[m * b + i] as usize;
