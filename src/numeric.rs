@@ -2,7 +2,7 @@
 //! softmax, `exp` over a slice, per-channel means of feature maps and the finite check. Pure,
 //! no dependencies on the rest of the crate.
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix2};
 
 /// Index of the largest value (first on ties; NaN is never the largest; 0 when empty).
 pub fn argmax(it: impl IntoIterator<Item = f32>) -> usize {
@@ -150,6 +150,39 @@ mod expf_x4 {
     }
 }
 
+/// Rows `idx` of `x`, in that order (as `x.select(Axis(0), idx)`, which concatenates one view
+/// per row): each row copied as one slice. Panics on an index out of range, as `select` does.
+pub fn select_rows<T: Copy, S: Data<Elem = T>>(x: &ArrayBase<S, Ix2>, idx: &[usize]) -> Array2<T> {
+    let d = x.ncols();
+    let mut out = Vec::with_capacity(idx.len() * d);
+    for &i in idx {
+        let row = x.row(i);
+        match row.as_slice() {
+            Some(values) => out.extend_from_slice(values),
+            None => out.extend(row.iter().copied()),
+        }
+    }
+    Array2::from_shape_vec((idx.len(), d), out).expect("idx.len() rows of d values")
+}
+
+/// The rows of `parts` one after another (as `ndarray::concatenate(Axis(0), parts)`); `None`
+/// when their widths differ.
+pub fn concat_rows<T: Copy>(parts: &[ArrayView2<T>]) -> Option<Array2<T>> {
+    let d = parts.first().map_or(0, |p| p.ncols());
+    if parts.iter().any(|p| p.ncols() != d) {
+        return None;
+    }
+    let n: usize = parts.iter().map(|p| p.nrows()).sum();
+    let mut out = Vec::with_capacity(n * d);
+    for p in parts {
+        match p.as_slice() {
+            Some(values) => out.extend_from_slice(values),
+            None => out.extend(p.iter().copied()),
+        }
+    }
+    Array2::from_shape_vec((n, d), out).ok()
+}
+
 /// The mean of each channel of feature maps stored channel-major, `hw` values per channel
 /// (`[n, c, h, w]` in standard layout → `n · c` means, in order).
 ///
@@ -290,6 +323,33 @@ mod tests {
             .map(|v| v.to_bits())
             .collect();
         assert_eq!(got, plain(&zeros, 2));
+    }
+
+    #[test]
+    fn select_and_concat_rows_equal_ndarrays_own() {
+        let x = Array2::from_shape_fn((7, 5), |(i, j)| (i * 10 + j) as f32);
+        let idx = [6, 0, 3, 3, 1];
+        assert_eq!(select_rows(&x, &idx), x.select(Axis(0), &idx));
+        assert_eq!(select_rows(&x, &[]), x.select(Axis(0), &[]));
+        // A view that is not in standard layout takes the value-by-value path.
+        let t = x.t();
+        assert_eq!(select_rows(&t, &[4, 2]), t.select(Axis(0), &[4, 2]));
+        let parts = [
+            x.slice(ndarray::s![..2, ..]),
+            x.slice(ndarray::s![4.., ..]),
+            t.slice(ndarray::s![..0, ..5]),
+        ];
+        let want = ndarray::concatenate(Axis(0), &parts[..2]).unwrap();
+        assert_eq!(concat_rows(&parts[..2]), Some(want));
+        assert_eq!(
+            concat_rows(&[x.view(), t.slice(ndarray::s![.., ..3])]),
+            None
+        );
+        let odd = x.slice(ndarray::s![.., ..;2]);
+        assert_eq!(
+            concat_rows(&[odd, odd]),
+            Some(ndarray::concatenate(Axis(0), &[odd, odd]).unwrap())
+        );
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl Samples {
             ids: idx.iter().map(|&i| self.ids[i]).collect(),
             labels: idx.iter().map(|&i| self.labels[i]).collect(),
             true_labels: idx.iter().map(|&i| self.true_labels[i]).collect(),
-            pixels: self.pixels.select(ndarray::Axis(0), idx),
+            pixels: crate::numeric::select_rows(&self.pixels, idx),
             info: BTreeMap::new(),
         }
     }
@@ -194,7 +194,8 @@ impl Samples {
                 .iter()
                 .flat_map(|s| s.true_labels.iter().copied())
                 .collect(),
-            pixels: ndarray::concatenate(ndarray::Axis(0), &views)?,
+            pixels: crate::numeric::concat_rows(&views)
+                .ok_or_else(|| anyhow!("sample sets of different widths cannot be concatenated"))?,
             info: BTreeMap::new(),
         })
     }

@@ -12,7 +12,7 @@ use crate::artifacts::keys::SETTINGS_KEY;
 use crate::artifacts::{Activations, Head, INPUT, LayerRow, Layout, OUTPUT, Samples, Split};
 use crate::config::{Penalty, Pipeline, derive_seed, fingerprint};
 use anyhow::{Context, Result, anyhow, bail};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use rand::{SeedableRng, seq::SliceRandom, seq::index::sample};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -52,7 +52,7 @@ pub struct Fitted {
 fn fit(p: &Pipeline, x: &Array2<f32>, y: &[u16], classes: usize, layer: &str) -> Result<Fitted> {
     let seed = derive_seed(p.seed, "feature-model-rows");
     let sub = fit_rows(x.nrows(), p.layers.max_train_samples, seed).map(|idx| {
-        let xs = x.select(Axis(0), &idx);
+        let xs = crate::numeric::select_rows(x, &idx);
         let ys: Vec<u16> = idx.iter().map(|&i| y[i]).collect();
         (xs, ys)
     });
@@ -98,9 +98,9 @@ fn choose_l2(p: &Pipeline, x: ArrayView2<f32>, y: &[u16], classes: usize) -> Res
     let (mut out, mut keep) = (out.to_vec(), keep.to_vec());
     out.sort_unstable();
     keep.sort_unstable();
-    let xk = x.select(Axis(0), &keep);
+    let xk = crate::numeric::select_rows(&x, &keep);
     let yk: Vec<u16> = keep.iter().map(|&i| y[i]).collect();
-    let xo = x.select(Axis(0), &out);
+    let xo = crate::numeric::select_rows(&x, &out);
     let yo: Vec<u16> = out.iter().map(|&i| y[i]).collect();
     let scores: Vec<(f64, f64)> = grid
         .par_iter()

@@ -54,7 +54,7 @@ pub fn rows_by_id(
     }
     Ok((
         rows.iter().map(|&i| all_ids[i]).collect(),
-        all.select(Axis(0), &rows),
+        crate::numeric::select_rows(all, &rows),
     ))
 }
 

@@ -204,7 +204,8 @@ pub fn activations_fleet(nets: &[&Net], x: &Array2<f32>) -> Result<Vec<Vec<Array
                             }
                         })
                         .collect();
-                    let a = ndarray::concatenate(Axis(0), &views)?;
+                    let a = crate::numeric::concat_rows(&views)
+                        .expect("every chunk's layer has the layer's width");
                     if let Some(i) = crate::numeric::first_non_finite(&a) {
                         return Err(ModelError::NonFinite {
                             layer: names[l].clone(),
