@@ -89,22 +89,29 @@ pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32>
         return vec![f32::INFINITY; n];
     }
     let cn: Array1<f32> = centres.rows().into_iter().map(|r| r.dot(&r)).collect();
-    const BLOCK: usize = 512;
+    let cn = cn.as_slice().expect("a fresh vector");
+    // Blocks of 512 rows × 4 096 centres (other shapes timed the same: sgemm-bound).
+    let rows_per = 512;
+    let centres_per = centres.nrows().min(4096);
     let mut out = vec![f32::INFINITY; n];
-    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, dst)| {
-        let rows = x.slice(ndarray::s![b * BLOCK..b * BLOCK + dst.len(), ..]);
-        let xn: Vec<f32> = rows.rows().into_iter().map(|r| r.dot(&r)).collect();
-        for c0 in (0..centres.nrows()).step_by(4096) {
-            let c = centres.slice(ndarray::s![c0..(c0 + 4096).min(centres.nrows()), ..]);
-            let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), c.nrows()));
-            crate::linalg::mat_mul(1.0, &rows, &c.t(), 0.0, &mut prod.view_mut());
-            let cn = &cn.as_slice().expect("a fresh vector")[c0..c0 + c.nrows()];
-            for (i, row) in prod.axis_iter(Axis(0)).enumerate() {
-                let row = row.as_slice().expect("rows of a standard-layout matrix");
-                dst[i] = nearest_in_row(xn[i], row, cn, dst[i]);
+    out.par_chunks_mut(rows_per)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let rows = x.slice(ndarray::s![b * rows_per..b * rows_per + dst.len(), ..]);
+            let xn: Vec<f32> = rows.rows().into_iter().map(|r| r.dot(&r)).collect();
+            // One block of products, reused: a product with β = 0 does not read it.
+            let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), centres_per));
+            for c0 in (0..centres.nrows()).step_by(centres_per) {
+                let c = centres.slice(ndarray::s![c0..(c0 + centres_per).min(centres.nrows()), ..]);
+                let mut p = prod.slice_mut(ndarray::s![.., ..c.nrows()]);
+                crate::linalg::mat_mul(1.0, &rows, &c.t(), 0.0, &mut p);
+                let cn = &cn[c0..c0 + c.nrows()];
+                for (i, row) in p.axis_iter(Axis(0)).enumerate() {
+                    let row = row.to_slice().expect("a row of the block is contiguous");
+                    dst[i] = nearest_in_row(xn[i], row, cn, dst[i]);
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -156,36 +163,57 @@ pub fn k_center_greedy(
         return picked;
     }
     let mut dist = nearest_sq_dist(candidates, centres);
-    let x = candidates.as_standard_layout();
-    let x = x.as_slice().expect("a standard layout");
-    let d = candidates.ncols();
+    // The candidates feature by feature (`d × n`): the update takes eight rows at a time.
+    let xt = candidates.t().as_standard_layout().into_owned();
+    let xt = xt.as_slice().expect("a standard layout");
+    let centre = |c: usize| candidates.row(c).to_vec();
     if centres.nrows() == 0 {
         let first = ChaCha8Rng::seed_from_u64(seed).random_range(0..n);
         picked.push((first, f32::INFINITY));
-        update_min(&mut dist, x, d, first);
+        update_min(&mut dist, xt, &centre(first));
     }
     while picked.len() < k {
         let best = crate::numeric::argmax(dist.iter().copied());
         picked.push((best, dist[best]));
-        update_min(&mut dist, x, d, best);
+        update_min(&mut dist, xt, &centre(best));
     }
     picked
 }
 
-/// Lower every row's distance to the new centre, row `c` of `x` (`n × d`, row-major), by
-/// chunks of rows in parallel (each row's value is the same sum in the same order whatever
-/// the chunks).
-fn update_min(dist: &mut [f32], x: &[f32], d: usize, c: usize) {
+/// Lower every row's distance to the new centre `c` (`d` values), the rows given feature by
+/// feature in `xt` (`d × n`), by chunks of rows in parallel. Each row's squared distance is
+/// Σⱼ (xⱼ − cⱼ)², summed over j in order as a plain loop over the row would: eight rows side by
+/// side (SIMD lanes), each its own sum, the same bits whatever the chunks.
+fn update_min(dist: &mut [f32], xt: &[f32], c: &[f32]) {
     const ROWS: usize = 2048;
-    let centre = &x[c * d..(c + 1) * d];
+    const LANES: usize = 8;
+    let n = dist.len();
     dist.par_chunks_mut(ROWS)
         .enumerate()
         .for_each(|(b, chunk)| {
-            let rows = &x[b * ROWS * d..(b * ROWS + chunk.len()) * d];
-            for (dv, row) in chunk.iter_mut().zip(rows.chunks_exact(d)) {
-                let v: f32 = row.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
-                if v < *dv {
-                    *dv = v;
+            for (g, dv) in chunk.chunks_mut(LANES).enumerate() {
+                let r = b * ROWS + g * LANES;
+                let mut acc = [0f32; LANES];
+                if dv.len() == LANES {
+                    for (j, &cj) in c.iter().enumerate() {
+                        let col = &xt[j * n + r..j * n + r + LANES];
+                        for l in 0..LANES {
+                            let t = col[l] - cj;
+                            acc[l] += t * t;
+                        }
+                    }
+                } else {
+                    for (j, &cj) in c.iter().enumerate() {
+                        for (l, a) in acc.iter_mut().take(dv.len()).enumerate() {
+                            let t = xt[j * n + r + l] - cj;
+                            *a += t * t;
+                        }
+                    }
+                }
+                for (v, &a) in dv.iter_mut().zip(&acc) {
+                    if a < *v {
+                        *v = a;
+                    }
                 }
             }
         });
@@ -371,6 +399,27 @@ mod tests {
         let one = on(1);
         assert_eq!(one, on(3));
         assert_eq!(one.0.len(), 12);
+    }
+
+    #[test]
+    fn update_min_equals_the_plain_row_sum_bit_for_bit() {
+        // 4 101 rows: two parallel chunks and a tail of 5 (not a lane multiple); 13 features.
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let x = ndarray::Array2::from_shape_simple_fn((4_101, 13), || rng.random::<f32>() - 0.5);
+        let xt = x.t().as_standard_layout().into_owned();
+        let mut dist: Vec<f32> = (0..x.nrows()).map(|i| (i % 7) as f32 * 0.4).collect();
+        let mut want = dist.clone();
+        let c = x.row(17).to_vec();
+        update_min(&mut dist, xt.as_slice().unwrap(), &c);
+        for (w, row) in want.iter_mut().zip(x.rows()) {
+            let v: f32 = row.iter().zip(&c).map(|(a, b)| (a - b) * (a - b)).sum();
+            if v < *w {
+                *w = v;
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dist), bits(&want));
+        assert_eq!(dist[17], 0.0);
     }
 
     #[test]
