@@ -29,19 +29,21 @@ pub fn softmax_rows(z: &mut Array2<f32>) {
     }
 }
 
-/// `*v = v.exp()` for every value, with the same bits as `f32::exp` (glibc's `expf`).
+/// `*v = v.exp()` for every value, with the same bits as `f32::exp` where that is glibc's
+/// `__expf_fma`.
 ///
-/// On a CPU with AVX2 and FMA, glibc runs `__expf_fma` (ARM's optimized-routines algorithm: in
-/// double precision, 2^(k/32) from a table of 32 and a cubic for the rest); this is the same
-/// algorithm, operation for operation (each fused multiply-add where `__expf_fma` has one, the
-/// same table and constants), four values at a time; below ln 2⁻¹⁵⁰ its +0. The other values
-/// off its main path (x ≥ 88, −104 < x ≤ −88, NaN, +∞) and the slice's last few go to
-/// `f32::exp`. Anywhere else
-/// every value goes to `f32::exp`. The tests compare the two on every negative input and every
-/// positive one below 88, the rest at a stride and around the thresholds (all 2³² agreed when
-/// it was written).
+/// On x86-64 Linux with glibc (≥ 2.27) and a CPU with AVX2 and FMA, `f32::exp` is glibc's
+/// `__expf_fma` (ARM's optimized-routines algorithm: in double precision, 2^(k/32) from a table
+/// of 32 and a cubic for the rest). This is the same algorithm, operation for operation (each
+/// fused multiply-add where `__expf_fma` has one, the same table and constants), four values at
+/// a time; below ln 2⁻¹⁵⁰ its +0 (without setting errno). The other values off its main path
+/// (x ≥ 88, −104 < x ≤ −88, NaN, +∞) and the slice's last few go to `f32::exp`. Off x86-64
+/// Linux-glibc, or without the two features, every value goes to `f32::exp`. (A glibc told by
+/// `GLIBC_TUNABLES` to ignore AVX2 or FMA runs its SSE2 `expf`, whose bits differ on some
+/// inputs.) The tests compare the two on every negative input and every positive one below 88,
+/// the rest at a stride and around the thresholds (all 2³² agreed when it was written).
 pub fn exp_in_place(v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the two features the function is compiled for.
         unsafe { expf_x4::exp_in_place(v) };
@@ -52,7 +54,7 @@ pub fn exp_in_place(v: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
 mod expf_x4 {
     use std::arch::x86_64::*;
 

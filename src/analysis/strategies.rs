@@ -99,7 +99,8 @@ pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32>
         .for_each(|(b, dst)| {
             let rows = x.slice(ndarray::s![b * rows_per..b * rows_per + dst.len(), ..]);
             let xn: Vec<f32> = rows.rows().into_iter().map(|r| r.dot(&r)).collect();
-            // One block of products, reused: a product with β = 0 does not read it.
+            // One block of products, reused: a product with β = 0 does not read it (each element
+            // is the same k-term sum as in a block of its own; a test compares bit for bit).
             let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), centres_per));
             for c0 in (0..centres.nrows()).step_by(centres_per) {
                 let c = centres.slice(ndarray::s![c0..(c0 + centres_per).min(centres.nrows()), ..]);
@@ -188,6 +189,7 @@ fn update_min(dist: &mut [f32], xt: &[f32], c: &[f32]) {
     const ROWS: usize = 2048;
     const LANES: usize = 8;
     let n = dist.len();
+    debug_assert_eq!(xt.len(), c.len() * n, "xt holds d × n values");
     dist.par_chunks_mut(ROWS)
         .enumerate()
         .for_each(|(b, chunk)| {
@@ -420,6 +422,40 @@ mod tests {
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&dist), bits(&want));
         assert_eq!(dist[17], 0.0);
+    }
+
+    #[test]
+    fn nearest_distances_equal_a_fresh_block_per_centre_block_bit_for_bit() {
+        // The distances as they were computed before the product block was reused: a fresh
+        // block of each centre block's own width. 4 097 centres leave a last block of one
+        // (sgemm's other path: the output's row stride is now 4 096, not 1), 4 500 of 404.
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let x = ndarray::Array2::from_shape_simple_fn((600, 28), || rng.random::<f32>());
+        for nc in [4_097, 4_500] {
+            let c = ndarray::Array2::from_shape_simple_fn((nc, 28), || rng.random::<f32>());
+            let cn: Vec<f32> = c.rows().into_iter().map(|r| r.dot(&r)).collect();
+            let xn: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
+            let mut want = vec![f32::INFINITY; x.nrows()];
+            for r0 in (0..x.nrows()).step_by(512) {
+                let rows = x.slice(ndarray::s![r0..(r0 + 512).min(x.nrows()), ..]);
+                for c0 in (0..nc).step_by(4096) {
+                    let cb = c.slice(ndarray::s![c0..(c0 + 4096).min(nc), ..]);
+                    let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), cb.nrows()));
+                    crate::linalg::mat_mul(1.0, &rows, &cb.t(), 0.0, &mut prod.view_mut());
+                    for (i, row) in prod.rows().into_iter().enumerate() {
+                        let w = &mut want[r0 + i];
+                        let row = row.as_slice().unwrap();
+                        *w = nearest_in_row(xn[r0 + i], row, &cn[c0..c0 + cb.nrows()], *w);
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&nearest_sq_dist(x.view(), c.view())),
+                bits(&want),
+                "{nc} centres"
+            );
+        }
     }
 
     #[test]

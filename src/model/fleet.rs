@@ -413,14 +413,16 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         let mut correct = vec![0usize; k];
         let batches: Vec<std::ops::Range<usize>> = (0..n)
             .step_by(cfg.batch_size)
-            .map(|start| start..(start + cfg.batch_size).min(n))
+            .map(|start| start..start + cfg.batch_size.min(n - start))
             .collect();
         let mut next = batches.first().map(|r| gather(&jobs, &orders, r.clone()));
         for (b, at) in batches.iter().enumerate() {
             let len = at.len();
             let (xb, yb) = next.take().expect("each batch gathered before its step");
-            // The next batch's rows are copied out on another thread while this step runs
-            // (random rows of the split: memory-bound, ≈ a sixth of an MLP step).
+            // The next batch's rows are copied out as a task an idle worker can take while
+            // this step runs (random rows of the split: memory-bound, ≈ a sixth of an MLP
+            // step); when every worker trains a fleet of its own, this thread copies them when
+            // the step is done. Either way the same rows.
             let (jobs_ref, orders_ref) = (&jobs, &orders);
             let following = batches.get(b + 1).cloned();
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -463,6 +465,8 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
                 Ok(())
             });
             stepped?;
+            // The scope has waited for the copy: the next batch is there unless this was the
+            // epoch's last.
             next = rx.try_recv().ok();
             tick();
         }

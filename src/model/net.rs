@@ -204,8 +204,9 @@ pub fn activations_fleet(nets: &[&Net], x: &Array2<f32>) -> Result<Vec<Vec<Array
                             }
                         })
                         .collect();
-                    let a = crate::numeric::concat_rows(&views)
-                        .expect("every chunk's layer has the layer's width");
+                    let a = crate::numeric::concat_rows(&views).ok_or_else(|| {
+                        anyhow!("the probe's chunks of layer {} differ in width", names[l])
+                    })?;
                     if let Some(i) = crate::numeric::first_non_finite(&a) {
                         return Err(ModelError::NonFinite {
                             layer: names[l].clone(),
