@@ -425,12 +425,11 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             // the step is done. Either way the same rows.
             let (jobs_ref, orders_ref) = (&jobs, &orders);
             let following = batches.get(b + 1).cloned();
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let mut fetched = None;
+            let slot = &mut fetched;
             let stepped: Result<()> = rayon::in_place_scope(|sc| {
                 if let Some(r) = following {
-                    sc.spawn(move |_| {
-                        let _ = tx.send(gather(jobs_ref, orders_ref, r));
-                    });
+                    sc.spawn(move |_| *slot = Some(gather(jobs_ref, orders_ref, r)));
                 }
                 let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
                 let logits = forward(&arch, &stack, input, &mut drop_rng)?;
@@ -467,7 +466,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             stepped?;
             // The scope has waited for the copy: the next batch is there unless this was the
             // epoch's last.
-            next = rx.try_recv().ok();
+            next = fetched;
             tick();
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -491,10 +490,7 @@ fn gather(jobs: &[Job], orders: &[Vec<usize>], at: std::ops::Range<usize>) -> (V
     let mut yb = Vec::with_capacity(k * len);
     for (j, o) in jobs.iter().zip(orders) {
         for &i in &o[at.clone()] {
-            match j.x.row(i).as_slice() {
-                Some(r) => xb.extend_from_slice(r),
-                None => xb.extend(j.x.row(i).iter().copied()),
-            }
+            crate::numeric::extend_values(&mut xb, &j.x.row(i));
             yb.push(j.y[i] as i64);
         }
     }
