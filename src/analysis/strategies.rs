@@ -81,6 +81,12 @@ pub fn rank_uncertain(probs: ArrayView2<f32>, u: Uncertainty) -> (Vec<f64>, Vec<
     (scores, order)
 }
 
+/// Rows of `x` per block of products in [`nearest_sq_dist`] (and candidates resolved at a time
+/// by the lazy core-set greedy: the same block shape, so the same bits).
+const ROWS_PER: usize = 512;
+/// Centres per block of products (other shapes timed the same: sgemm-bound).
+const CENTRES_PER: usize = 4096;
+
 /// Squared Euclidean distance from every row of `x` to its nearest row of `centres`, by blocks
 /// of a matrix product (‖x‖² + ‖c‖² − 2 x·c), rows of `x` in parallel.
 pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32> {
@@ -88,31 +94,48 @@ pub fn nearest_sq_dist(x: ArrayView2<f32>, centres: ArrayView2<f32>) -> Vec<f32>
     if centres.nrows() == 0 {
         return vec![f32::INFINITY; n];
     }
-    let cn: Vec<f32> = centres.rows().into_iter().map(|r| r.dot(&r)).collect();
-    // Blocks of 512 rows × 4 096 centres (other shapes timed the same: sgemm-bound).
-    let rows_per = 512;
-    let centres_per = centres.nrows().min(4096);
+    let cn = sq_norms(centres);
+    let blocks = centres.nrows().div_ceil(centres.nrows().min(CENTRES_PER));
     let mut out = vec![f32::INFINITY; n];
-    out.par_chunks_mut(rows_per)
+    out.par_chunks_mut(ROWS_PER)
         .enumerate()
         .for_each(|(b, dst)| {
-            let rows = x.slice(ndarray::s![b * rows_per..b * rows_per + dst.len(), ..]);
-            let xn: Vec<f32> = rows.rows().into_iter().map(|r| r.dot(&r)).collect();
-            // One block of products, reused: a product with β = 0 does not read it (each element
-            // is the same k-term sum as in a block of its own; a test compares bit for bit).
-            let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), centres_per));
-            for c0 in (0..centres.nrows()).step_by(centres_per) {
-                let c = centres.slice(ndarray::s![c0..(c0 + centres_per).min(centres.nrows()), ..]);
-                let mut p = prod.slice_mut(ndarray::s![.., ..c.nrows()]);
-                crate::linalg::mat_mul(1.0, &rows, &c.t(), 0.0, &mut p);
-                let cn = &cn[c0..c0 + c.nrows()];
-                for (i, row) in p.axis_iter(Axis(0)).enumerate() {
-                    let row = row.to_slice().expect("a row of the block is contiguous");
-                    dst[i] = nearest_in_row(xn[i], row, cn, dst[i]);
-                }
-            }
+            let rows = x.slice(ndarray::s![b * ROWS_PER..b * ROWS_PER + dst.len(), ..]);
+            nearest_in_blocks(rows, centres, &cn, 0..blocks, dst);
         });
     out
+}
+
+/// Every row's ‖r‖².
+fn sq_norms(x: ArrayView2<f32>) -> Vec<f32> {
+    x.rows().into_iter().map(|r| r.dot(&r)).collect()
+}
+
+/// Lower `dst[i]` to row i's squared distance to its nearest centre in the centre blocks
+/// `blocks` (blocks of [`CENTRES_PER`] centres, or all of them when there are fewer).
+fn nearest_in_blocks(
+    rows: ArrayView2<f32>,
+    centres: ArrayView2<f32>,
+    cn: &[f32],
+    blocks: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
+    let xn = sq_norms(rows);
+    let centres_per = centres.nrows().min(CENTRES_PER);
+    // One block of products, reused: a product with β = 0 does not read it (each element is
+    // the same k-term sum as in a block of its own; a test compares bit for bit).
+    let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), centres_per));
+    for b in blocks {
+        let c0 = b * centres_per;
+        let c = centres.slice(ndarray::s![c0..(c0 + centres_per).min(centres.nrows()), ..]);
+        let mut p = prod.slice_mut(ndarray::s![.., ..c.nrows()]);
+        crate::linalg::mat_mul(1.0, &rows, &c.t(), 0.0, &mut p);
+        let cn = &cn[c0..c0 + c.nrows()];
+        for (i, row) in p.axis_iter(Axis(0)).enumerate() {
+            let row = row.to_slice().expect("a row of the block is contiguous");
+            dst[i] = nearest_in_row(xn[i], row, cn, dst[i]);
+        }
+    }
 }
 
 /// min(`init`, minⱼ max(0, xn + cnⱼ − 2 prodⱼ)): the squared distances of one row to a block
@@ -150,6 +173,11 @@ fn nearest_in_row(xn: f32, prod: &[f32], cn: &[f32], init: f32) -> f32 {
 /// centre so far. `centres` are the already-trained-on points; with none, the first pick is a
 /// seeded random candidate. Returns `k` picks in order: (candidate row, its squared distance to
 /// the nearest centre when picked; infinite for a seeded first pick).
+///
+/// A candidate's distance is min(its nearest centre's, its nearest pick's). With many centres
+/// the first term is computed lazily ([`NearestCentre`]): an upper bound for every candidate,
+/// the exact value only for those that could be the farthest. The picks and their distances
+/// are those of computing every candidate's exact value first (a test compares).
 pub fn k_center_greedy(
     candidates: ArrayView2<f32>,
     centres: ArrayView2<f32>,
@@ -162,7 +190,9 @@ pub fn k_center_greedy(
     if k == 0 {
         return picked;
     }
-    let mut dist = nearest_sq_dist(candidates, centres);
+    let mut near = NearestCentre::new(candidates, centres);
+    // Each candidate's squared distance to its nearest pick so far.
+    let mut to_picks = vec![f32::INFINITY; n];
     // The candidates feature by feature (`d × n`): the update takes eight rows at a time.
     let xt = candidates.t().as_standard_layout().into_owned();
     let xt = xt.as_slice().expect("a standard layout");
@@ -170,14 +200,187 @@ pub fn k_center_greedy(
     if centres.nrows() == 0 {
         let first = ChaCha8Rng::seed_from_u64(seed).random_range(0..n);
         picked.push((first, f32::INFINITY));
-        update_min(&mut dist, xt, &centre(first));
+        update_min(&mut to_picks, xt, &centre(first));
     }
     while picked.len() < k {
-        let best = crate::numeric::argmax(dist.iter().copied());
-        picked.push((best, dist[best]));
-        update_min(&mut dist, xt, &centre(best));
+        near.settle(&to_picks);
+        let dist = |i: usize| near.value[i].min(to_picks[i]);
+        let best = crate::numeric::argmax((0..n).map(dist));
+        picked.push((best, dist(best)));
+        update_min(&mut to_picks, xt, &centre(best));
     }
     picked
+}
+
+/// Every candidate's squared distance to its nearest centre, computed lazily: `value[i]` is
+/// exact where `exact[i]`, an upper bound elsewhere. [`Self::settle`] computes exact values
+/// until no bound can be the largest distance.
+struct NearestCentre<'x, 'c> {
+    candidates: ArrayView2<'x, f32>,
+    centres: ArrayView2<'c, f32>,
+    centre_norms: Vec<f32>,
+    value: Vec<f32>,
+    exact: Vec<bool>,
+    bounds_left: usize,
+}
+
+impl<'x, 'c> NearestCentre<'x, 'c> {
+    /// Exact values at once for a few candidates or centres (one block of products, or too
+    /// few centres to cluster); bounds otherwise.
+    fn new(candidates: ArrayView2<'x, f32>, centres: ArrayView2<'c, f32>) -> Self {
+        let n = candidates.nrows();
+        let lazy = n > 2 * ROWS_PER && centres.nrows() >= 2 * ROWS_PER && candidates.ncols() > 2;
+        let centre_norms = sq_norms(centres);
+        let (value, exact) = if lazy {
+            (
+                upper_bounds(candidates, centres, &centre_norms),
+                vec![false; n],
+            )
+        } else {
+            (nearest_sq_dist(candidates, centres), vec![true; n])
+        };
+        let bounds_left = exact.iter().filter(|&&e| !e).count();
+        NearestCentre {
+            candidates,
+            centres,
+            centre_norms,
+            value,
+            exact,
+            bounds_left,
+        }
+    }
+
+    /// Compute exact values, the largest bounds first and [`ROWS_PER`] at a time, until every
+    /// bound left is below the largest exact distance min(value, `to_picks`): then no
+    /// candidate with a bound can be the farthest (nor tie with it), so the farthest candidate
+    /// and its distance are those of the exact values.
+    fn settle(&mut self, to_picks: &[f32]) {
+        while self.bounds_left > 0 {
+            let dist = |i: usize| self.value[i].min(to_picks[i]);
+            let top = (0..self.value.len())
+                .filter(|&i| self.exact[i])
+                .map(dist)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let open: Vec<usize> = (0..self.value.len()).filter(|&i| !self.exact[i]).collect();
+            if !open.iter().any(|&i| dist(i) >= top) {
+                return;
+            }
+            let mut open = open;
+            let by_distance = |a: &usize, b: &usize| dist(*b).total_cmp(&dist(*a)).then(a.cmp(b));
+            if open.len() > ROWS_PER {
+                open.select_nth_unstable_by(ROWS_PER - 1, by_distance);
+                open.truncate(ROWS_PER);
+            }
+            let values = self.exact_values(&open);
+            for (&i, v) in open.iter().zip(values) {
+                debug_assert!(v <= self.value[i], "a bound below the exact value");
+                self.value[i] = v;
+                self.exact[i] = true;
+            }
+            self.bounds_left -= open.len();
+        }
+    }
+
+    /// The exact values of the candidates `rows` (at most [`ROWS_PER`]), as
+    /// [`nearest_sq_dist`] computes them: one block of [`ROWS_PER`] rows (the last one
+    /// repeated to fill it), so every product runs through the same sgemm kernels; the centre
+    /// blocks spread over the threads (a minimum is exact in any order).
+    fn exact_values(&self, rows: &[usize]) -> Vec<f32> {
+        let mut idx = rows.to_vec();
+        idx.resize(ROWS_PER, *rows.last().expect("at least one row"));
+        let x = crate::numeric::select_rows(&self.candidates, &idx);
+        let m = self.centres.nrows();
+        let blocks = m.div_ceil(m.min(CENTRES_PER));
+        let per_thread = blocks.div_ceil(rayon::current_num_threads()).max(1);
+        let parts: Vec<Vec<f32>> = (0..blocks)
+            .step_by(per_thread)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|b| {
+                let mut d = vec![f32::INFINITY; ROWS_PER];
+                let end = (b + per_thread).min(blocks);
+                nearest_in_blocks(x.view(), self.centres, &self.centre_norms, b..end, &mut d);
+                d
+            })
+            .collect();
+        (0..rows.len())
+            .map(|i| parts.iter().map(|d| d[i]).fold(f32::INFINITY, f32::min))
+            .collect()
+    }
+}
+
+/// An upper bound of every candidate's squared distance to its nearest centre: the nearest
+/// among the centres of its own cluster (the centres grouped by their nearest of a few evenly
+/// spaced centres, each candidate put with its nearest of those), plus a margin that covers
+/// the rounding. The bound is of the value [`nearest_sq_dist`] computes, ‖x‖² + ‖c‖² − 2x·c in
+/// f32: a product of `d` terms summed in any order is within (d+2)·ε·(‖x‖² + ‖c‖²) of that
+/// sum in another order (ε = `f32::EPSILON`), so a margin of 16 (d+2)·ε·(‖x‖² + ‖c‖²) is
+/// sixteen times what rounding can move it.
+fn upper_bounds(candidates: ArrayView2<f32>, centres: ArrayView2<f32>, cn: &[f32]) -> Vec<f32> {
+    let m = centres.nrows();
+    let groups = (m / 128).clamp(1, 256);
+    let seeds: Vec<usize> = (0..groups).map(|g| g * m / groups).collect();
+    let seeds = crate::numeric::select_rows(&centres, &seeds);
+    let centre_group = nearest_seed(centres, seeds.view());
+    let candidate_group = nearest_seed(candidates, seeds.view());
+    let mut members = vec![(Vec::new(), Vec::new()); groups];
+    for (c, &g) in centre_group.iter().enumerate() {
+        members[g].0.push(c);
+    }
+    for (x, &g) in candidate_group.iter().enumerate() {
+        members[g].1.push(x);
+    }
+    let xn = sq_norms(candidates);
+    let margin = 16.0 * (candidates.ncols() + 2) as f32 * f32::EPSILON;
+    let bounds: Vec<Vec<(usize, f32)>> = members
+        .par_iter()
+        .map(|(cs, xs)| {
+            if xs.is_empty() {
+                return Vec::new();
+            }
+            if cs.is_empty() {
+                return xs.iter().map(|&i| (i, f32::INFINITY)).collect();
+            }
+            let c = crate::numeric::select_rows(&centres, cs);
+            let x = crate::numeric::select_rows(&candidates, xs);
+            let mut prod = ndarray::Array2::<f32>::zeros((xs.len(), cs.len()));
+            crate::linalg::mat_mul(1.0, &x.view(), &c.t(), 0.0, &mut prod.view_mut());
+            xs.iter()
+                .zip(prod.rows())
+                .map(|(&i, p)| {
+                    let bound = p
+                        .iter()
+                        .zip(cs)
+                        .map(|(&p, &j)| {
+                            let scale = xn[i] + cn[j];
+                            (scale - 2.0 * p).max(0.0) + margin * scale
+                        })
+                        .fold(f32::INFINITY, f32::min);
+                    (i, bound)
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = vec![f32::INFINITY; candidates.nrows()];
+    for (i, b) in bounds.into_iter().flatten() {
+        out[i] = b;
+    }
+    out
+}
+
+/// Each row's nearest seed (approximately: only the grouping depends on it).
+fn nearest_seed(x: ArrayView2<f32>, seeds: ArrayView2<f32>) -> Vec<usize> {
+    let sn = sq_norms(seeds);
+    let mut out = vec![0; x.nrows()];
+    out.par_chunks_mut(1024).enumerate().for_each(|(b, dst)| {
+        let rows = x.slice(ndarray::s![b * 1024..b * 1024 + dst.len(), ..]);
+        let mut prod = ndarray::Array2::<f32>::zeros((rows.nrows(), seeds.nrows()));
+        crate::linalg::mat_mul(1.0, &rows, &seeds.t(), 0.0, &mut prod.view_mut());
+        for (d, p) in dst.iter_mut().zip(prod.rows()) {
+            *d = crate::numeric::argmax(p.iter().zip(&sn).map(|(&p, &s)| 2.0 * p - s));
+        }
+    });
+    out
 }
 
 /// Lower every row's distance to the new centre `c` (`d` values), the rows given feature by
@@ -400,6 +603,84 @@ mod tests {
         let one = on(1);
         assert_eq!(one, on(3));
         assert_eq!(one.0.len(), 12);
+    }
+
+    /// k-center greedy with every candidate's exact nearest-centre distance computed first.
+    fn k_center_greedy_eager(
+        x: ArrayView2<f32>,
+        centres: ArrayView2<f32>,
+        k: usize,
+    ) -> Vec<(usize, f32)> {
+        let mut dist = nearest_sq_dist(x, centres);
+        let xt = x.t().as_standard_layout().into_owned();
+        let mut picked = Vec::new();
+        while picked.len() < k.min(x.nrows()) {
+            let best = crate::numeric::argmax(dist.iter().copied());
+            picked.push((best, dist[best]));
+            update_min(&mut dist, xt.as_slice().unwrap(), &x.row(best).to_vec());
+        }
+        picked
+    }
+
+    #[test]
+    fn lazy_k_center_picks_what_the_exact_distances_pick_bit_for_bit() {
+        // Clustered activations (non-negative, as after a ReLU), some candidates equal to a
+        // centre (distance 0) or to each other (ties); and small integers in 3 dimensions,
+        // where most distances tie. 1 500 picks of 2 600 candidates resolve most bounds, in
+        // blocks of 512 with a last one padded.
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let hubs = ndarray::Array2::from_shape_simple_fn((12, 28), || 4.0 * rng.random::<f32>());
+        let point = |rng: &mut ChaCha8Rng| -> Vec<f32> {
+            let h = rng.random_range(0..hubs.nrows());
+            hubs.row(h)
+                .iter()
+                .map(|&c| (c + rng.random::<f32>() - 0.5).max(0.0))
+                .collect()
+        };
+        let centres: Vec<f32> = (0..3_000).flat_map(|_| point(&mut rng)).collect();
+        let centres = ndarray::Array2::from_shape_vec((3_000, 28), centres).unwrap();
+        let mut x: Vec<f32> = (0..2_600).flat_map(|_| point(&mut rng)).collect();
+        for i in 0..40 {
+            let (dst, src) = (i * 60, i * 7);
+            x.copy_within(src * 28..src * 28 + 28, dst * 28 + 28);
+            x[dst * 28..dst * 28 + 28].copy_from_slice(&centres.row(i * 70).to_vec());
+        }
+        let x = ndarray::Array2::from_shape_vec((2_600, 28), x).unwrap();
+        let small = |rows: usize, rng: &mut ChaCha8Rng| {
+            ndarray::Array2::from_shape_simple_fn((rows, 3), || rng.random_range(0..5) as f32)
+        };
+        let (xs, cs) = (small(2_000, &mut rng), small(1_100, &mut rng));
+        for (x, c, k) in [(&x, &centres, 1_500), (&x, &centres, 7), (&xs, &cs, 1_200)] {
+            let bits = |p: Vec<(usize, f32)>| -> Vec<(usize, u32)> {
+                p.into_iter().map(|(i, d)| (i, d.to_bits())).collect()
+            };
+            let want = bits(k_center_greedy_eager(x.view(), c.view(), k));
+            assert_eq!(bits(k_center_greedy(x.view(), c.view(), k, 3)), want);
+            assert!(
+                NearestCentre::new(x.view(), c.view()).bounds_left > 0,
+                "the lazy path"
+            );
+            let on_three = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let lazy = on_three.install(|| k_center_greedy(x.view(), c.view(), k, 3));
+            assert_eq!(bits(lazy), want, "on three threads");
+        }
+    }
+
+    #[test]
+    fn the_bounds_are_above_the_exact_distances() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let x = ndarray::Array2::from_shape_simple_fn((1_500, 40), || rng.random::<f32>());
+        let c = ndarray::Array2::from_shape_simple_fn((2_000, 40), || rng.random::<f32>());
+        let exact = nearest_sq_dist(x.view(), c.view());
+        let bounds = upper_bounds(x.view(), c.view(), &sq_norms(c.view()));
+        assert!(exact.iter().zip(&bounds).all(|(e, b)| e <= b));
+        assert!(
+            bounds.iter().all(|b| b.is_finite()),
+            "each a distance to some centre"
+        );
     }
 
     #[test]
