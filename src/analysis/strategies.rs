@@ -203,25 +203,22 @@ pub fn k_center_greedy(
         update_min(&mut to_picks, xt, &centre(first));
     }
     while picked.len() < k {
-        near.settle(&to_picks);
-        let dist = |i: usize| near.value[i].min(to_picks[i]);
-        let best = crate::numeric::argmax((0..n).map(dist));
-        picked.push((best, dist(best)));
+        let best = near.farthest(&to_picks);
+        picked.push((best, near.value[best].min(to_picks[best])));
         update_min(&mut to_picks, xt, &centre(best));
     }
     picked
 }
 
 /// Every candidate's squared distance to its nearest centre, computed lazily: `value[i]` is
-/// exact where `exact[i]`, an upper bound elsewhere. [`Self::settle`] computes exact values
-/// until no bound can be the largest distance.
+/// exact where `exact[i]`, an upper bound of it elsewhere (the candidates in `open`).
 struct NearestCentre<'x, 'c> {
     candidates: ArrayView2<'x, f32>,
     centres: ArrayView2<'c, f32>,
     centre_norms: Vec<f32>,
     value: Vec<f32>,
     exact: Vec<bool>,
-    bounds_left: usize,
+    open: Vec<usize>,
 }
 
 impl<'x, 'c> NearestCentre<'x, 'c> {
@@ -239,45 +236,43 @@ impl<'x, 'c> NearestCentre<'x, 'c> {
         } else {
             (nearest_sq_dist(candidates, centres), vec![true; n])
         };
-        let bounds_left = exact.iter().filter(|&&e| !e).count();
+        let open = (0..n).filter(|&i| !exact[i]).collect();
         NearestCentre {
             candidates,
             centres,
             centre_norms,
             value,
             exact,
-            bounds_left,
+            open,
         }
     }
 
-    /// Compute exact values, the largest bounds first and [`ROWS_PER`] at a time, until every
-    /// bound left is below the largest exact distance min(value, `to_picks`): then no
-    /// candidate with a bound can be the farthest (nor tie with it), so the farthest candidate
-    /// and its distance are those of the exact values.
-    fn settle(&mut self, to_picks: &[f32]) {
-        while self.bounds_left > 0 {
+    /// The farthest candidate: the first row of the largest min(value, `to_picks`), as with
+    /// every value exact. When that row's value is exact it is the one: a row with a bound is
+    /// at most its bound, which is below the largest (or equal to it, at a later row). When it
+    /// is a bound, the [`ROWS_PER`] largest bounds are computed exactly, and again.
+    fn farthest(&mut self, to_picks: &[f32]) -> usize {
+        loop {
             let dist = |i: usize| self.value[i].min(to_picks[i]);
-            let top = (0..self.value.len())
-                .filter(|&i| self.exact[i])
-                .map(dist)
-                .fold(f32::NEG_INFINITY, f32::max);
-            let open: Vec<usize> = (0..self.value.len()).filter(|&i| !self.exact[i]).collect();
-            if !open.iter().any(|&i| dist(i) >= top) {
-                return;
+            let best = crate::numeric::argmax((0..self.value.len()).map(dist));
+            if self.exact[best] {
+                return best;
             }
-            let mut open = open;
-            let by_distance = |a: &usize, b: &usize| dist(*b).total_cmp(&dist(*a)).then(a.cmp(b));
-            if open.len() > ROWS_PER {
-                open.select_nth_unstable_by(ROWS_PER - 1, by_distance);
-                open.truncate(ROWS_PER);
+            let mut rows = self.open.clone();
+            if rows.len() > ROWS_PER {
+                let by_distance =
+                    |a: &usize, b: &usize| dist(*b).total_cmp(&dist(*a)).then(a.cmp(b));
+                rows.select_nth_unstable_by(ROWS_PER - 1, by_distance);
+                rows.truncate(ROWS_PER);
             }
-            let values = self.exact_values(&open);
-            for (&i, v) in open.iter().zip(values) {
+            let values = self.exact_values(&rows);
+            for (&i, v) in rows.iter().zip(values) {
                 debug_assert!(v <= self.value[i], "a bound below the exact value");
                 self.value[i] = v;
                 self.exact[i] = true;
             }
-            self.bounds_left -= open.len();
+            let exact = &self.exact;
+            self.open.retain(|&i| !exact[i]);
         }
     }
 
@@ -657,7 +652,7 @@ mod tests {
             let want = bits(k_center_greedy_eager(x.view(), c.view(), k));
             assert_eq!(bits(k_center_greedy(x.view(), c.view(), k, 3)), want);
             assert!(
-                NearestCentre::new(x.view(), c.view()).bounds_left > 0,
+                !NearestCentre::new(x.view(), c.view()).open.is_empty(),
                 "the lazy path"
             );
             let on_three = rayon::ThreadPoolBuilder::new()
