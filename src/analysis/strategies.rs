@@ -142,7 +142,6 @@ fn nearest_in_blocks(
 /// of centres, from its products with them. Eight independent running minima so the loop runs
 /// in SIMD lanes; a minimum is exact whatever the order, so the result equals the plain loop.
 fn nearest_in_row(xn: f32, prod: &[f32], cn: &[f32], init: f32) -> f32 {
-    const LANES: usize = 8;
     let dist = |p: f32, c: f32| (xn + c - 2.0 * p).max(0.0);
     let keep_min = |m: &mut f32, v: f32| {
         if v < *m {
@@ -384,7 +383,6 @@ fn nearest_seed(x: ArrayView2<f32>, seeds: ArrayView2<f32>) -> Vec<usize> {
 /// side (SIMD lanes), each its own sum, the same bits whatever the chunks.
 fn update_min(dist: &mut [f32], xt: &[f32], c: &[f32]) {
     const ROWS: usize = 2048;
-    const LANES: usize = 8;
     let n = dist.len();
     debug_assert_eq!(xt.len(), c.len() * n, "xt holds d × n values");
     dist.par_chunks_mut(ROWS)
@@ -465,15 +463,21 @@ fn badge_rows(
     let mut dist = vec![f32::INFINITY; n];
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut last = first;
+    // The residuals and hidden states feature by feature (`classes × n`, `width × n`).
+    let mut ut = vec![0f32; p.ncols() * n];
+    for (i, ui) in u.iter().enumerate() {
+        for (c, &v) in ui.iter().enumerate() {
+            ut[c * n + i] = v;
+        }
+    }
+    let ht = h.t().as_standard_layout().into_owned();
+    let rows = Features {
+        u: &ut,
+        h: ht.as_slice().expect("a standard layout"),
+        norms: &norms,
+    };
     while picked.len() < k {
-        let (uc, hc) = (&u[last], h.row(last));
-        dist.par_iter_mut().enumerate().for_each(|(i, d)| {
-            let cross = u[i].iter().zip(uc).map(|(a, b)| a * b).sum::<f32>() * h.row(i).dot(&hc);
-            let v = (norms[i] + norms[last] - 2.0 * cross).max(0.0);
-            if v < *d {
-                *d = v;
-            }
-        });
+        rows.lower(&mut dist, &u[last], &h.row(last).to_vec(), norms[last]);
         for &j in &picked {
             dist[j] = 0.0;
         }
@@ -502,6 +506,95 @@ fn badge_rows(
     }
     picked
 }
+
+/// BADGE's candidates feature by feature: residuals `u` (`classes × n`), last hidden states
+/// `h` (`width × n`) and the embeddings' squared norms.
+struct Features<'a> {
+    u: &'a [f32],
+    h: &'a [f32],
+    norms: &'a [f32],
+}
+
+impl Features<'_> {
+    /// Lower each row's squared distance to the embedding of a pick (residual `uc`, hidden
+    /// state `hc`, squared norm `nc`): max(0, ‖gᵢ‖² + nc − 2 (uᵢ·uc)(hᵢ·hc)). Eight rows side by
+    /// side (SIMD lanes), each with the operations of the row-by-row formula in its order:
+    /// uᵢ·uc as `Iterator::sum` adds (from −0, in order) and hᵢ·hc as ndarray's `dot` of two
+    /// slices (eight partial sums, combined (p0 + p4) + (p1 + p5) + …, then the tail), so the
+    /// same bits (a test compares).
+    fn lower(&self, dist: &mut [f32], uc: &[f32], hc: &[f32], nc: f32) {
+        const ROWS: usize = 2048;
+        let n = dist.len();
+        dist.par_chunks_mut(ROWS)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                for (g, dv) in chunk.chunks_mut(LANES).enumerate() {
+                    let r = b * ROWS + g * LANES;
+                    let v = if dv.len() == LANES {
+                        self.group(uc, hc, |t, j| {
+                            t[j * n + r..j * n + r + LANES].try_into().expect("8 lanes")
+                        })
+                    } else {
+                        self.group(uc, hc, |t, j| {
+                            std::array::from_fn(
+                                |l| if l < dv.len() { t[j * n + r + l] } else { 0.0 },
+                            )
+                        })
+                    };
+                    for (d, (&v, &norm)) in dv.iter_mut().zip(v.iter().zip(&self.norms[r..])) {
+                        let v = (norm + nc - 2.0 * v).max(0.0);
+                        if v < *d {
+                            *d = v;
+                        }
+                    }
+                }
+            });
+    }
+
+    /// (uᵢ·uc)(hᵢ·hc) of eight rows, `get(table, j)` giving their feature j.
+    #[inline(always)]
+    fn group(
+        &self,
+        uc: &[f32],
+        hc: &[f32],
+        get: impl Fn(&[f32], usize) -> [f32; LANES],
+    ) -> [f32; LANES] {
+        let mut ud = [-0.0f32; LANES];
+        for (c, &w) in uc.iter().enumerate() {
+            let col = get(self.u, c);
+            for l in 0..LANES {
+                ud[l] += col[l] * w;
+            }
+        }
+        let whole = hc.len() / 8 * 8;
+        let mut p = [[0f32; LANES]; 8];
+        for j0 in (0..whole).step_by(8) {
+            for (k, pk) in p.iter_mut().enumerate() {
+                let col = get(self.h, j0 + k);
+                for l in 0..LANES {
+                    pk[l] += col[l] * hc[j0 + k];
+                }
+            }
+        }
+        let mut hd = [0f32; LANES];
+        for l in 0..LANES {
+            hd[l] += p[0][l] + p[4][l];
+            hd[l] += p[1][l] + p[5][l];
+            hd[l] += p[2][l] + p[6][l];
+            hd[l] += p[3][l] + p[7][l];
+        }
+        for (j, &w) in hc.iter().enumerate().skip(whole) {
+            let col = get(self.h, j);
+            for l in 0..LANES {
+                hd[l] += col[l] * w;
+            }
+        }
+        std::array::from_fn(|l| ud[l] * hd[l])
+    }
+}
+
+/// Rows side by side in the lane loops.
+const LANES: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -676,6 +769,47 @@ mod tests {
             bounds.iter().all(|b| b.is_finite()),
             "each a distance to some centre"
         );
+    }
+
+    #[test]
+    fn badge_distances_in_lanes_equal_the_row_by_row_formula_bit_for_bit() {
+        // 2 061 rows: a parallel chunk and a tail of 5 (not a lane multiple); widths below,
+        // at and beyond one group of eight, with and without a tail; some rows zero.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (classes, width) in [(10, 28), (2, 3), (10, 8), (3, 13), (10, 31)] {
+            let n = 2_061;
+            let p = ndarray::Array2::from_shape_simple_fn((n, classes), || rng.random::<f32>());
+            let mut h = ndarray::Array2::from_shape_simple_fn((n, width), || {
+                (rng.random::<f32>() - 0.3).max(0.0)
+            });
+            h.row_mut(40).fill(0.0);
+            let u: Vec<Vec<f32>> = p.rows().into_iter().map(residual).collect();
+            let norms: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.7).collect();
+            let ut: Vec<f32> = (0..classes)
+                .flat_map(|c| u.iter().map(move |r| r[c]))
+                .collect();
+            let ht = h.t().as_standard_layout().into_owned();
+            let rows = Features {
+                u: &ut,
+                h: ht.as_slice().unwrap(),
+                norms: &norms,
+            };
+            for last in [7, 40, n - 1] {
+                let mut dist: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 3.0).collect();
+                let mut want = dist.clone();
+                rows.lower(&mut dist, &u[last], &h.row(last).to_vec(), norms[last]);
+                for (i, w) in want.iter_mut().enumerate() {
+                    let ud = u[i].iter().zip(&u[last]).map(|(a, b)| a * b).sum::<f32>();
+                    let cross = ud * h.row(i).dot(&h.row(last));
+                    let v = (norms[i] + norms[last] - 2.0 * cross).max(0.0);
+                    if v < *w {
+                        *w = v;
+                    }
+                }
+                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dist), bits(&want), "{classes} classes, width {width}");
+            }
+        }
     }
 
     #[test]
