@@ -15,90 +15,118 @@ use std::sync::{Arc, Mutex};
 
 type Entry = Arc<dyn Any + Send + Sync>;
 
-/// A write handed to the writer thread: the staging folder it belongs to, and the write.
+/// A write handed to the writer: the staging folder it belongs to, and the write.
 type Job = (PathBuf, Box<dyn FnOnce() -> Result<()> + Send>);
 
-/// The writes in flight per staging folder, and the first failure of each.
+/// The writes queued, the writes not done per staging folder, and the first failure of each.
 #[derive(Default)]
-struct InFlight {
+struct Queue {
+    jobs: std::collections::VecDeque<Job>,
+    closed: bool,
     pending: HashMap<PathBuf, usize>,
     failed: HashMap<PathBuf, anyhow::Error>,
 }
 
+type Shared = Arc<(Mutex<Queue>, std::sync::Condvar)>;
+
 /// One thread that writes the artifacts of open iterations while the runners compute (the
-/// runners' threads would otherwise wait for every file they put). Writes run in the order
-/// they were put; an iteration is committed only when all of its writes are done and none
-/// failed.
+/// runners' threads would otherwise wait for every file they put), in the order they were
+/// put. A thread that waits for an iteration's writes writes queued files meanwhile, so the
+/// files left at a commit are written two at a time. Each file is written whole by one
+/// thread, so the bytes do not depend on which. An iteration is committed only when all of
+/// its writes are done and none failed.
 struct Writer {
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    state: Arc<(Mutex<InFlight>, std::sync::Condvar)>,
+    state: Shared,
 }
 
 impl Writer {
     fn start() -> Writer {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let state: Arc<(Mutex<InFlight>, std::sync::Condvar)> = Arc::default();
+        let state: Shared = Arc::default();
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("mode-writer".into())
             .spawn(move || {
-                for (stage, write) in rx {
-                    let result = write();
-                    let (lock, done) = &*st;
-                    let mut s = lock.lock().expect("writer lock");
-                    if let Err(e) = result {
-                        s.failed.entry(stage.clone()).or_insert(e);
-                    }
-                    if let Some(n) = s.pending.get_mut(&stage) {
-                        *n -= 1;
-                        if *n == 0 {
-                            s.pending.remove(&stage);
-                        }
-                    }
-                    done.notify_all();
+                while let Some(job) = next_job(&st) {
+                    run_job(&st, job);
                 }
             })
             .expect("the writer thread starts");
         Writer {
-            jobs: Some(tx),
             thread: Some(thread),
             state,
         }
     }
 
     fn send(&self, stage: &Path, write: Box<dyn FnOnce() -> Result<()> + Send>) {
-        let (lock, _) = &*self.state;
-        *lock
-            .lock()
-            .expect("writer lock")
-            .pending
-            .entry(stage.to_path_buf())
-            .or_insert(0) += 1;
-        self.jobs
-            .as_ref()
-            .expect("a running writer")
-            .send((stage.to_path_buf(), write))
-            .expect("the writer thread runs while the store lives");
+        let (lock, wake) = &*self.state;
+        let mut q = lock.lock().expect("writer lock");
+        *q.pending.entry(stage.to_path_buf()).or_insert(0) += 1;
+        q.jobs.push_back((stage.to_path_buf(), write));
+        wake.notify_all();
     }
 
-    /// Wait until every write into `stage` is done; the first failure, if any.
+    /// Wait until every write into `stage` is done, writing queued files meanwhile; the first
+    /// failure, if any.
     fn wait(&self, stage: &Path) -> Result<()> {
-        let (lock, done) = &*self.state;
-        let mut s = lock.lock().expect("writer lock");
-        while s.pending.contains_key(stage) {
-            s = done.wait(s).expect("writer lock");
+        let (lock, wake) = &*self.state;
+        let mut q = lock.lock().expect("writer lock");
+        while q.pending.contains_key(stage) {
+            match q.jobs.pop_front() {
+                Some(job) => {
+                    drop(q);
+                    run_job(&self.state, job);
+                    q = lock.lock().expect("writer lock");
+                }
+                None => q = wake.wait(q).expect("writer lock"),
+            }
         }
-        match s.failed.remove(stage) {
+        match q.failed.remove(stage) {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 }
 
+/// The next queued write; none once the writer is closed and the queue empty.
+fn next_job(state: &Shared) -> Option<Job> {
+    let (lock, wake) = &**state;
+    let mut q = lock.lock().expect("writer lock");
+    loop {
+        if let Some(job) = q.jobs.pop_front() {
+            return Some(job);
+        }
+        if q.closed {
+            return None;
+        }
+        q = wake.wait(q).expect("writer lock");
+    }
+}
+
+/// Run one write and record it as done (and its failure).
+fn run_job(state: &Shared, (stage, write): Job) {
+    let result = write();
+    let (lock, wake) = &**state;
+    let mut q = lock.lock().expect("writer lock");
+    if let Err(e) = result {
+        q.failed.entry(stage.clone()).or_insert(e);
+    }
+    if let Some(n) = q.pending.get_mut(&stage) {
+        *n -= 1;
+        if *n == 0 {
+            q.pending.remove(&stage);
+        }
+    }
+    wake.notify_all();
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.jobs.take();
+        {
+            let (lock, wake) = &*self.state;
+            lock.lock().expect("writer lock").closed = true;
+            wake.notify_all();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -463,6 +491,69 @@ mod tests {
             !layout.iter_staging("random", 2).exists(),
             "no staging folder left"
         );
+    }
+
+    /// Says it started, then writes when a gate opens.
+    struct Gated(
+        std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+        Mutex<std::sync::mpsc::Sender<()>>,
+    );
+    impl Artifact for Gated {
+        fn read(_: &Path) -> Result<Self> {
+            anyhow::bail!("never read")
+        }
+        fn write(&self, path: &Path) -> Result<()> {
+            self.1.lock().unwrap().send(()).unwrap();
+            let (open, opened) = &*self.0;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = opened.wait(o).unwrap();
+            }
+            crate::artifacts::write_bytes(path, b"ok")
+        }
+    }
+
+    /// A commit writes the files left in the queue itself: with the writer thread held by
+    /// another iteration's file, the commit still ends, with every file of its iteration.
+    #[test]
+    fn a_commit_writes_queued_files_while_the_writer_is_busy() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        let s = Store::memory(layout.clone(), true);
+        let (held, ready) = (layout.iter("random", 1), layout.iter("random", 2));
+        s.open_iteration(&held, layout.iter_staging("random", 1))
+            .unwrap();
+        s.open_iteration(&ready, layout.iter_staging("random", 2))
+            .unwrap();
+        let gate = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (started, writing) = std::sync::mpsc::channel();
+        s.put(
+            &held.path().join("gated"),
+            Gated(gate.clone(), Mutex::new(started)),
+        )
+        .unwrap();
+        writing.recv().unwrap();
+        for i in 0..3 {
+            s.put(&ready.path().join(format!("f{i}")), Slow(false))
+                .unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                tx.send(s.commit(&ready).map_err(|e| format!("{e:#}")))
+                    .unwrap()
+            });
+            let committed = rx.recv_timeout(std::time::Duration::from_secs(20));
+            let (open, opened) = &*gate;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+            assert_eq!(committed, Ok(Ok(())), "committed while the writer was held");
+        });
+        for i in 0..3 {
+            assert!(ready.path().join(format!("f{i}")).exists());
+        }
+        s.commit(&held).unwrap();
+        assert!(held.path().join("gated").exists());
     }
 
     /// What a step keeps is held as the value it was given: found by its type (and only by
