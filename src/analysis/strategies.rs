@@ -176,7 +176,11 @@ fn nearest_in_row(xn: f32, prod: &[f32], cn: &[f32], init: f32) -> f32 {
 /// A candidate's distance is min(its nearest centre's, its nearest pick's). With many centres
 /// the first term is computed lazily ([`NearestCentre`]): an upper bound for every candidate,
 /// the exact value only for those that could be the farthest. The picks and their distances
-/// are those of computing every candidate's exact value first (a test compares).
+/// are those of computing every candidate's exact value first (a test compares): an exact
+/// value is computed in a block of [`ROWS_PER`] rows, as [`nearest_sq_dist`] computes all but
+/// its last block, and sgemm's sum for one element does not depend on the block's other rows
+/// (the test's last blocks of 40 and 464 rows; a last block of a single row would take
+/// sgemm's vector path instead).
 pub fn k_center_greedy(
     candidates: ArrayView2<f32>,
     centres: ArrayView2<f32>,
