@@ -77,6 +77,62 @@ fn product(
         c.mapv_inplace(|v| v * beta);
         return;
     }
+    let block = depth_block(m, n, k, a.strides(), b.strides(), c.strides());
+    let mut beta = beta;
+    for start in (0..k).step_by(block) {
+        let end = (start + block).min(k);
+        let (a, b) = (
+            a.slice(ndarray::s![.., start..end]),
+            b.slice(ndarray::s![start..end, ..]),
+        );
+        gemm_call(alpha, &a, &b, beta, c, parallelism);
+        beta = 1.0;
+    }
+}
+
+/// The depth blocks gemm would cut `k` into on a machine with a 32 KiB, 8-way L1 data cache,
+/// or `k` itself where gemm's blocking does not depend on the machine.
+///
+/// gemm sums each element over one block of `k` at a time and adds the blocks into `c` in
+/// order, so the block length is part of the result's bits. On its small paths (an output of
+/// at most 16 × 16 elements with unit-stride operands, or one of at most 64 × 64, or `k` ≤ 2,
+/// or a vector) the blocks are fixed; on the large ones they come from the L1 cache's size
+/// and associativity — blocks of 392 for `k` = 784 on a 32 KiB 8-way L1, one block of 784 on
+/// a 48 KiB 12-way one — and the same seed would give other bits on another processor. Cut
+/// here into the 32 KiB rule's blocks (at most 512, the least gemm ever uses, so each call
+/// is one block inside gemm on any cache), then added in order with β = 1, they are the
+/// operations gemm does on such a cache: the same bits on every machine.
+fn depth_block(m: usize, n: usize, k: usize, sa: &[isize], sb: &[isize], sc: &[isize]) -> usize {
+    const LEAST: usize = 512;
+    // gemm turns the product around when `c` is column-major (as `cᵀ = bᵀ·aᵀ`).
+    let turned = sc[1].abs() < sc[0].abs();
+    let (m, n, lhs_cs, lhs_rs, rhs_cs, rhs_rs, dst_cs, dst_rs) = if turned {
+        (n, m, sb[0], sb[1], sa[0], sa[1], sc[0], sc[1])
+    } else {
+        (m, n, sa[1], sa[0], sb[1], sb[0], sc[1], sc[0])
+    };
+    let (lhs_cs, lhs_rs, rhs_cs, rhs_rs) = (lhs_cs.abs(), lhs_rs.abs(), rhs_cs.abs(), rhs_rs.abs());
+    let (dst_cs, dst_rs) = (dst_cs.abs(), dst_rs.abs());
+    let horizontal = lhs_cs == 1 && rhs_rs == 1 && m * n <= 16 * 16;
+    let vector = (n <= 1 && ((lhs_rs == 1 && dst_rs == 1) || (lhs_cs == 1 && rhs_rs == 1)))
+        || (m <= 1 && ((rhs_cs == 1 && dst_cs == 1) || (rhs_rs == 1 && lhs_cs == 1)));
+    let small = m <= 64 && n <= 64;
+    if k <= LEAST || horizontal || k <= 2 || vector || small {
+        return k;
+    }
+    k.div_ceil(k.div_ceil(LEAST))
+}
+
+fn gemm_call(
+    alpha: f32,
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<f32>,
+    parallelism: gemm::Parallelism,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
     let (sa, sb) = (a.strides(), b.strides());
     let sc = [c.strides()[0], c.strides()[1]];
     // SAFETY: the pointers and strides come from ndarray views of exactly these shapes, so
@@ -148,6 +204,69 @@ mod tests {
             let mut many_t = Array2::<f32>::zeros((m, n));
             pool.install(|| mat_mul_par(1.0, &a.view(), &bt.t(), 0.0, &mut many_t.view_mut()));
             assert_eq!(bits(&one), bits(&many_t), "{m} × {k} × {n}, transposed");
+        }
+    }
+
+    /// gemm's arithmetic on a 32 KiB 8-way L1 data cache, element by element: `k` cut into
+    /// ⌈k / 512⌉ equal depth blocks, each one fused multiply-add chain from zero, the first
+    /// block's sum written, each later one added with one fused add.
+    fn blocked_reference(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
+        let k = a.ncols();
+        let block = k.div_ceil(k.div_ceil(512));
+        Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
+            let mut c = 0.0f32;
+            for (s, start) in (0..k).step_by(block).enumerate() {
+                let end = (start + block).min(k);
+                let sum = (start..end).fold(0.0f32, |acc, t| a[(i, t)].mul_add(b[(t, j)], acc));
+                c = if s == 0 { sum } else { sum.mul_add(1.0, c) };
+            }
+            c
+        })
+    }
+
+    /// A product on gemm's large path sums in the depth blocks of a 32 KiB L1 cache whatever
+    /// the machine's cache (gemm alone cuts `k` = 784 into two blocks on a 32 KiB 8-way L1 and
+    /// into one on a 48 KiB 12-way L1, so the same seed gave other bits on another processor):
+    /// the bits of the fused multiply-add chains gemm's kernels compute, on the shapes of the
+    /// probe's first layer, the feature models' products and an output in column-major order.
+    #[test]
+    fn large_products_have_the_same_depth_blocks_on_every_cache() {
+        for (m, k, n) in [
+            (1_024, 784, 28),
+            (10, 681, 2_000),
+            (10, 3_000, 681),
+            (300, 513, 70),
+        ] {
+            let a = random(m, k, 6);
+            let b = random(k, n, 7);
+            let want = bits(&blocked_reference(&a, &b));
+            let differing = |c: &Array2<f32>| {
+                let got = bits(c);
+                got.iter().zip(&want).filter(|(g, w)| g != w).count()
+            };
+            let mut c = Array2::<f32>::zeros((m, n));
+            mat_mul(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
+            assert_eq!(
+                differing(&c),
+                0,
+                "{m} × {k} × {n}: elements with other bits"
+            );
+            let mut par = Array2::<f32>::zeros((m, n));
+            mat_mul_par(1.0, &a.view(), &b.view(), 0.0, &mut par.view_mut());
+            assert_eq!(differing(&par), 0, "{m} × {k} × {n}, threaded");
+            let mut ct = Array2::<f32>::zeros((n, m));
+            mat_mul(
+                1.0,
+                &a.view(),
+                &b.view(),
+                0.0,
+                &mut ct.view_mut().reversed_axes(),
+            );
+            assert_eq!(
+                differing(&ct.t().to_owned()),
+                0,
+                "{m} × {k} × {n}, column-major"
+            );
         }
     }
 
