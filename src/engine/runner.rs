@@ -16,6 +16,7 @@ use crate::config::Pipeline;
 use crate::vocab::{IterStatus, Origin, Scope};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// One iteration of one arm, as sweeps and ablations record it.
@@ -72,9 +73,13 @@ fn copy_analysis(store: &Store, from: &Step, to: &Step) -> Result<()> {
     }
     let rows = store.get::<Vec<LayerRow>>(&from.dir.layers())?;
     if to.p.layers.enabled {
-        let mut names: Vec<&str> = rows.iter().map(|r| r.layer.as_str()).collect();
-        names.dedup();
-        for name in names.iter().filter(|n| **n != crate::artifacts::OUTPUT) {
+        // One head per layer (the rows list each layer once per direction).
+        let mut seen = HashSet::new();
+        let names = rows
+            .iter()
+            .map(|r| r.layer.as_str())
+            .filter(|n| seen.insert(*n));
+        for name in names.filter(|n| *n != crate::artifacts::OUTPUT) {
             let h = store.get::<Head>(&from.dir.head(name))?;
             store.put_arc(&to.dir.head(name), h)?;
         }

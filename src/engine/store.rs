@@ -15,16 +15,37 @@ use std::sync::{Arc, Mutex};
 
 type Entry = Arc<dyn Any + Send + Sync>;
 
-/// A write handed to the writer: the staging folder it belongs to, and the write.
-type Job = (PathBuf, Box<dyn FnOnce() -> Result<()> + Send>);
+/// A write handed to the writer: the staging folder it belongs to, the file, and the write.
+struct Job {
+    stage: PathBuf,
+    file: PathBuf,
+    write: Box<dyn FnOnce() -> Result<()> + Send>,
+}
 
-/// The writes queued, the writes not done per staging folder, and the first failure of each.
+/// The writes queued, the files being written, the writes not done per staging folder, and
+/// the first failure of each.
 #[derive(Default)]
 struct Queue {
     jobs: std::collections::VecDeque<Job>,
+    writing: HashSet<PathBuf>,
     closed: bool,
     pending: HashMap<PathBuf, usize>,
     failed: HashMap<PathBuf, anyhow::Error>,
+}
+
+impl Queue {
+    /// The first queued write whose file no thread is writing, marked as being written: two
+    /// writes of one file never overlap (they would share its temporary name) and happen in
+    /// the order they were put, so the later put is what the file holds.
+    fn take(&mut self) -> Option<Job> {
+        let i = self
+            .jobs
+            .iter()
+            .position(|j| !self.writing.contains(&j.file))?;
+        let job = self.jobs.remove(i).expect("a queued write");
+        self.writing.insert(job.file.clone());
+        Some(job)
+    }
 }
 
 type Shared = Arc<(Mutex<Queue>, std::sync::Condvar)>;
@@ -58,11 +79,15 @@ impl Writer {
         }
     }
 
-    fn send(&self, stage: &Path, write: Box<dyn FnOnce() -> Result<()> + Send>) {
+    fn send(&self, stage: &Path, file: &Path, write: Box<dyn FnOnce() -> Result<()> + Send>) {
         let (lock, wake) = &*self.state;
         let mut q = lock.lock().expect("writer lock");
         *q.pending.entry(stage.to_path_buf()).or_insert(0) += 1;
-        q.jobs.push_back((stage.to_path_buf(), write));
+        q.jobs.push_back(Job {
+            stage: stage.to_path_buf(),
+            file: file.to_path_buf(),
+            write,
+        });
         wake.notify_all();
     }
 
@@ -72,7 +97,7 @@ impl Writer {
         let (lock, wake) = &*self.state;
         let mut q = lock.lock().expect("writer lock");
         while q.pending.contains_key(stage) {
-            match q.jobs.pop_front() {
+            match q.take() {
                 Some(job) => {
                     drop(q);
                     run_job(&self.state, job);
@@ -93,10 +118,10 @@ fn next_job(state: &Shared) -> Option<Job> {
     let (lock, wake) = &**state;
     let mut q = lock.lock().expect("writer lock");
     loop {
-        if let Some(job) = q.jobs.pop_front() {
+        if let Some(job) = q.take() {
             return Some(job);
         }
-        if q.closed {
+        if q.closed && q.jobs.is_empty() {
             return None;
         }
         q = wake.wait(q).expect("writer lock");
@@ -104,10 +129,11 @@ fn next_job(state: &Shared) -> Option<Job> {
 }
 
 /// Run one write and record it as done (and its failure).
-fn run_job(state: &Shared, (stage, write): Job) {
+fn run_job(state: &Shared, Job { stage, file, write }: Job) {
     let result = write();
     let (lock, wake) = &**state;
     let mut q = lock.lock().expect("writer lock");
+    q.writing.remove(&file);
     if let Err(e) = result {
         q.failed.entry(stage.clone()).or_insert(e);
     }
@@ -230,7 +256,7 @@ impl Store {
                 // Into an open iteration: written by the writer thread, waited for at commit.
                 (Some(w), Some((stage, to))) => {
                     let v = value.clone();
-                    w.send(&stage, Box::new(move || v.write(&to)));
+                    w.send(&stage, &to.clone(), Box::new(move || v.write(&to)));
                 }
                 // Inside an open iteration's staging folder, or in place.
                 (_, staged) => {
@@ -554,6 +580,51 @@ mod tests {
         }
         s.commit(&held).unwrap();
         assert!(held.path().join("gated").exists());
+    }
+
+    /// Writes its bytes, saying first that it started.
+    struct Signals(&'static [u8], Mutex<std::sync::mpsc::Sender<()>>);
+    impl Artifact for Signals {
+        fn read(_: &Path) -> Result<Self> {
+            anyhow::bail!("never read")
+        }
+        fn write(&self, path: &Path) -> Result<()> {
+            self.1.lock().unwrap().send(()).unwrap();
+            crate::artifacts::write_bytes(path, self.0)
+        }
+    }
+
+    /// A file put twice into an open iteration is written once after the other, never by two
+    /// threads at once (they would share its temporary name): with the writer thread held on
+    /// the first write, a committing thread leaves the second alone, and the file ends with
+    /// the later put.
+    #[test]
+    fn two_writes_of_one_file_never_overlap() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::new(t.path());
+        let s = Store::memory(layout.clone(), true);
+        let it = layout.iter("random", 1);
+        s.open_iteration(&it, layout.iter_staging("random", 1))
+            .unwrap();
+        let gate = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (started, first) = std::sync::mpsc::channel();
+        let file = it.path().join("twice");
+        s.put(&file, Gated(gate.clone(), Mutex::new(started)))
+            .unwrap();
+        first.recv().unwrap();
+        let (started, second) = std::sync::mpsc::channel();
+        s.put(&file, Signals(b"later", Mutex::new(started)))
+            .unwrap();
+        std::thread::scope(|scope| {
+            let commit = scope.spawn(|| s.commit(&it).map_err(|e| format!("{e:#}")));
+            let early = second.recv_timeout(std::time::Duration::from_millis(500));
+            let (open, opened) = &*gate;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+            assert!(early.is_err(), "the second write started during the first");
+            assert_eq!(commit.join().unwrap(), Ok(()));
+        });
+        assert_eq!(std::fs::read(&file).unwrap(), b"later");
     }
 
     /// What a step keeps is held as the value it was given: found by its type (and only by
