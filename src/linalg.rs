@@ -117,7 +117,8 @@ fn depth_block(m: usize, n: usize, k: usize, sa: &[isize], sb: &[isize], sc: &[i
     let vector = (n <= 1 && ((lhs_rs == 1 && dst_rs == 1) || (lhs_cs == 1 && rhs_rs == 1)))
         || (m <= 1 && ((rhs_cs == 1 && dst_cs == 1) || (rhs_rs == 1 && lhs_cs == 1)));
     let small = m <= 64 && n <= 64;
-    if k <= LEAST || horizontal || k <= 2 || vector || small {
+    // (`k` ≤ 2, gemm's other fixed path, is inside `k` ≤ LEAST.)
+    if k <= LEAST || horizontal || vector || small {
         return k;
     }
     k.div_ceil(k.div_ceil(LEAST))

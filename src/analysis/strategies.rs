@@ -386,34 +386,43 @@ fn nearest_seed(x: ArrayView2<f32>, seeds: ArrayView2<f32>) -> Vec<usize> {
 /// Σⱼ (xⱼ − cⱼ)², summed over j in order as a plain loop over the row would: eight rows side by
 /// side (SIMD lanes), each its own sum, the same bits whatever the chunks.
 fn update_min(dist: &mut [f32], xt: &[f32], c: &[f32]) {
-    const ROWS: usize = 2048;
     let n = dist.len();
     debug_assert_eq!(xt.len(), c.len() * n, "xt holds d × n values");
+    lower_in_lanes(dist, |r, len| {
+        let mut acc = [0f32; LANES];
+        if len == LANES {
+            for (j, &cj) in c.iter().enumerate() {
+                let col = &xt[j * n + r..j * n + r + LANES];
+                for l in 0..LANES {
+                    let t = col[l] - cj;
+                    acc[l] += t * t;
+                }
+            }
+        } else {
+            for (j, &cj) in c.iter().enumerate() {
+                for (l, a) in acc.iter_mut().take(len).enumerate() {
+                    let t = xt[j * n + r + l] - cj;
+                    *a += t * t;
+                }
+            }
+        }
+        acc
+    });
+}
+
+/// Lower every `dist[i]` to row i's new value, rows in chunks over the pool and eight side by
+/// side (SIMD lanes): `values(r, len)` gives the values of rows `r..r + len` (`len` ≤
+/// [`LANES`]; the lanes past `len` are ignored).
+fn lower_in_lanes(dist: &mut [f32], values: impl Fn(usize, usize) -> [f32; LANES] + Sync) {
+    const ROWS: usize = 2048;
     dist.par_chunks_mut(ROWS)
         .enumerate()
         .for_each(|(b, chunk)| {
             for (g, dv) in chunk.chunks_mut(LANES).enumerate() {
-                let r = b * ROWS + g * LANES;
-                let mut acc = [0f32; LANES];
-                if dv.len() == LANES {
-                    for (j, &cj) in c.iter().enumerate() {
-                        let col = &xt[j * n + r..j * n + r + LANES];
-                        for l in 0..LANES {
-                            let t = col[l] - cj;
-                            acc[l] += t * t;
-                        }
-                    }
-                } else {
-                    for (j, &cj) in c.iter().enumerate() {
-                        for (l, a) in acc.iter_mut().take(dv.len()).enumerate() {
-                            let t = xt[j * n + r + l] - cj;
-                            *a += t * t;
-                        }
-                    }
-                }
-                for (v, &a) in dv.iter_mut().zip(&acc) {
-                    if a < *v {
-                        *v = a;
+                let v = values(b * ROWS + g * LANES, dv.len());
+                for (d, &v) in dv.iter_mut().zip(&v) {
+                    if v < *d {
+                        *d = v;
                     }
                 }
             }
@@ -527,32 +536,22 @@ impl Features<'_> {
     /// slices (eight partial sums, combined (p0 + p4) + (p1 + p5) + …, then the tail), so the
     /// same bits (a test compares).
     fn lower(&self, dist: &mut [f32], uc: &[f32], hc: &[f32], nc: f32) {
-        const ROWS: usize = 2048;
         let n = dist.len();
-        dist.par_chunks_mut(ROWS)
-            .enumerate()
-            .for_each(|(b, chunk)| {
-                for (g, dv) in chunk.chunks_mut(LANES).enumerate() {
-                    let r = b * ROWS + g * LANES;
-                    let v = if dv.len() == LANES {
-                        self.group(uc, hc, |t, j| {
-                            t[j * n + r..j * n + r + LANES].try_into().expect("8 lanes")
-                        })
-                    } else {
-                        self.group(uc, hc, |t, j| {
-                            std::array::from_fn(
-                                |l| if l < dv.len() { t[j * n + r + l] } else { 0.0 },
-                            )
-                        })
-                    };
-                    for (d, (&v, &norm)) in dv.iter_mut().zip(v.iter().zip(&self.norms[r..])) {
-                        let v = (norm + nc - 2.0 * v).max(0.0);
-                        if v < *d {
-                            *d = v;
-                        }
-                    }
-                }
-            });
+        lower_in_lanes(dist, |r, len| {
+            let cross = if len == LANES {
+                self.group(uc, hc, |t, j| {
+                    t[j * n + r..j * n + r + LANES].try_into().expect("8 lanes")
+                })
+            } else {
+                self.group(uc, hc, |t, j| {
+                    std::array::from_fn(|l| if l < len { t[j * n + r + l] } else { 0.0 })
+                })
+            };
+            std::array::from_fn(|l| {
+                let norm = self.norms.get(r + l).copied().unwrap_or(0.0);
+                (norm + nc - 2.0 * cross[l]).max(0.0)
+            })
+        });
     }
 
     /// (uᵢ·uc)(hᵢ·hc) of eight rows, `get(table, j)` giving their feature j.

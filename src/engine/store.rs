@@ -79,15 +79,11 @@ impl Writer {
         }
     }
 
-    fn send(&self, stage: &Path, file: &Path, write: Box<dyn FnOnce() -> Result<()> + Send>) {
+    fn send(&self, stage: PathBuf, file: PathBuf, write: Box<dyn FnOnce() -> Result<()> + Send>) {
         let (lock, wake) = &*self.state;
         let mut q = lock.lock().expect("writer lock");
-        *q.pending.entry(stage.to_path_buf()).or_insert(0) += 1;
-        q.jobs.push_back(Job {
-            stage: stage.to_path_buf(),
-            file: file.to_path_buf(),
-            write,
-        });
+        *q.pending.entry(stage.clone()).or_insert(0) += 1;
+        q.jobs.push_back(Job { stage, file, write });
         wake.notify_all();
     }
 
@@ -256,7 +252,7 @@ impl Store {
                 // Into an open iteration: written by the writer thread, waited for at commit.
                 (Some(w), Some((stage, to))) => {
                     let v = value.clone();
-                    w.send(&stage, &to.clone(), Box::new(move || v.write(&to)));
+                    w.send(stage, to.clone(), Box::new(move || v.write(&to)));
                 }
                 // Inside an open iteration's staging folder, or in place.
                 (_, staged) => {
@@ -519,22 +515,33 @@ mod tests {
         );
     }
 
+    /// A gate a test opens once; writes wait at it until then.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+    impl Gate {
+        fn open(&self) {
+            let (open, opened) = &*self.0;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+        }
+        fn pass(&self) {
+            let (open, opened) = &*self.0;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = opened.wait(o).unwrap();
+            }
+        }
+    }
+
     /// Says it started, then writes when a gate opens.
-    struct Gated(
-        std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
-        Mutex<std::sync::mpsc::Sender<()>>,
-    );
+    struct Gated(Gate, Mutex<std::sync::mpsc::Sender<()>>);
     impl Artifact for Gated {
         fn read(_: &Path) -> Result<Self> {
             anyhow::bail!("never read")
         }
         fn write(&self, path: &Path) -> Result<()> {
             self.1.lock().unwrap().send(()).unwrap();
-            let (open, opened) = &*self.0;
-            let mut o = open.lock().unwrap();
-            while !*o {
-                o = opened.wait(o).unwrap();
-            }
+            self.0.pass();
             crate::artifacts::write_bytes(path, b"ok")
         }
     }
@@ -551,7 +558,7 @@ mod tests {
             .unwrap();
         s.open_iteration(&ready, layout.iter_staging("random", 2))
             .unwrap();
-        let gate = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let gate = Gate::default();
         let (started, writing) = std::sync::mpsc::channel();
         s.put(
             &held.path().join("gated"),
@@ -570,9 +577,7 @@ mod tests {
                     .unwrap()
             });
             let committed = rx.recv_timeout(std::time::Duration::from_secs(20));
-            let (open, opened) = &*gate;
-            *open.lock().unwrap() = true;
-            opened.notify_all();
+            gate.open();
             assert_eq!(committed, Ok(Ok(())), "committed while the writer was held");
         });
         for i in 0..3 {
@@ -606,7 +611,7 @@ mod tests {
         let it = layout.iter("random", 1);
         s.open_iteration(&it, layout.iter_staging("random", 1))
             .unwrap();
-        let gate = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let gate = Gate::default();
         let (started, first) = std::sync::mpsc::channel();
         let file = it.path().join("twice");
         s.put(&file, Gated(gate.clone(), Mutex::new(started)))
@@ -618,9 +623,7 @@ mod tests {
         std::thread::scope(|scope| {
             let commit = scope.spawn(|| s.commit(&it).map_err(|e| format!("{e:#}")));
             let early = second.recv_timeout(std::time::Duration::from_millis(500));
-            let (open, opened) = &*gate;
-            *open.lock().unwrap() = true;
-            opened.notify_all();
+            gate.open();
             assert!(early.is_err(), "the second write started during the first");
             assert_eq!(commit.join().unwrap(), Ok(()));
         });
