@@ -96,7 +96,7 @@ fn conv_layers() {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Distribution, Tensor};
-    use mode::model::kernels::{ConvShape, conv_backward, conv_forward};
+    use mode::model::kernels::{ConvShape, conv_backward, conv_forward_cols};
     let dev = mode::model::fleet::device(true);
     let steps = 200;
     for (c, h, o, pad) in [(1usize, 28usize, 6usize, 2usize), (6, 14, 16, 0)] {
@@ -140,10 +140,10 @@ fn conv_layers() {
             3,
             || {
                 for _ in 0..steps {
-                    let y = conv_forward(s, &xs, &ws, &bs, mode::model::Activation::Relu);
+                    let relu = mode::model::Activation::Relu;
+                    let (y, cols) = conv_forward_cols(s, &xs, &ws, &bs, relu, true);
                     let g = vec![1.0f32; y.len()];
-                    let _ =
-                        conv_backward(s, &xs, &ws, &y, &g, mode::model::Activation::Relu, c > 1);
+                    let _ = conv_backward(s, cols, &ws, &y, &g, relu, c > 1);
                 }
             },
         );

@@ -170,8 +170,54 @@ fn valid_cols(s: &ConvShape, kj: usize, wo: usize) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
+/// Copy a short row (a convolution's rows are 10–32 floats) with fixed-width moves: a call
+/// to `memcpy` for every row cost more than the copy itself.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            let d: &mut [f32; 8] = (&mut dst[i..i + 8]).try_into().expect("8 floats");
+            *d = src[i..i + 8].try_into().expect("8 floats");
+            i += 8;
+        }
+        if i < n {
+            let d: &mut [f32; 8] = (&mut dst[n - 8..]).try_into().expect("8 floats");
+            *d = src[n - 8..].try_into().expect("8 floats");
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v;
+        }
+    }
+}
+
+/// Zero a short row with fixed-width stores (see [`copy_row`]).
+#[inline(always)]
+fn zero_row(dst: &mut [f32]) {
+    let n = dst.len();
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            let d: &mut [f32; 8] = (&mut dst[i..i + 8]).try_into().expect("8 floats");
+            *d = [0.0; 8];
+            i += 8;
+        }
+        if i < n {
+            let d: &mut [f32; 8] = (&mut dst[n - 8..]).try_into().expect("8 floats");
+            *d = [0.0; 8];
+        }
+    } else {
+        for v in dst {
+            *v = 0.0;
+        }
+    }
+}
+
 /// im2col of `n` images `x` (`[n, C, H, W]`) into `cols` (`[C·k², n·Ho·Wo]`: image `i`'s
-/// columns at `i·Ho·Wo`).
+/// columns at `i·Ho·Wo`); every element of `cols` is written.
 pub fn im2col(s: &ConvShape, x: &[f32], n: usize, cols: &mut [f32]) {
     let (ho, wo) = s.out_hw();
     let plane = ho * wo;
@@ -189,15 +235,16 @@ pub fn im2col(s: &ConvShape, x: &[f32], n: usize, cols: &mut [f32]) {
                         let orow = &mut dst[oh * wo..(oh + 1) * wo];
                         let ih = (oh * stride + ki) as isize - pad as isize;
                         if ih < 0 || ih >= s.h as isize {
-                            orow.fill(0.0);
+                            zero_row(orow);
                             continue;
                         }
                         let srow = &src[ih as usize * s.w..(ih as usize + 1) * s.w];
-                        orow[..lo].fill(0.0);
-                        orow[hi..].fill(0.0);
+                        if lo > 0 || hi < wo {
+                            zero_row(orow);
+                        }
                         if stride == 1 {
                             let start = lo + kj - pad;
-                            orow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
+                            copy_row(&mut orow[lo..hi], &srow[start..]);
                         } else {
                             for (ow, v) in orow.iter_mut().enumerate().take(hi).skip(lo) {
                                 *v = srow[ow * stride + kj - pad];
@@ -258,57 +305,149 @@ fn chunks(s: &ConvShape) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// `buf` cut into one slice per chunk of `work`, `per_image` floats per image: the chunks'
+/// images follow each other model by model, so the slices do too.
+fn chunk_slices<'a>(
+    s: &ConvShape,
+    work: &[(usize, usize)],
+    buf: &'a mut [f32],
+    per_image: usize,
+) -> Vec<&'a mut [f32]> {
+    let mut rest = buf;
+    let mut out = Vec::with_capacity(work.len());
+    for &(_, first) in work {
+        let n = CHUNK.min(s.b - first);
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n * per_image);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+thread_local! {
+    /// A worker's scratch floats, reused from chunk to chunk (see [`with_scratch`]).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f` on `len` scratch floats of this thread, which hold whatever an earlier call left:
+/// `f` writes every float before it reads it. The buffer is taken out while `f` runs, so a
+/// task that rayon runs inside `f` on this thread gets a fresh one.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
+/// Column buffers the backward pass has finished with, for the next forward pass to fill
+/// (im2col writes every element, so a buffer needs no zeroing: a LeNet-5 step zeroed 4 MB of
+/// fresh columns). At most [`KEPT_FLOATS`] floats are kept.
+static SPARE_COLS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+const KEPT_FLOATS: usize = 16 << 20;
+
+/// A buffer of `len` floats, its contents left over from an earlier step.
+fn spare_cols(len: usize) -> Vec<f32> {
+    let mut spare = SPARE_COLS.lock().unwrap_or_else(|e| e.into_inner());
+    match spare.iter().position(|v| v.len() == len) {
+        Some(i) => spare.swap_remove(i),
+        None => vec![0f32; len],
+    }
+}
+
+/// Give a finished column buffer back (dropped when the spares are full).
+fn return_cols(cols: Vec<f32>) {
+    let mut spare = SPARE_COLS.lock().unwrap_or_else(|e| e.into_inner());
+    let held: usize = spare.iter().map(Vec::len).sum();
+    if held + cols.len() <= KEPT_FLOATS {
+        spare.push(cols);
+    }
+}
+
 /// `y = act(conv(x, w) + bias)`: `x` `[K·B, C, H, W]`, `w` `[K, O, C·k²]`, `bias` `[K, O]`;
 /// `y` `[K·B, O, Ho, Wo]`.
 pub fn conv_forward(s: ConvShape, x: &[f32], w: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
+    conv_forward_cols(s, x, w, bias, act, false).0
+}
+
+/// [`conv_forward`], and when `keep` the im2col of every chunk (its `C·k² × n·Ho·Wo`
+/// columns; the chunk of images `i..i+n` at `i·C·k²·Ho·Wo`), which [`conv_backward`] takes
+/// instead of the input; else an empty vector.
+pub fn conv_forward_cols(
+    s: ConvShape,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+    keep: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let (plane, ckk, img) = (s.plane(), s.ckk(), s.image());
     let per = s.o * plane;
     let mut y = vec![0f32; s.k * s.b * per];
-    // Parallel over (model, chunk of images); a chunk is im2col + one sgemm.
+    let mut kept = if keep {
+        spare_cols(s.k * s.b * ckk * plane)
+    } else {
+        Vec::new()
+    };
     let work = chunks(&s);
-    let outs: Vec<Vec<f32>> = work
-        .par_iter()
-        .map(|&(m, first)| {
+    let outs = chunk_slices(&s, &work, &mut y, per);
+    let cols: Vec<Option<&mut [f32]>> = if keep {
+        chunk_slices(&s, &work, &mut kept, ckk * plane)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        work.iter().map(|_| None).collect()
+    };
+    // Parallel over (model, chunk of images); a chunk is im2col + one sgemm, written into
+    // its images' part of `y`.
+    work.par_iter()
+        .zip(outs)
+        .zip(cols)
+        .for_each(|((&(m, first), out), cols)| {
             let n = CHUNK.min(s.b - first);
             let wm = view(&w[m * s.o * ckk..(m + 1) * s.o * ckk], s.o, ckk);
             let bm = &bias[m * s.o..(m + 1) * s.o];
             let start = (m * s.b + first) * img;
-            let mut cols = vec![0f32; ckk * n * plane];
-            im2col(&s, &x[start..start + n * img], n, &mut cols);
-            let mut wide = vec![0f32; s.o * n * plane]; // [O, n·plane]
-            crate::linalg::mat_mul_oriented(
-                1.0,
-                &wm,
-                &view(&cols, ckk, n * plane),
-                0.0,
-                &mut view_mut(&mut wide, s.o, n * plane),
-            );
-            let mut out = vec![0f32; n * per];
-            for i in 0..n {
-                for (f, &bv) in bm.iter().enumerate() {
-                    let src = &wide[f * n * plane + i * plane..f * n * plane + (i + 1) * plane];
-                    let dst = &mut out[i * per + f * plane..i * per + (f + 1) * plane];
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = activate(v + bv, act);
+            let wide_len = s.o * n * plane;
+            let spare = if cols.is_some() { 0 } else { ckk * n * plane };
+            with_scratch(wide_len + spare, |buf| {
+                let (wide, spare) = buf.split_at_mut(wide_len); // [O, n·plane]
+                let cols: &mut [f32] = match cols {
+                    Some(c) => c,
+                    None => spare,
+                };
+                im2col(&s, &x[start..start + n * img], n, cols);
+                crate::linalg::mat_mul_oriented(
+                    1.0,
+                    &wm,
+                    &view(cols, ckk, n * plane),
+                    0.0,
+                    &mut view_mut(wide, s.o, n * plane),
+                );
+                for i in 0..n {
+                    for (f, &bv) in bm.iter().enumerate() {
+                        let src = &wide[f * n * plane + i * plane..f * n * plane + (i + 1) * plane];
+                        let dst = &mut out[i * per + f * plane..i * per + (f + 1) * plane];
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = activate(v + bv, act);
+                        }
                     }
                 }
-            }
-            out
-        })
-        .collect();
-    for (&(m, first), out) in work.iter().zip(outs) {
-        let start = (m * s.b + first) * per;
-        y[start..start + out.len()].copy_from_slice(&out);
-    }
-    y
+            });
+        });
+    (y, kept)
 }
 
-/// The gradients of [`conv_forward`] from the output's gradient `g` and the output `y`:
-/// (input — when asked, filters, bias).
+/// The gradients of [`conv_forward`] from the output's gradient `g`, the output `y` and the
+/// forward pass's columns `cols` (from [`conv_forward_cols`], overwritten here): (input —
+/// when asked, filters, bias).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     s: ConvShape,
-    x: &[f32],
+    mut cols: Vec<f32>,
     w: &[f32],
     y: &[f32],
     g: &[f32],
@@ -316,65 +455,66 @@ pub fn conv_backward(
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (plane, ckk, img) = (s.plane(), s.ckk(), s.image());
+    assert_eq!(
+        cols.len(),
+        s.k * s.b * ckk * plane,
+        "the forward pass's columns"
+    );
     let work = chunks(&s);
-    // Per chunk: its part of the filters' and bias' gradients, and its images' input gradient.
-    type Part = (Vec<f32>, Vec<f32>, Vec<f32>);
-    let parts: Vec<Part> = work
+    let mut dx = want_dx.then(|| vec![0f32; s.k * s.b * img]);
+    let colss = chunk_slices(&s, &work, &mut cols, ckk * plane);
+    let dxs: Vec<Option<&mut [f32]>> = match &mut dx {
+        Some(d) => chunk_slices(&s, &work, d, img)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => work.iter().map(|_| None).collect(),
+    };
+    // Per chunk: its part of the filters' and bias' gradients; its images' input gradient
+    // goes straight into `dx`.
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = work
         .par_iter()
-        .map(|&(m, first)| {
+        .zip(colss)
+        .zip(dxs)
+        .map(|((&(m, first), cols), dx)| {
             let n = CHUNK.min(s.b - first);
             let wm = view(&w[m * s.o * ckk..(m + 1) * s.o * ckk], s.o, ckk);
-            let start = (m * s.b + first) * img;
-            let (gp, db) = grad_before_activation(&s, y, g, act, m * s.b + first, n);
-            let mut cols = vec![0f32; ckk * n * plane];
-            im2col(&s, &x[start..start + n * img], n, &mut cols);
-            let gv = view(&gp, s.o, n * plane);
-            let mut dw = vec![0f32; s.o * ckk];
-            crate::linalg::mat_mul_oriented(
-                1.0,
-                &gv,
-                &view(&cols, ckk, n * plane).t(),
-                0.0,
-                &mut view_mut(&mut dw, s.o, ckk),
-            );
-            let dx = if want_dx {
-                mat_mul(
+            with_scratch(s.o * n * plane, |gp| {
+                let db = grad_before_activation(&s, y, g, act, m * s.b + first, n, gp);
+                let gv = view(gp, s.o, n * plane);
+                let mut dw = vec![0f32; s.o * ckk];
+                crate::linalg::mat_mul_oriented(
                     1.0,
-                    &wm.t(),
                     &gv,
+                    &view(cols, ckk, n * plane).t(),
                     0.0,
-                    &mut view_mut(&mut cols, ckk, n * plane),
+                    &mut view_mut(&mut dw, s.o, ckk),
                 );
-                let mut dx = vec![0f32; n * img];
-                col2im(&s, &cols, n, &mut dx);
-                dx
-            } else {
-                Vec::new()
-            };
-            (dw, db, dx)
+                if let Some(dx) = dx {
+                    mat_mul(1.0, &wm.t(), &gv, 0.0, &mut view_mut(cols, ckk, n * plane));
+                    col2im(&s, cols, n, dx);
+                }
+                (dw, db)
+            })
         })
         .collect();
+    return_cols(cols);
     let mut dw = vec![0f32; s.k * s.o * ckk];
     let mut db = vec![0f32; s.k * s.o];
-    let mut dx = want_dx.then(|| vec![0f32; s.k * s.b * img]);
-    for (&(m, first), (pw, pb, px)) in work.iter().zip(parts) {
+    for (&(m, _), (pw, pb)) in work.iter().zip(parts) {
         for (d, v) in dw[m * s.o * ckk..(m + 1) * s.o * ckk].iter_mut().zip(&pw) {
             *d += v;
         }
         for (d, v) in db[m * s.o..(m + 1) * s.o].iter_mut().zip(&pb) {
             *d += v;
         }
-        if let Some(dx) = &mut dx {
-            let start = (m * s.b + first) * img;
-            dx[start..start + px.len()].copy_from_slice(&px);
-        }
     }
     (dx, dw, db)
 }
 
 /// The output's gradient through the activation for `n` images from image `image0` (of all
-/// the fleet's), as [O, n·plane], and its sum per filter (the bias' gradient), summed image by
-/// image.
+/// the fleet's), into `gp` as [O, n·plane]; returns its sum per filter (the bias' gradient),
+/// summed image by image.
 fn grad_before_activation(
     s: &ConvShape,
     y: &[f32],
@@ -382,10 +522,10 @@ fn grad_before_activation(
     act: Activation,
     image0: usize,
     n: usize,
-) -> (Vec<f32>, Vec<f32>) {
+    gp: &mut [f32],
+) -> Vec<f32> {
     let plane = s.plane();
     let per = s.o * plane;
-    let mut gp = vec![0f32; s.o * n * plane];
     let mut db = vec![0f32; s.o];
     for i in 0..n {
         let image = image0 + i;
@@ -404,7 +544,7 @@ fn grad_before_activation(
             db[f] += sum;
         }
     }
-    (gp, db)
+    db
 }
 
 /// Shapes of a max pooling: `planes` planes (images × channels) of `h` × `w`, windows of
@@ -433,9 +573,11 @@ pub fn max_pool_forward(s: PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let (inp, out) = (s.h * s.w, ho * wo);
     let mut y = vec![0f32; s.planes * out];
     let mut at = vec![0u32; s.planes * out];
+    // Tasks of at least 8 planes: a plane is too little work to hand to another thread.
     y.par_chunks_mut(out)
         .zip(at.par_chunks_mut(out))
         .enumerate()
+        .with_min_len(8)
         .for_each(|(p, (yp, ap))| {
             let plane = &x[p * inp..(p + 1) * inp];
             for a in 0..ho {
@@ -444,10 +586,9 @@ pub fn max_pool_forward(s: PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
                     for i in 0..s.size {
                         let row = (a * s.stride + i) * s.w + b * s.stride;
                         for (j, &v) in plane[row..row + s.size].iter().enumerate() {
-                            if v > best {
-                                best = v;
-                                where_ = row + j;
-                            }
+                            let more = v > best;
+                            best = if more { v } else { best };
+                            where_ = if more { row + j } else { where_ };
                         }
                     }
                     yp[a * wo + b] = best;
@@ -463,14 +604,17 @@ pub fn max_pool_backward(s: PoolShape, g: &[f32], at: &[u32]) -> Vec<f32> {
     let (ho, wo) = s.out_hw();
     let (inp, out) = (s.h * s.w, ho * wo);
     let mut dx = vec![0f32; s.planes * inp];
-    dx.par_chunks_mut(inp).enumerate().for_each(|(p, dp)| {
-        for (&gv, &i) in g[p * out..(p + 1) * out]
-            .iter()
-            .zip(&at[p * out..(p + 1) * out])
-        {
-            dp[i as usize] += gv;
-        }
-    });
+    dx.par_chunks_mut(inp)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(p, dp)| {
+            for (&gv, &i) in g[p * out..(p + 1) * out]
+                .iter()
+                .zip(&at[p * out..(p + 1) * out])
+            {
+                dp[i as usize] += gv;
+            }
+        });
     dx
 }
 
@@ -578,8 +722,9 @@ mod tests {
                     .map(|(a, c)| (a * c) as f64)
                     .sum()
             };
-            let y = conv_forward(s, &x, &w, &b, act);
-            let (dx, dw, db) = conv_backward(s, &x, &w, &y, &r, act, true);
+            let (y, cols) = conv_forward_cols(s, &x, &w, &b, act, true);
+            assert_eq!(y, conv_forward(s, &x, &w, &b, act));
+            let (dx, dw, db) = conv_backward(s, cols, &w, &y, &r, act, true);
             close(&dx.unwrap(), &numeric(&|v| loss(v, &w, &b), &x), "dx");
             close(&dw, &numeric(&|v| loss(&x, v, &b), &w), "dw");
             close(&db, &numeric(&|v| loss(&x, &w, v), &b), "db");

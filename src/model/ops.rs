@@ -112,17 +112,17 @@ struct ConvBackward {
 }
 
 impl Backward<Flex, 3> for ConvBackward {
-    /// The input, the filters and the output.
-    type State = (FlexTensor, FlexTensor, FlexTensor);
+    /// The forward pass's im2col columns (instead of the input), the filters and the output.
+    type State = (Vec<f32>, FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [nx, nw, nb] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
-        let (x, w, y) = ops.state;
+        let (cols, w, y) = ops.state;
         let s = self.shape;
         let (dx, dw, db) = kernels::conv_backward(
             s,
-            &values(&x),
+            cols,
             &values(&w),
             &values(&y),
             &values(&g),
@@ -167,11 +167,10 @@ pub fn conv(
     };
     let (ho, wo) = shape.out_hw();
     let (x, w, b) = (primitive(x), primitive(w), primitive(b));
-    let forward = |x: &FlexTensor, w: &FlexTensor, b: &FlexTensor| {
-        tensor(
-            kernels::conv_forward(shape, &values(x), &values(w), &values(b), act),
-            vec![kb, o, ho, wo],
-        )
+    let forward = |x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, keep: bool| {
+        let (y, cols) =
+            kernels::conv_forward_cols(shape, &values(x), &values(w), &values(b), act, keep);
+        (tensor(y, vec![kb, o, ho, wo]), cols)
     };
     let out = match (ConvBackward { shape, act })
         .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
@@ -179,12 +178,12 @@ pub fn conv(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (xp, wp) = (x.primitive().clone(), w.primitive().clone());
-            let y = forward(&xp, &wp, b.primitive());
-            prep.finish((xp, wp, y.clone()), y)
+            let wp = w.primitive().clone();
+            let (y, cols) = forward(x.primitive(), &wp, b.primitive(), true);
+            prep.finish((cols, wp, y.clone()), y)
         }
         OpsKind::UnTracked(prep) => {
-            prep.finish(forward(x.primitive(), w.primitive(), b.primitive()))
+            prep.finish(forward(x.primitive(), w.primitive(), b.primitive(), false).0)
         }
     };
     Tensor::from_primitive::<Ad>(out)
