@@ -239,16 +239,13 @@ impl Stack {
             let (th, m, v) = (&mut self.params[p], &mut self.m[p], &mut self.v[p]);
             for (model, &alpha) in alphas.iter().enumerate() {
                 let r = model * per..(model + 1) * per;
-                for (((t, m), v), &g) in th[r.clone()]
-                    .iter_mut()
-                    .zip(&mut m[r.clone()])
-                    .zip(&mut v[r.clone()])
-                    .zip(&g[r])
-                {
-                    *m += (g - *m) * adam::ONE_MINUS_BETA1;
-                    *v += (g * g - *v) * adam::ONE_MINUS_BETA2;
-                    *t -= (*m * alpha) / (v.sqrt() + adam::EPSILON);
-                }
+                adam::update(
+                    &mut th[r.clone()],
+                    &mut m[r.clone()],
+                    &mut v[r.clone()],
+                    &g[r],
+                    alpha,
+                );
             }
         }
         self.make_leaves(ad);
