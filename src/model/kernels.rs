@@ -170,48 +170,32 @@ fn valid_cols(s: &ConvShape, kj: usize, wo: usize) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
-/// Copy a short row (a convolution's rows are 10–32 floats) with fixed-width moves: a call
-/// to `memcpy` for every row cost more than the copy itself.
+/// Copy `src` into a short row `dst`, or zero it (`None`), with fixed-width moves: a
+/// convolution's rows are 10–32 floats, and a call to `memcpy` or `memset` for every row cost
+/// more than the copy itself.
 #[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+fn move_row(dst: &mut [f32], src: Option<&[f32]>) {
     let n = dst.len();
-    let src = &src[..n];
+    let eight = |at: usize| -> [f32; 8] {
+        match src {
+            Some(s) => s[at..at + 8].try_into().expect("8 floats"),
+            None => [0.0; 8],
+        }
+    };
     if n >= 8 {
         let mut i = 0;
         while i + 8 <= n {
             let d: &mut [f32; 8] = (&mut dst[i..i + 8]).try_into().expect("8 floats");
-            *d = src[i..i + 8].try_into().expect("8 floats");
+            *d = eight(i);
             i += 8;
         }
         if i < n {
             let d: &mut [f32; 8] = (&mut dst[n - 8..]).try_into().expect("8 floats");
-            *d = src[n - 8..].try_into().expect("8 floats");
+            *d = eight(n - 8);
         }
     } else {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = v;
-        }
-    }
-}
-
-/// Zero a short row with fixed-width stores (see [`copy_row`]).
-#[inline(always)]
-fn zero_row(dst: &mut [f32]) {
-    let n = dst.len();
-    if n >= 8 {
-        let mut i = 0;
-        while i + 8 <= n {
-            let d: &mut [f32; 8] = (&mut dst[i..i + 8]).try_into().expect("8 floats");
-            *d = [0.0; 8];
-            i += 8;
-        }
-        if i < n {
-            let d: &mut [f32; 8] = (&mut dst[n - 8..]).try_into().expect("8 floats");
-            *d = [0.0; 8];
-        }
-    } else {
-        for v in dst {
-            *v = 0.0;
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = src.map_or(0.0, |s| s[i]);
         }
     }
 }
@@ -235,16 +219,16 @@ pub fn im2col(s: &ConvShape, x: &[f32], n: usize, cols: &mut [f32]) {
                         let orow = &mut dst[oh * wo..(oh + 1) * wo];
                         let ih = (oh * stride + ki) as isize - pad as isize;
                         if ih < 0 || ih >= s.h as isize {
-                            zero_row(orow);
+                            move_row(orow, None);
                             continue;
                         }
                         let srow = &src[ih as usize * s.w..(ih as usize + 1) * s.w];
                         if lo > 0 || hi < wo {
-                            zero_row(orow);
+                            move_row(orow, None);
                         }
                         if stride == 1 {
                             let start = lo + kj - pad;
-                            copy_row(&mut orow[lo..hi], &srow[start..]);
+                            move_row(&mut orow[lo..hi], Some(&srow[start..start + (hi - lo)]));
                         } else {
                             for (ow, v) in orow.iter_mut().enumerate().take(hi).skip(lo) {
                                 *v = srow[ow * stride + kj - pad];
@@ -760,6 +744,60 @@ mod tests {
             close(&dx.unwrap(), &numeric(&|v| loss(v, &w, &b), &x), "dx");
             close(&dw, &numeric(&|v| loss(&x, v, &b), &w), "dw");
             close(&db, &numeric(&|v| loss(&x, &w, v), &b), "db");
+        }
+    }
+
+    #[test]
+    fn im2col_matches_its_definition() {
+        // Rows shorter and longer than the fixed-width moves, padding and strides.
+        for (h, w, kernel, stride, pad) in [
+            (5, 5, 3, 1, 1),
+            (28, 28, 5, 1, 2),
+            (14, 14, 5, 1, 0),
+            (13, 21, 3, 2, 1),
+            (9, 30, 4, 1, 3),
+        ] {
+            let s = ConvShape {
+                k: 1,
+                b: 3,
+                c: 2,
+                h,
+                w,
+                o: 1,
+                kernel,
+                stride,
+                pad,
+            };
+            let (ho, wo) = s.out_hw();
+            let n = s.b;
+            let x = rnd(n * s.image(), 12);
+            let mut cols = vec![f32::NAN; s.ckk() * n * ho * wo];
+            im2col(&s, &x, n, &mut cols);
+            let width = n * ho * wo;
+            for img in 0..n {
+                for ci in 0..s.c {
+                    for ki in 0..kernel {
+                        for kj in 0..kernel {
+                            let row = (ci * kernel + ki) * kernel + kj;
+                            for oh in 0..ho {
+                                for ow in 0..wo {
+                                    let ih = (oh * stride + ki) as isize - pad as isize;
+                                    let iw = (ow * stride + kj) as isize - pad as isize;
+                                    let inside = (0..h as isize).contains(&ih)
+                                        && (0..w as isize).contains(&iw);
+                                    let want = if inside {
+                                        x[((img * s.c + ci) * h + ih as usize) * w + iw as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                    let got = cols[row * width + img * ho * wo + oh * wo + ow];
+                                    assert_eq!(got.to_bits(), want.to_bits(), "{h}×{w} k{kernel}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
