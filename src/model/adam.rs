@@ -57,17 +57,11 @@ pub fn update(th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], alpha: f3
         );
         // A tiny first moment is what puts an element on the slow path in practice (tiny
         // second moments and gradients take it too, below, but are not looked for here: in
-        // the plain loop they cost time, never bits). The smallest nonzero |m| in one pass:
-        // zero wraps around to the largest value.
-        let least = m.iter().fold(u32::MAX, |a, &x| {
-            a.min((x.to_bits() & 0x7fff_ffff).wrapping_sub(1))
-        });
-        if least >= TINY.to_bits() - 1 {
+        // the plain loop they cost time, never bits).
+        if m.iter().fold(0, |a, &x| a | tiny_mask(x, TINY)) == 0 {
             // No tiny first moment in the block (the usual case): the plain loop.
             for (((t, m), v), &g) in th.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                *m += (g - *m) * ONE_MINUS_BETA1;
-                *v += (g * g - *v) * ONE_MINUS_BETA2;
-                *t -= (*m * alpha) / (v.sqrt() + EPSILON);
+                (*t, *m, *v) = keras_step(*t, *m, *v, g, alpha);
             }
             continue;
         }
@@ -87,9 +81,8 @@ pub fn update(th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], alpha: f3
             let mi = f32::from_bits(m.to_bits() & keep);
             let vi = f32::from_bits(v.to_bits() & keep);
             let gi = f32::from_bits(g.to_bits() & keep);
-            let m1 = mi + (gi - mi) * ONE_MINUS_BETA1;
-            let v1 = vi + (gi * gi - vi) * ONE_MINUS_BETA2;
-            *t -= (m1 * alpha) / (v1.sqrt() + EPSILON);
+            let (t1, m1, v1) = keras_step(*t, mi, vi, gi, alpha);
+            *t = t1;
             *m = f32::from_bits((m1.to_bits() & keep) | (m.to_bits() & slow));
             *v = f32::from_bits((v1.to_bits() & keep) | (v.to_bits() & slow));
         }
@@ -100,6 +93,14 @@ pub fn update(th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], alpha: f3
             };
         }
     }
+}
+
+/// Keras' step of one element in f32, the formulas above in their order: (θ, m, v) after it.
+#[inline(always)]
+fn keras_step(t: f32, m: f32, v: f32, g: f32, alpha: f32) -> (f32, f32, f32) {
+    let m1 = m + (g - m) * ONE_MINUS_BETA1;
+    let v1 = v + (g * g - v) * ONE_MINUS_BETA2;
+    (t - (m1 * alpha) / (v1.sqrt() + EPSILON), m1, v1)
 }
 
 /// The common slow element, a unit without gradient (`g` = 0) whose first moment is
@@ -188,8 +189,7 @@ fn exact_step(t: f32, m: f32, v: f32, g: f32, alpha: f32) -> (f32, f32, f32) {
 /// `x` as f64, exactly, a subnormal from its bits (no subnormal operand for the processor).
 fn widen(x: f32) -> f64 {
     if x.is_subnormal() {
-        let units = (x.to_bits() & 0x007f_ffff) as f64 * f64::powi(2.0, -149);
-        if x.is_sign_negative() { -units } else { units }
+        units(x) * f64::powi(2.0, -149)
     } else {
         x as f64
     }
