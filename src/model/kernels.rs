@@ -308,6 +308,22 @@ fn chunk_slices<'a>(
     out
 }
 
+/// [`chunk_slices`] of `buf` when there is one, else no slice for every chunk.
+fn chunk_slices_of<'a>(
+    s: &ConvShape,
+    work: &[(usize, usize)],
+    buf: Option<&'a mut [f32]>,
+    per_image: usize,
+) -> Vec<Option<&'a mut [f32]>> {
+    match buf {
+        Some(b) => chunk_slices(s, work, b, per_image)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => work.iter().map(|_| None).collect(),
+    }
+}
+
 thread_local! {
     /// A worker's scratch floats, reused from chunk to chunk (see [`with_scratch`]).
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -377,14 +393,7 @@ pub fn conv_forward_cols(
     };
     let work = chunks(&s);
     let outs = chunk_slices(&s, &work, &mut y, per);
-    let cols: Vec<Option<&mut [f32]>> = if keep {
-        chunk_slices(&s, &work, &mut kept, ckk * plane)
-            .into_iter()
-            .map(Some)
-            .collect()
-    } else {
-        work.iter().map(|_| None).collect()
-    };
+    let cols = chunk_slices_of(&s, &work, keep.then_some(&mut kept[..]), ckk * plane);
     // Parallel over (model, chunk of images); a chunk is im2col + one sgemm, written into
     // its images' part of `y`.
     work.par_iter()
@@ -447,13 +456,7 @@ pub fn conv_backward(
     let work = chunks(&s);
     let mut dx = want_dx.then(|| vec![0f32; s.k * s.b * img]);
     let colss = chunk_slices(&s, &work, &mut cols, ckk * plane);
-    let dxs: Vec<Option<&mut [f32]>> = match &mut dx {
-        Some(d) => chunk_slices(&s, &work, d, img)
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => work.iter().map(|_| None).collect(),
-    };
+    let dxs = chunk_slices_of(&s, &work, dx.as_deref_mut(), img);
     // Per chunk: its part of the filters' and bias' gradients; its images' input gradient
     // goes straight into `dx`.
     let parts: Vec<(Vec<f32>, Vec<f32>)> = work
@@ -574,9 +577,7 @@ pub fn max_pool_forward(s: PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
                     for i in 0..s.size {
                         let row = (a * s.stride + i) * s.w + b * s.stride;
                         for (j, &v) in plane[row..row + s.size].iter().enumerate() {
-                            let more = v > best;
-                            best = if more { v } else { best };
-                            where_ = if more { row + j } else { where_ };
+                            keep_first_max(&mut best, &mut where_, v, row + j);
                         }
                     }
                     yp[a * wo + b] = best;
@@ -585,6 +586,15 @@ pub fn max_pool_forward(s: PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
             }
         });
     (y, at)
+}
+
+/// One step of a window's scan: `v` at `i` becomes the maximum only when larger than the
+/// maximum so far (the first of equal ones is kept), by selects rather than a branch.
+#[inline(always)]
+fn keep_first_max<I: Copy>(best: &mut f32, at: &mut I, v: f32, i: I) {
+    let more = v > *best;
+    *best = if more { v } else { *best };
+    *at = if more { i } else { *at };
 }
 
 /// [`max_pool_forward`]'s windows of 2 × 2 with stride 2 for one plane of width `w`: the same
@@ -605,9 +615,7 @@ fn pool_2x2(plane: &[f32], w: usize, ho: usize, wo: usize, yp: &mut [f32], ap: &
             ];
             let (mut best, mut where_) = (f32::NEG_INFINITY, 0u32);
             for (v, i) in window {
-                let more = v > best;
-                best = if more { v } else { best };
-                where_ = if more { i } else { where_ };
+                keep_first_max(&mut best, &mut where_, v, i);
             }
             ya[b] = best;
             aa[b] = where_;
