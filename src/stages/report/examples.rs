@@ -4,7 +4,7 @@
 use super::Inputs;
 use super::html::img;
 use crate::analysis::distance::{rank_order, score_rows};
-use crate::artifacts::{Artifact, Predictions, Samples, Split};
+use crate::artifacts::{Artifact, Predictions, Samples};
 use crate::plots::{self, Tile};
 use crate::vocab::{MapKind, Metric, Space};
 use anyhow::Result;
@@ -98,12 +98,11 @@ pub(super) fn similar(cx: &Inputs) -> Result<String> {
         return Ok(html);
     }
     // The shown arm's metric only (every metric's page was 14 600 pixels long).
-    let pool = Samples::read(&cx.layout.split(Split::Pool))?;
     let metric = match cx.args.arm.strategy {
         crate::arm::Strategy::Mode(m) => m,
         _ => cx.p.select.metric,
     };
-    html += &similar_for(cx, &pool, metric)?;
+    html += &similar_for(cx, &cx.pool, metric)?;
     Ok(html)
 }
 

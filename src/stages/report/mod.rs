@@ -93,6 +93,8 @@ struct Inputs<'a> {
     args: &'a ReportArgs,
     /// The test split: the dataset's facts and the images of the mistakes.
     test: Samples,
+    /// The bug-fix pool: the images of the selections and of the similarity figure.
+    pool: Samples,
     /// The shown arm's first iteration: its analysis of the initial model.
     iter1: IterDir,
     /// The heat maps of that iteration.
@@ -116,13 +118,18 @@ impl<'a> Inputs<'a> {
             );
         }
         let maps = Heatmaps::read(&iter1.heatmaps())?;
-        let test = Samples::read(&layout.split(Split::Test))?;
+        let (test, pool) = rayon::join(
+            || Samples::read(&layout.split(Split::Test)),
+            || Samples::read(&layout.split(Split::Pool)),
+        );
+        let (test, pool) = (test?, pool?);
         let metrics = read_metrics(layout, &runs)?;
         Ok(Inputs {
             p: &ctx.pipeline,
             layout,
             args: a,
             test,
+            pool,
             iter1,
             maps,
             runs,

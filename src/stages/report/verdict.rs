@@ -136,7 +136,7 @@ pub(super) fn batches(cx: &Inputs) -> Result<String> {
     let Some(run) = cx.run_of(cx.args.arm) else {
         return Ok(String::new());
     };
-    let pool = crate::artifacts::Samples::read(&cx.layout.split(crate::artifacts::Split::Pool))?;
+    let pool = &cx.pool;
     let row_of: HashMap<u32, usize> = pool
         .ids
         .iter()
