@@ -115,6 +115,11 @@ fn dead_step(t: f32, m: f32, v: f32, g: f32, alpha: f32) -> Option<(f32, f32, f3
     let k = units(m);
     let m1 = from_units(k - nearest(k * ONE_MINUS_BETA1 as f64))?;
     let v1 = v + (g * g - v) * ONE_MINUS_BETA2;
+    if t.abs() >= STILL && alpha <= 1.0 {
+        // θ does not move: |m1 · α| < 2⁻¹²⁶ and √v1 + ε > 2⁻²⁴, so the step is below
+        // 2⁻¹⁰², under a quarter of the last place of a θ of at least 2⁻⁷⁶.
+        return Some((t, m1, v1));
+    }
     let den = v1.sqrt() + EPSILON;
     let num = nearest(units(m1) * alpha as f64); // m1 · α, exact in f64, rounded to units
     let t1 = if num == 0.0 {
@@ -162,6 +167,9 @@ fn nearest(x: f64) -> f64 {
 /// Moments of at least this magnitude (or zero) meet no subnormal in a step: with `α` ≥ 2⁻²⁰
 /// the smallest product, `m · α`, is ≥ 2⁻¹¹⁶ (only speed depends on this bound, never bits).
 const TINY: f32 = f32::from_bits((127 - 96) << 23); // 2⁻⁹⁶
+/// Parameters of at least this magnitude are not moved by a dead unit's step (see
+/// [`dead_step`]).
+const STILL: f32 = f32::from_bits((127 - 76) << 23); // 2⁻⁷⁶
 /// Gradients of at least this magnitude (or zero) have a normal square (≥ 2⁻¹²⁰).
 const TINY_GRADIENT: f32 = f32::from_bits((127 - 60) << 23); // 2⁻⁶⁰
 
@@ -362,8 +370,14 @@ mod tests {
                 v.push(any(&mut r).abs());
                 g.push(any(&mut r));
             } else if i % 4 == 0 {
-                // A unit without gradient, its first moment decayed into the subnormals.
-                t.push(r.random_range(-0.5f32..0.5));
+                // A unit without gradient, its first moment decayed into the subnormals; one
+                // in four with a parameter small enough for the step to move it.
+                t.push(if i % 16 == 0 {
+                    let small = f32::from_bits(r.random_range((127 - 96) << 23..(127 - 76) << 23));
+                    if r.random_bool(0.5) { -small } else { small }
+                } else {
+                    r.random_range(-0.5f32..0.5)
+                });
                 m.push(f32::from_bits(
                     r.random_range(1..0x0080_0000) | (i as u32 / 4 % 2) << 31,
                 ));
@@ -376,7 +390,7 @@ mod tests {
                 g.push(any(&mut r));
             }
         }
-        for alpha in [1e-3f32, 3.1e-4, 1e-6] {
+        for alpha in [1e-3f32, 3.1e-4, 1e-6, 1.5] {
             let (mut t2, mut m2, mut v2) = (t.clone(), m.clone(), v.clone());
             update(&mut t2, &mut m2, &mut v2, &g, alpha);
             let (mut slow, mut dead) = (0, 0);
