@@ -371,7 +371,7 @@ mod tests {
                 g.push(any(&mut r));
             } else if i % 4 == 0 {
                 // A unit without gradient, its first moment decayed into the subnormals; one
-                // in four with a parameter small enough for the step to move it.
+                // in four with a parameter below 2⁻⁷⁶, which the step may move.
                 t.push(if i % 16 == 0 {
                     let small = f32::from_bits(r.random_range((127 - 96) << 23..(127 - 76) << 23));
                     if r.random_bool(0.5) { -small } else { small }
