@@ -10,6 +10,7 @@
 //! same order; a test checks the bytes).
 
 use super::arch::{Activation, Architecture, Layer};
+use super::kernels::{ConvShape, im2col};
 use super::weights::{Param, Weights};
 use crate::config::ConvProbe;
 use ndarray::{Array2, Array4, ArrayView2, Axis, s};
@@ -285,12 +286,6 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
     let xs = x.as_slice().expect("a standard layout");
     let mut cols = Array2::<f32>::zeros((c * k * k, plane));
     let mut out = Array2::<f32>::zeros((n * o, plane));
-    // The output columns whose input column ow·stride + kj − pad lies inside the image.
-    let valid = |kj: usize| {
-        let lo = (pad.saturating_sub(kj)).div_ceil(stride);
-        let hi = ((wd + pad).saturating_sub(kj)).div_ceil(stride).min(wo);
-        (lo, hi.max(lo))
-    };
     // Stride 1 (LeNet's): each image zero-padded once, so every row of the patch matrix is
     // whole rows of the padded image — copies without bounds logic.
     let (hp, wp) = (h + 2 * pad, wd + 2 * pad);
@@ -310,7 +305,21 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
             }
             patch_rows(&padded, dst, c, k, (hp, wp), (ho, wo));
         } else {
-            strided_patch_rows(xs, dst, img, (c, h, wd), (k, stride, pad), (ho, wo), valid);
+            // Other strides: the training's im2col of the one image (its columns are this
+            // image's patch matrix).
+            let shape = ConvShape {
+                k: 1,
+                b: 1,
+                c,
+                h,
+                w: wd,
+                o,
+                kernel: k,
+                stride,
+                pad,
+            };
+            let image = c * h * wd;
+            im2col(&shape, &xs[img * image..(img + 1) * image], 1, dst);
         }
         let mut block = out.slice_mut(ndarray::s![img * o..(img + 1) * o, ..]);
         crate::linalg::mat_mul_oriented(1.0, &w.view(), &cols.view(), 0.0, &mut block);
@@ -338,43 +347,6 @@ fn patch_rows(
                 for (oh, orow) in crow.chunks_exact_mut(wo).enumerate() {
                     let from = (oh + ki) * wp + kj;
                     copy_small(orow, &pl[from..from + wo]);
-                }
-            }
-        }
-    }
-}
-
-/// The patch matrix of image `img` of `xs` for a stride above 1 (the general loop).
-fn strided_patch_rows(
-    xs: &[f32],
-    dst: &mut [f32],
-    img: usize,
-    (c, h, wd): (usize, usize, usize),
-    (k, stride, pad): (usize, usize, usize),
-    (ho, wo): (usize, usize),
-    valid: impl Fn(usize) -> (usize, usize),
-) {
-    let plane = ho * wo;
-    for ci in 0..c {
-        let src = &xs[(img * c + ci) * h * wd..(img * c + ci + 1) * h * wd];
-        for ki in 0..k {
-            for kj in 0..k {
-                let row = (ci * k + ki) * k + kj;
-                let crow = &mut dst[row * plane..(row + 1) * plane];
-                let (lo, hi) = valid(kj);
-                for oh in 0..ho {
-                    let orow = &mut crow[oh * wo..(oh + 1) * wo];
-                    let ih = (oh * stride + ki) as isize - pad as isize;
-                    if ih < 0 || ih >= h as isize {
-                        orow.fill(0.0);
-                        continue;
-                    }
-                    let srow = &src[ih as usize * wd..(ih as usize + 1) * wd];
-                    orow[..lo].fill(0.0);
-                    orow[hi..].fill(0.0);
-                    for (ow, v) in orow.iter_mut().enumerate().take(hi).skip(lo) {
-                        *v = srow[ow * stride + kj - pad];
-                    }
                 }
             }
         }
