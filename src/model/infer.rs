@@ -278,10 +278,21 @@ fn flatten(x: &Array4<f32>) -> Array2<f32> {
 /// product straight into the image's `[o, ho·wo]` block of the output.
 fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -> Array4<f32> {
     let (n, c, h, wd) = x.dim();
-    let ho = (h + 2 * pad - k) / stride + 1;
-    let wo = (wd + 2 * pad - k) / stride + 1;
-    let plane = ho * wo;
     let o = w.nrows();
+    // One image's convolution, in the training kernels' terms.
+    let shape = ConvShape {
+        k: 1,
+        b: 1,
+        c,
+        h,
+        w: wd,
+        o,
+        kernel: k,
+        stride,
+        pad,
+    };
+    let (ho, wo) = shape.out_hw();
+    let plane = ho * wo;
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("a standard layout");
     let mut cols = Array2::<f32>::zeros((c * k * k, plane));
@@ -307,17 +318,6 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
         } else {
             // Other strides: the training's im2col of the one image (its columns are this
             // image's patch matrix).
-            let shape = ConvShape {
-                k: 1,
-                b: 1,
-                c,
-                h,
-                w: wd,
-                o,
-                kernel: k,
-                stride,
-                pad,
-            };
             let image = c * h * wd;
             im2col(&shape, &xs[img * image..(img + 1) * image], 1, dst);
         }
