@@ -10,7 +10,7 @@
 //! same order; a test checks the bytes).
 
 use super::arch::{Activation, Architecture, Layer};
-use super::kernels::{ConvShape, im2col};
+use super::kernels::{ConvShape, im2col, move_row};
 use super::weights::{Param, Weights};
 use crate::config::ConvProbe;
 use ndarray::{Array2, Array4, ArrayView2, Axis, s};
@@ -66,14 +66,13 @@ pub(super) fn forward_fleet(
     let Some(first) = shared_first(arch).filter(|_| fleet.len() > 1) else {
         return fleet.iter().map(|w| forward(arch, w, x, probe)).collect();
     };
-    let inp = input(arch, x);
-    let outs: Vec<LayerOut> = match (&arch.layers[first], &inp) {
-        (
-            Layer::Conv2d {
-                stride, padding, ..
-            },
-            LayerOut::Img(img),
-        ) => {
+    let outs: Vec<LayerOut> = match &arch.layers[first] {
+        Layer::Conv2d {
+            stride, padding, ..
+        } => {
+            let LayerOut::Img(img) = input(arch, x) else {
+                unreachable!("a convolution's input is images")
+            };
             let convs: Vec<&super::weights::Conv> = fleet
                 .iter()
                 .map(|w| match &w.layers[first] {
@@ -84,7 +83,7 @@ pub(super) fn forward_fleet(
             let views: Vec<ArrayView2<f32>> = convs.iter().map(|c| c.w.view()).collect();
             let wide = ndarray::concatenate(Axis(0), &views).expect("filters side by side");
             let o = convs[0].w.nrows();
-            let y = conv(img, &wide, convs[0].k, *stride, *padding);
+            let y = conv(&img, &wide, convs[0].k, *stride, *padding);
             convs
                 .iter()
                 .enumerate()
@@ -94,11 +93,9 @@ pub(super) fn forward_fleet(
                 })
                 .collect()
         }
-        (Layer::Dense { .. }, a) => {
-            let flat = match a {
-                LayerOut::Img(x) => flatten(x),
-                LayerOut::Vec(v) => v.clone(),
-            };
+        Layer::Dense { .. } => {
+            // Only flatten and dropout come before it: the layer sees the flat samples as
+            // they are, so the product reads them in place (no copy of the chunk).
             let dense: Vec<&super::weights::Dense> = fleet
                 .iter()
                 .map(|w| match &w.layers[first] {
@@ -108,7 +105,8 @@ pub(super) fn forward_fleet(
                 .collect();
             let views: Vec<ArrayView2<f32>> = dense.iter().map(|d| d.w.view()).collect();
             let wide = ndarray::concatenate(Axis(1), &views).expect("kernels side by side");
-            let y = dot(&flat, &wide);
+            let mut y = Array2::zeros((x.nrows(), wide.ncols()));
+            super::kernels::mat_mul(1.0, &x, &wide.view(), 0.0, &mut y.view_mut());
             let u = dense[0].w.ncols();
             dense
                 .iter()
@@ -308,9 +306,9 @@ fn conv(x: &Array4<f32>, w: &Array2<f32>, k: usize, stride: usize, pad: usize) -
                 let src = &xs[(img * c + ci) * h * wd..(img * c + ci + 1) * h * wd];
                 let pl = &mut padded[ci * hp * wp..(ci + 1) * hp * wp];
                 for (r, srow) in src.chunks_exact(wd).enumerate() {
-                    copy_small(
+                    move_row(
                         &mut pl[(r + pad) * wp + pad..(r + pad) * wp + pad + wd],
-                        srow,
+                        Some(srow),
                     );
                 }
             }
@@ -346,26 +344,10 @@ fn patch_rows(
                 let crow = &mut dst[row * plane..(row + 1) * plane];
                 for (oh, orow) in crow.chunks_exact_mut(wo).enumerate() {
                     let from = (oh + ki) * wp + kj;
-                    copy_small(orow, &pl[from..from + wo]);
+                    move_row(orow, Some(&pl[from..from + wo]));
                 }
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short rows of an image, in fixed-size pieces the
-/// compiler copies inline (a call to memcpy per row of 28 values cost more than the copy).
-fn copy_small(dst: &mut [f32], src: &[f32]) {
-    let whole = dst.len() / 8 * 8;
-    for (d, s) in dst[..whole]
-        .chunks_exact_mut(8)
-        .zip(src[..whole].chunks_exact(8))
-    {
-        let v: [f32; 8] = s.try_into().expect("eight values");
-        d.copy_from_slice(&v);
-    }
-    for (d, s) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *d = *s;
     }
 }
 

@@ -174,7 +174,7 @@ fn valid_cols(s: &ConvShape, kj: usize, wo: usize) -> (usize, usize) {
 /// convolution's rows are 10–32 floats, and a call to `memcpy` or `memset` for every row cost
 /// more than the copy itself.
 #[inline(always)]
-fn move_row(dst: &mut [f32], src: Option<&[f32]>) {
+pub(super) fn move_row(dst: &mut [f32], src: Option<&[f32]>) {
     let n = dst.len();
     let eight = |at: usize| -> [f32; 8] {
         match src {
