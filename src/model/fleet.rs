@@ -412,59 +412,70 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             .step_by(cfg.batch_size)
             .map(|start| start..start + cfg.batch_size.min(n - start))
             .collect();
-        let mut next = batches.first().map(|r| gather(&jobs, &orders, r.clone()));
-        for (b, at) in batches.iter().enumerate() {
-            let len = at.len();
-            let (xb, yb) = next.take().expect("each batch gathered before its step");
-            // The next batch's rows are copied out as a task an idle worker can take while
-            // this step runs (random rows of the split: memory-bound, ≈ a sixth of an MLP
-            // step); when every worker trains a fleet of its own, this thread copies them when
-            // the step is done. Either way the same rows.
+        // The batches' rows are copied out a group at a time, as a task an idle worker can
+        // take while the group before it trains (random rows of the split: memory-bound, ≈ a
+        // sixth of an MLP step; one task per group instead of per step spares the worker a
+        // wake-up and a join every step). When every worker trains a fleet of its own, this
+        // thread copies them when the group is done. Either way the same rows.
+        let per_batch = k * cfg.batch_size * d * std::mem::size_of::<f32>();
+        let group = (GATHER_BYTES / per_batch.max(1)).clamp(1, 64);
+        let groups: Vec<&[std::ops::Range<usize>]> = batches.chunks(group).collect();
+        let gather_all = |jobs: &[Job], orders: &[Vec<usize>], g: &[std::ops::Range<usize>]| {
+            g.iter()
+                .map(|r| gather(jobs, orders, r.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut next = groups.first().map(|g| gather_all(&jobs, &orders, g));
+        for (gi, grp) in groups.iter().enumerate() {
+            let current = next.take().expect("each group gathered before its steps");
             let (jobs_ref, orders_ref) = (&jobs, &orders);
-            let following = batches.get(b + 1).cloned();
+            let following = groups.get(gi + 1).copied();
             let mut fetched = None;
             let slot = &mut fetched;
             let stepped: Result<()> = rayon::in_place_scope(|sc| {
-                if let Some(r) = following {
-                    sc.spawn(move |_| *slot = Some(gather(jobs_ref, orders_ref, r)));
+                if let Some(g) = following {
+                    sc.spawn(move |_| *slot = Some(gather_all(jobs_ref, orders_ref, g)));
                 }
-                let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
-                let logits = forward(&arch, &stack, input, &mut drop_rng)?;
-                let pred: Vec<i64> = logits
-                    .clone()
-                    .detach()
-                    .argmax(2)
-                    .try_into_vec_as::<i64>()
-                    .map_err(|e| anyhow!("{e:?}"))?;
-                let targets: Vec<u32> = yb.iter().map(|&t| t as u32).collect();
-                let losses = ops::cross_entropy(logits, &targets); // [K]
-                let means: Vec<f32> = losses
-                    .clone()
-                    .detach()
-                    .try_into_vec_as::<f32>()
-                    .map_err(|e| anyhow!("{e:?}"))?;
-                for m in 0..k {
-                    let lv = means[m];
-                    if !lv.is_finite() && failed[m].is_none() {
-                        failed[m] = Some(format!(
-                            "training diverged: the loss became {lv} in epoch {epoch}, batch {} (check the data for non-finite or unscaled values, or lower the learning rate)",
-                            b + 1
-                        ));
+                for (j, ((xb, yb), at)) in current.into_iter().zip(grp.iter()).enumerate() {
+                    let (b, len) = (gi * group + j, at.len());
+                    let input = Tensor::<3>::from_data(TensorData::new(xb, [k, len, d]), &ad);
+                    let logits = forward(&arch, &stack, input, &mut drop_rng)?;
+                    let pred: Vec<i64> = logits
+                        .clone()
+                        .detach()
+                        .argmax(2)
+                        .try_into_vec_as::<i64>()
+                        .map_err(|e| anyhow!("{e:?}"))?;
+                    let targets: Vec<u32> = yb.iter().map(|&t| t as u32).collect();
+                    let losses = ops::cross_entropy(logits, &targets); // [K]
+                    let means: Vec<f32> = losses
+                        .clone()
+                        .detach()
+                        .try_into_vec_as::<f32>()
+                        .map_err(|e| anyhow!("{e:?}"))?;
+                    for m in 0..k {
+                        let lv = means[m];
+                        if !lv.is_finite() && failed[m].is_none() {
+                            failed[m] = Some(format!(
+                                "training diverged: the loss became {lv} in epoch {epoch}, batch {} (check the data for non-finite or unscaled values, or lower the learning rate)",
+                                b + 1
+                            ));
+                        }
+                        loss_sum[m] += lv as f64 * len as f64;
+                        correct[m] += (0..len)
+                            .filter(|&i| pred[m * len + i] == yb[m * len + i])
+                            .count();
                     }
-                    loss_sum[m] += lv as f64 * len as f64;
-                    correct[m] += (0..len)
-                        .filter(|&i| pred[m * len + i] == yb[m * len + i])
-                        .count();
+                    let grads = losses.sum().backward();
+                    stack.step(grads, lr, &ad)?;
+                    tick();
                 }
-                let grads = losses.sum().backward();
-                stack.step(grads, lr, &ad)?;
                 Ok(())
             });
             stepped?;
-            // The scope has waited for the copy: the next batch is there unless this was the
+            // The scope has waited for the copy: the next group is there unless this was the
             // epoch's last.
             next = fetched;
-            tick();
         }
         let secs = t0.elapsed().as_secs_f64();
         for m in 0..k {
@@ -478,6 +489,9 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
     }
     unstack(jobs, &stack, &names, failed, stats)
 }
+
+/// How many bytes of batches one gathering task copies ahead (at least one batch).
+const GATHER_BYTES: usize = 4 << 20;
 
 /// Every model's samples at positions `at` of its epoch's order, model after model: the
 /// inputs `[K·len·d]` and the labels `[K·len]`.
