@@ -105,8 +105,7 @@ pub(super) fn forward_fleet(
                 .collect();
             let views: Vec<ArrayView2<f32>> = dense.iter().map(|d| d.w.view()).collect();
             let wide = ndarray::concatenate(Axis(1), &views).expect("kernels side by side");
-            let mut y = Array2::zeros((x.nrows(), wide.ncols()));
-            super::kernels::mat_mul(1.0, &x, &wide.view(), 0.0, &mut y.view_mut());
+            let y = dot(&x, &wide.view());
             let u = dense[0].w.ncols();
             dense
                 .iter()
@@ -181,7 +180,7 @@ fn run_from(
                 LayerOut::Img(pool(&x, *size, stride.unwrap_or(*size), Pooling::Average))
             }
             (Layer::Dense { activation, .. }, Some(Param::Dense(d)), x) => {
-                LayerOut::Vec(dot(&x.flat(), &d.w)).biased(&d.b, *activation)
+                LayerOut::Vec(dot(&x.flat().view(), &d.w.view())).biased(&d.b, *activation)
             }
             (Layer::Flatten, _, x) => LayerOut::Vec(x.flat()),
             (_, _, x) => x,
@@ -191,16 +190,16 @@ fn run_from(
         }
     }
     let o = &w.output;
-    let mut logits = dot(&act.flat(), &o.w);
+    let mut logits = dot(&act.flat().view(), &o.w.view());
     logits += &o.b;
     crate::numeric::softmax_rows(&mut logits);
     (logits, probed)
 }
 
 /// `a · b` (the kernels' sgemm).
-fn dot(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
+fn dot(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    super::kernels::mat_mul(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
+    super::kernels::mat_mul(1.0, a, b, 0.0, &mut c.view_mut());
     c
 }
 
