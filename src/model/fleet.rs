@@ -420,12 +420,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
         let per_batch = k * cfg.batch_size * d * std::mem::size_of::<f32>();
         let group = (GATHER_BYTES / per_batch.max(1)).clamp(1, 64);
         let groups: Vec<&[std::ops::Range<usize>]> = batches.chunks(group).collect();
-        let gather_all = |jobs: &[Job], orders: &[Vec<usize>], g: &[std::ops::Range<usize>]| {
-            g.iter()
-                .map(|r| gather(jobs, orders, r.clone()))
-                .collect::<Vec<_>>()
-        };
-        let mut next = groups.first().map(|g| gather_all(&jobs, &orders, g));
+        let mut next = groups.first().map(|g| gather_group(&jobs, &orders, g));
         for (gi, grp) in groups.iter().enumerate() {
             let current = next.take().expect("each group gathered before its steps");
             let (jobs_ref, orders_ref) = (&jobs, &orders);
@@ -434,7 +429,7 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
             let slot = &mut fetched;
             let stepped: Result<()> = rayon::in_place_scope(|sc| {
                 if let Some(g) = following {
-                    sc.spawn(move |_| *slot = Some(gather_all(jobs_ref, orders_ref, g)));
+                    sc.spawn(move |_| *slot = Some(gather_group(jobs_ref, orders_ref, g)));
                 }
                 for (j, ((xb, yb), at)) in current.into_iter().zip(grp.iter()).enumerate() {
                     let (b, len) = (gi * group + j, at.len());
@@ -492,6 +487,18 @@ fn train_fleet(jobs: Vec<Job>, tick: &dyn Fn()) -> Result<Vec<Result<Trained>>> 
 
 /// How many bytes of batches one gathering task copies ahead (at least one batch).
 const GATHER_BYTES: usize = 4 << 20;
+
+/// [`gather`] of each batch of a group, in order.
+fn gather_group(
+    jobs: &[Job],
+    orders: &[Vec<usize>],
+    group: &[std::ops::Range<usize>],
+) -> Vec<(Vec<f32>, Vec<i64>)> {
+    group
+        .iter()
+        .map(|r| gather(jobs, orders, r.clone()))
+        .collect()
+}
 
 /// Every model's samples at positions `at` of its epoch's order, model after model: the
 /// inputs `[K·len·d]` and the labels `[K·len]`.
