@@ -14,8 +14,8 @@ use std::path::Path;
 /// Write a polars table atomically (Snappy-compressed Parquet).
 ///
 /// Through a buffer: polars' writer serialises the footer's Thrift a field at a time, which
-/// straight to the file was a `write` call of one or two bytes each (≈ 7 500 calls for one
-/// arm-iteration's metrics table).
+/// straight to the file was a `write` call of one or two bytes each (≈ 1 800 calls for one
+/// iteration's metrics table of a few kilobytes).
 pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     write_atomic(path, |file| {
         let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
