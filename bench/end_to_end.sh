@@ -24,7 +24,15 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { local t0; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; awk -v a="$(date +%s.%N)" -v b="$t0" "BEGIN { print a - b }"; }
 report() { printf '%-46s %9.3f s   (median of %s; %s)\n' "$1" "$(echo "$2" | median)" "$RUNS" "$(echo "$2" | tr '\n' ' ')"; }
 
-echo "== end to end on pipelines/$PIPELINE.toml ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg); burn's Flex backend; wall times) =="
+# A virtual machine that reports freed memory to its host (virtio-balloon free page reporting)
+# makes every newly touched page a host fault: 2-4 s of make all on this project's machines
+# (docs/speed.md, stop 35). Say whether this machine does, so its figures can be compared.
+reporting=$(cat /sys/module/page_reporting/parameters/page_reporting_order 2>/dev/null || true)
+if [ -n "$reporting" ]; then
+  [ "$reporting" -le 10 ] && reporting="free page reporting to the host on (order $reporting); " \
+    || reporting="free page reporting off; "
+fi
+echo "== end to end on pipelines/$PIPELINE.toml ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg); ${reporting}burn's Flex backend; wall times) =="
 split=""; loop=""; nols=""; mem=""; memnols=""; all=""
 for i in $(seq "$RUNS"); do
   split+="$(secs "$BIN" -q --pipeline "pipelines/$PIPELINE.toml" --root "$TMP/split-$i" split)"$'\n'
