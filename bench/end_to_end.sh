@@ -27,10 +27,12 @@ report() { printf '%-46s %9.3f s   (median of %s; %s)\n' "$1" "$(echo "$2" | med
 # A virtual machine that reports freed memory to its host (virtio-balloon free page reporting)
 # makes every newly touched page a host fault: 2-4 s of make all on this project's machines
 # (docs/speed.md, stop 35). Say whether this machine does, so its figures can be compared.
-reporting=$(cat /sys/module/page_reporting/parameters/page_reporting_order 2>/dev/null || true)
-if [ -n "$reporting" ]; then
-  [ "$reporting" -le 10 ] && reporting="free page reporting to the host on (order $reporting); " \
-    || reporting="free page reporting off; "
+# The kernel counts what it has reported since boot; a kernel without a reporting balloon
+# device has the parameters too, and reports nothing.
+reported=$(cat /sys/module/page_reporting/parameters/reported_kib 2>/dev/null || echo 0)
+reporting=""
+if [ "$reported" -gt 0 ]; then
+  reporting="free page reporting to the host on ($((reported >> 20)) GiB reported since boot); "
 fi
 echo "== end to end on pipelines/$PIPELINE.toml ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg); ${reporting}burn's Flex backend; wall times) =="
 split=""; loop=""; nols=""; mem=""; memnols=""; all=""
